@@ -1,0 +1,83 @@
+"""REQuant range estimation on 2-D NumPy rows (one row per tensor or per channel).
+
+For each row the transformed values ``y = T(w)`` fix the base range ``[lo, hi]`` (``alpha = 1``
+is min-max); the search picks ``alpha`` minimising ``L(alpha)`` (see :mod:`.objective`); the
+result is the scale ``alpha * s1`` and the zero point ``z`` of the grid in the transformed
+space, with the transform needed to map codes back to ``w``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .grid import Grid
+from .objective import LossSpace, RangeObjective
+from .search import SearchResult, check_search, golden_search, grid_search
+from .transform import PowerTransform
+
+
+@dataclass(frozen=True)
+class RowEstimate:
+    """Search result per row: ``alpha``, ``scale``, ``zero_point``, ``mse`` are ``(R,)``."""
+
+    alpha: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    zero_point: NDArray[np.int64]
+    mse: NDArray[np.float64]
+    evaluations: int
+    transform: PowerTransform
+    grid: Grid
+
+    def levels(self) -> NDArray[np.float64]:
+        """The ``(R, levels)`` codebook in the original space: ``T^-1(s * (k - z))``."""
+        k = np.arange(self.grid.quant_min, self.grid.quant_max + 1, dtype=np.float64)
+        y = self.scale[:, None] * (k[None, :] - self.zero_point[:, None])
+        return self.transform.inverse(y)
+
+    def clip_range(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The clipping range mapped back to the original space: ``T^-1`` of the grid ends."""
+        lo, hi = self.grid.clip_range(self.scale, self.zero_point)
+        return self.transform.inverse(lo[:, None])[:, 0], self.transform.inverse(hi[:, None])[:, 0]
+
+    def fake_quantize(self, rows: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Reference fake quantization of 2-D rows in float64 (quantize in ``y``, map back)."""
+        y = self.transform.forward(np.asarray(rows, dtype=np.float64))
+        s, z = self.scale[:, None], self.zero_point[:, None]
+        q = np.clip(np.rint(y / s) + z, self.grid.quant_min, self.grid.quant_max)
+        return self.transform.inverse(s * (q - z))
+
+
+def objective_for_rows(
+    rows: NDArray[np.floating], grid: Grid, *, p: float = 1.0,
+    loss_space: LossSpace = "original", presorted: bool = False,
+) -> RangeObjective:
+    """Build the objective for raw 2-D rows (sorted here unless ``presorted``)."""
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        raise ValueError("rows must be 2-D with at least one column")
+    srt = rows if presorted else np.sort(rows, axis=1)
+    transform = PowerTransform.fit(np.stack([srt[:, 0], srt[:, -1]], axis=1), p)
+    lo = transform.forward(srt[:, :1].astype(np.float64))[:, 0]
+    hi = transform.forward(srt[:, -1:].astype(np.float64))[:, 0]
+    return RangeObjective(srt, grid, transform, lo, hi, loss_space)
+
+
+def run_search(obj: RangeObjective, search: str = "golden", grid_points: int = 2000) -> SearchResult:
+    """Dispatch to the golden (default) or dense grid search."""
+    check_search(search)
+    return grid_search(obj, grid_points) if search == "grid" else golden_search(obj)
+
+
+def estimate_rows(
+    rows: NDArray[np.floating], grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original",
+    search: str = "golden", grid_points: int = 2000,
+) -> RowEstimate:
+    """REQuant on each row of ``rows`` (finite values; shape ``(R, n)``, ``n >= 1``)."""
+    obj = objective_for_rows(rows, grid, p=p, loss_space=loss_space)
+    res = run_search(obj, search, grid_points)
+    return RowEstimate(
+        alpha=res.alpha, scale=np.maximum(res.alpha * obj.s1, 0.0), zero_point=obj.z, mse=res.mse,
+        evaluations=res.evaluations, transform=obj.transform, grid=grid,
+    )

@@ -1,0 +1,201 @@
+"""A streaming histogram with exact per-bin count, sum and sum of squares (pure NumPy).
+
+Bins have width ``h`` and are anchored at zero: bin ``i`` holds ``x`` with
+``floor(x / h) == i``. The histogram keeps ``bins`` consecutive bins starting at index
+``offset``. When a batch falls outside, the window first slides, and if the data no longer
+fits, ``h`` doubles (``2**k`` old bins merge into one new bin exactly, because bins stay
+anchored at zero), so no statistic is ever approximated: every bin's count, sum and sum of
+squares are exact. Updates are vectorised (``np.bincount``), with no Python loop per bin.
+
+The activation search treats each non-empty bin as its members collapsed to the bin mean for
+the code assignment, while the loss keeps the exact sum of squares, so ``L(alpha)`` is exact
+except for bins that straddle a rounding threshold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .estimate import RowEstimate
+from .grid import Grid
+from .objective import LossSpace, RangeObjective
+from .search import check_search, golden_search, grid_search
+from .transform import PowerTransform
+
+
+class StreamingHistogram:
+    """Exact-moment histogram whose range grows with the data.
+
+    Args:
+        bins: number of bins kept (resolution); the range can grow without limit.
+    """
+
+    def __init__(self, bins: int = 2048) -> None:
+        if bins < 16:
+            raise ValueError(f"bins must be at least 16, got {bins}")
+        self.bins = int(bins)
+        self.width = 0.0
+        self.offset = 0
+        self.count = np.zeros(self.bins)
+        self.sum = np.zeros(self.bins)
+        self.sumsq = np.zeros(self.bins)
+        self.min = math.inf
+        self.max = -math.inf
+
+    @property
+    def total(self) -> float:
+        """Number of values seen."""
+        return float(self.count.sum())
+
+    @property
+    def empty(self) -> bool:
+        """True before any value was seen."""
+        return self.width == 0.0
+
+    def _index(self, x: NDArray[np.float64]) -> NDArray[np.int64]:
+        return np.floor(x / self.width).astype(np.int64)
+
+    def _regrid(self, lo: float, hi: float) -> None:
+        """Make the window cover ``[lo, hi]`` (doubling ``width`` as needed), merging bins."""
+        if self.empty:
+            span = hi - lo
+            scale = max(abs(lo), abs(hi), 1e-30)
+            self.width = span / (self.bins - 2) if span > 0 else scale * 1e-6
+            self.offset = int(math.floor(lo / self.width))
+            return
+        factor = 1
+        w = self.width
+        while True:
+            i_lo = math.floor(lo / (w * factor))
+            i_hi = math.floor(hi / (w * factor))
+            if i_hi - i_lo + 1 <= self.bins:
+                break
+            factor *= 2
+        old_idx = self.offset + np.arange(self.bins)
+        new_idx = np.floor_divide(old_idx, factor) - i_lo
+        keep = self.count > 0
+        if np.any(keep & ((new_idx < 0) | (new_idx >= self.bins))):
+            raise AssertionError("histogram regrid dropped data")  # pragma: no cover
+        self.count = np.bincount(new_idx[keep], self.count[keep], self.bins)
+        self.sum = np.bincount(new_idx[keep], self.sum[keep], self.bins)
+        self.sumsq = np.bincount(new_idx[keep], self.sumsq[keep], self.bins)
+        self.width = w * factor
+        self.offset = int(i_lo)
+
+    def update(self, x: ArrayLike) -> None:
+        """Add the finite values of ``x`` (any shape). Raises ValueError on NaN/Inf."""
+        v = np.asarray(x, dtype=np.float64).ravel()
+        if v.size == 0:
+            return
+        lo, hi = float(v.min()), float(v.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("the histogram received NaN or Inf values")
+        new_lo, new_hi = min(lo, self.min), max(hi, self.max)
+        if self.empty or (self._index(np.array([new_lo]))[0] < self.offset
+                          or self._index(np.array([new_hi]))[0] >= self.offset + self.bins):
+            self._regrid(new_lo, new_hi)
+        idx = np.clip(self._index(v) - self.offset, 0, self.bins - 1)
+        self.count += np.bincount(idx, minlength=self.bins)
+        self.sum += np.bincount(idx, v, self.bins)
+        self.sumsq += np.bincount(idx, v * v, self.bins)
+        self.min, self.max = new_lo, new_hi
+
+    def merge(self, other: StreamingHistogram) -> None:
+        """Add another histogram's statistics (for example from another process)."""
+        if other.empty:
+            return
+        o = other.copy()
+        lo, hi = min(self.min, o.min), max(self.max, o.max)
+        if self.empty:
+            self.__dict__.update(o.__dict__)
+            return
+        # bring both onto a common width (a power-of-two multiple of the larger one)
+        while True:
+            self._regrid(lo, hi)
+            o._regrid(lo, hi)
+            if self.width == o.width and self.offset == o.offset:
+                break
+            wmax = max(self.width, o.width)
+            for h in (self, o):
+                ratio = wmax / h.width
+                k = 2 ** math.ceil(math.log2(ratio)) if ratio > 1 else 1
+                if k > 1 or h.width != wmax:
+                    h._force_width(h.width * k, lo, hi)
+            if self.width != o.width:  # incommensurable widths: resample other by its bin means
+                o._resample_to(self)
+                break
+        self.count += o.count
+        self.sum += o.sum
+        self.sumsq += o.sumsq
+        self.min, self.max = lo, hi
+
+    def _force_width(self, width: float, lo: float, hi: float) -> None:
+        factor = int(round(width / self.width))
+        old_idx = self.offset + np.arange(self.bins)
+        i_lo = math.floor(lo / width)
+        new_idx = np.floor_divide(old_idx, factor) - i_lo
+        keep = self.count > 0
+        self.count = np.bincount(new_idx[keep], self.count[keep], self.bins)
+        self.sum = np.bincount(new_idx[keep], self.sum[keep], self.bins)
+        self.sumsq = np.bincount(new_idx[keep], self.sumsq[keep], self.bins)
+        self.width, self.offset = width, int(i_lo)
+
+    def _resample_to(self, ref: StreamingHistogram) -> None:
+        keep = self.count > 0
+        means = self.sum[keep] / self.count[keep]
+        idx = np.clip(np.floor(means / ref.width).astype(np.int64) - ref.offset, 0, ref.bins - 1)
+        self.count = np.bincount(idx, self.count[keep], ref.bins)
+        self.sum = np.bincount(idx, self.sum[keep], ref.bins)
+        self.sumsq = np.bincount(idx, self.sumsq[keep], ref.bins)
+        self.width, self.offset = ref.width, ref.offset
+
+    def copy(self) -> StreamingHistogram:
+        """A deep copy."""
+        h = StreamingHistogram(self.bins)
+        h.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
+                           for k, v in self.__dict__.items()})
+        return h
+
+    def state(self) -> dict[str, NDArray[np.float64]]:
+        """Plain arrays that :meth:`from_state` restores exactly."""
+        meta = np.array([self.width, float(self.offset), self.min, self.max, float(self.bins)])
+        return {"meta": meta, "count": self.count.copy(), "sum": self.sum.copy(),
+                "sumsq": self.sumsq.copy()}
+
+    @staticmethod
+    def from_state(state: dict[str, NDArray[np.float64]]) -> StreamingHistogram:
+        """Inverse of :meth:`state`."""
+        meta = np.asarray(state["meta"], dtype=np.float64)
+        h = StreamingHistogram(int(meta[4]))
+        h.width, h.offset, h.min, h.max = float(meta[0]), int(meta[1]), float(meta[2]), float(meta[3])
+        h.count = np.asarray(state["count"], dtype=np.float64).copy()
+        h.sum = np.asarray(state["sum"], dtype=np.float64).copy()
+        h.sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
+        return h
+
+    def objective(self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original") -> RangeObjective:
+        """``L(alpha)`` over the histogram (bins collapsed to their means)."""
+        if self.empty:
+            raise ValueError("the histogram is empty: run calibration data through it first")
+        keep = self.count > 0
+        cnt, s1, s2 = self.count[keep], self.sum[keep], self.sumsq[keep]
+        means = np.clip(s1 / cnt, self.min, self.max)
+        transform = PowerTransform.fit(np.array([[self.min, self.max]]), p)
+        lo = transform.forward(np.array([[self.min]]))[:, 0]
+        hi = transform.forward(np.array([[self.max]]))[:, 0]
+        return RangeObjective(means[None, :], grid, transform, lo, hi, loss_space,
+                              weights=cnt[None, :], sums=s1[None, :], sumsq=s2[None, :])
+
+    def estimate(
+        self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original",
+        search: str = "golden", grid_points: int = 2000,
+    ) -> RowEstimate:
+        """REQuant's alpha search on the histogram."""
+        check_search(search)
+        obj = self.objective(grid, p=p, loss_space=loss_space)
+        res = grid_search(obj, grid_points) if search == "grid" else golden_search(obj)
+        return RowEstimate(res.alpha, res.alpha * obj.s1, obj.z, res.mse, res.evaluations,
+                           obj.transform, grid)

@@ -1,0 +1,123 @@
+"""One-dimensional searches for the range factor ``alpha`` in (0, 1], batched over rows.
+
+``L(alpha)`` is piecewise quadratic and convex on each piece (locally convex), but the kinks
+between pieces are concave, so at 6-8 bits it has many shallow local minima. The
+``"golden"`` search therefore (1) scans a coarse bracketing grid (geometric below 0.25, linear
+above, ``alpha = 1`` included so the result is never worse than min-max), (2) runs
+golden-section search inside the brackets of the best few local minima of the scan, and
+(3) polishes the winner with the exact per-piece least-squares step of
+:meth:`RangeObjective.refit`, keeping it only if it lowers the loss. ``"grid"`` is the dense
+reference: ``L`` at ``grid_points`` evenly spaced values ``k / grid_points``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .objective import RangeObjective
+
+SearchMethod = Literal["golden", "grid"]
+SEARCHES: tuple[str, ...] = ("golden", "grid")
+INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+def check_search(search: str) -> str:
+    """Return ``search`` if known, else raise ValueError listing the valid values."""
+    if search not in SEARCHES:
+        raise ValueError(f"unknown search {search!r}: valid values are {list(SEARCHES)}")
+    return search
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Best ``alpha`` and ``L(alpha)`` per row, and the candidates evaluated per row."""
+
+    alpha: NDArray[np.float64]
+    mse: NDArray[np.float64]
+    evaluations: int
+
+
+class _Best:
+    def __init__(self, rows: int) -> None:
+        self.alpha = np.ones(rows)
+        self.mse = np.full(rows, np.inf)
+
+    def update(self, alpha: NDArray[np.float64], mse: NDArray[np.float64]) -> None:
+        k = np.argmin(mse, axis=1)
+        r = np.arange(mse.shape[0])
+        better = mse[r, k] < self.mse
+        self.alpha = np.where(better, alpha[r, k], self.alpha)
+        self.mse = np.where(better, mse[r, k], self.mse)
+
+
+def scan_points(n_geometric: int = 12, n_linear: int = 36, low: float = 1e-3) -> NDArray[np.float64]:
+    """The bracketing scan: geometric on [low, 0.25), linear on [0.25, 1]."""
+    geo = np.geomspace(low, 0.25, n_geometric, endpoint=False)
+    lin = np.linspace(0.25, 1.0, n_linear)
+    return np.concatenate([geo, lin])
+
+
+def grid_search(obj: RangeObjective, grid_points: int = 2000) -> SearchResult:
+    """Dense reference search: ``alpha = k / grid_points`` for ``k = 1..grid_points``."""
+    start = obj.evaluations
+    alphas = np.arange(1, grid_points + 1, dtype=np.float64) / grid_points
+    best = _Best(obj.rows)
+    a2 = np.broadcast_to(alphas[None, :], (obj.rows, grid_points))
+    best.update(a2, obj(a2))
+    return SearchResult(best.alpha, best.mse, obj.evaluations - start)
+
+
+def golden_search(
+    obj: RangeObjective, *, n_brackets: int = 3, tol: float = 1e-4, max_iter: int = 40,
+    refine_steps: int = 3, scan: NDArray[np.float64] | None = None,
+) -> SearchResult:
+    """Bracketing scan + golden-section search in the best brackets + least-squares polish."""
+    start = obj.evaluations
+    pts = scan_points() if scan is None else np.asarray(scan, dtype=np.float64)
+    rows = obj.rows
+    best = _Best(rows)
+    a_scan = np.broadcast_to(pts[None, :], (rows, pts.size))
+    l_scan = obj(a_scan)
+    best.update(a_scan, l_scan)
+
+    # Local minima of the scan (ties count), best first.
+    padded = np.concatenate([np.full((rows, 1), np.inf), l_scan, np.full((rows, 1), np.inf)], axis=1)
+    is_min = (l_scan <= padded[:, :-2]) & (l_scan <= padded[:, 2:])
+    ranked = np.where(is_min, l_scan, np.inf)
+    m = min(n_brackets, pts.size)
+    order = np.argsort(ranked, axis=1, kind="stable")[:, :m]
+    left = pts[np.maximum(order - 1, 0)]
+    left = np.where(order == 0, pts[0] * 0.5, left)
+    right = pts[np.minimum(order + 1, pts.size - 1)]
+    valid = np.isfinite(np.take_along_axis(ranked, order, axis=1))
+
+    a, b = left.copy(), right.copy()
+    c = b - INV_PHI * (b - a)
+    d = a + INV_PHI * (b - a)
+    lc, ld = obj(c), obj(d)
+    best.update(np.where(valid, c, 1.0), np.where(valid, lc, np.inf))
+    best.update(np.where(valid, d, 1.0), np.where(valid, ld, np.inf))
+    for _ in range(max_iter):
+        if np.all((b - a) < tol * np.maximum(b, tol)):
+            break
+        go_left = lc <= ld  # keep [a, d] (new point left) or [c, b] (new point right)
+        a, b = np.where(go_left, a, c), np.where(go_left, d, b)
+        x = np.where(go_left, b - INV_PHI * (b - a), a + INV_PHI * (b - a))
+        lx = obj(x)
+        best.update(np.where(valid, x, 1.0), np.where(valid, lx, np.inf))
+        c, d, lc, ld = (
+            np.where(go_left, x, d), np.where(go_left, c, x),
+            np.where(go_left, lx, ld), np.where(go_left, lc, lx),
+        )
+    for _ in range(refine_steps):
+        cand = obj.refit(best.alpha)
+        lc1 = obj(cand[:, None])
+        before = best.mse.copy()
+        best.update(cand[:, None], lc1)
+        if np.all(best.mse >= before):
+            break
+    return SearchResult(best.alpha, best.mse, obj.evaluations - start)

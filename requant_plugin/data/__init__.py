@@ -1,0 +1,48 @@
+"""Offline data sets (CIFAR-10 npz, scikit-learn digits, Fashion-MNIST) and accuracy evaluation."""
+
+from requant_plugin.data.datasets import (
+    CIFAR10_DIR_ENV,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DATASET_NAMES,
+    FASHION_MNIST_DIR_ENV,
+    SHARED_DIR_ENV,
+    ArrayDataset,
+    cifar10_available,
+    default_dataset,
+    default_dataset_name,
+    fashion_mnist_available,
+    find_fashion_mnist_dir,
+    find_shared_dir,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    read_idx,
+    stratified_indices,
+)
+from requant_plugin.data.evaluate import evaluate_accuracy, model_device
+
+__all__ = [
+    "CIFAR10_DIR_ENV",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DATASET_NAMES",
+    "FASHION_MNIST_DIR_ENV",
+    "SHARED_DIR_ENV",
+    "ArrayDataset",
+    "cifar10_available",
+    "default_dataset",
+    "default_dataset_name",
+    "evaluate_accuracy",
+    "fashion_mnist_available",
+    "find_fashion_mnist_dir",
+    "find_shared_dir",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "model_device",
+    "read_idx",
+    "stratified_indices",
+]
