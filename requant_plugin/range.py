@@ -19,7 +19,7 @@ from .core.objective import LOSS_SPACES, LossSpace
 from .core.search import check_search
 
 Space = Literal["uniform", "sqrt"]
-Search = Literal["golden", "grid"]
+Search = Literal["golden", "grid", "minmax"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class RangeEstimate:
     convention: str = "torch"
 
     def _view(self, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        t = t.to(device=w.device, dtype=torch.float64 if w.dtype == torch.float64 else torch.float32)
+        t = t.to(device=w.device, dtype=torch.float64)
         if not self.per_channel or w.dim() == 0:
             return t.reshape(())
         shape = [1] * w.dim()
@@ -70,7 +70,7 @@ class RangeEstimate:
 
     def _work(self, w: torch.Tensor) -> torch.Tensor:
         _check_tensor(w, "w")
-        return w.to(torch.float64 if w.dtype == torch.float64 else torch.float32)
+        return w.to(torch.float64)
 
     def transform(self, w: torch.Tensor) -> torch.Tensor:
         """``T(w)`` (identity for the uniform space)."""
@@ -86,16 +86,16 @@ class RangeEstimate:
         return torch.clamp(torch.round(y / s) + z, self.quant_min, self.quant_max).to(torch.int32)
 
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
-        """``T^-1(scale * (q - zero_point))`` in float32 (float64 scale math)."""
-        s = self._view(self.scale, q.float())
-        y = s * (q.to(s.dtype) - self._view(self.zero_point, q.float()))
+        """``T^-1(scale * (q - zero_point))`` computed in float64."""
+        s = self._view(self.scale, q)
+        y = s * (q.to(s.dtype) - self._view(self.zero_point, q))
         if self.p == 1.0:
             return y
         m = self._view(self.m, y)
         return m * torch.sign(y) * y.abs() ** (1.0 / self.p)
 
     def fake_quantize(self, w: torch.Tensor) -> torch.Tensor:
-        """``dequantize(quantize(w))`` with the dtype and device of ``w``."""
+        """``dequantize(quantize(w))`` (float64 math) with the dtype and device of ``w``."""
         return self.dequantize(self.quantize(w)).to(w.dtype)
 
     def levels(self) -> torch.Tensor:
@@ -153,7 +153,8 @@ def estimate_range(
     asymmetric, ``+-alpha*max|w|`` symmetric). ``space="sqrt"`` uses
     ``T(w) = sign(w) * (|w| / m) ** p`` (``p = 1/2``: REQuant's sign(w)*sqrt|w|), a grid
     that is non-uniform in ``w``. ``search="golden"`` is the fast convexity-aware search,
-    ``"grid"`` the dense reference over ``grid_points`` values of alpha.
+    ``"grid"`` the dense reference over ``grid_points`` values of alpha, ``"minmax"`` pins
+    ``alpha = 1`` (plain min-max ranges).
 
     Args:
         w: floating-point tensor (any device; searched in float32/64 on the CPU).

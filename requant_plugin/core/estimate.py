@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from .grid import Grid
 from .objective import LossSpace, RangeObjective
-from .search import SearchResult, check_search, golden_search, grid_search
+from .search import SearchResult, check_search, golden_search, grid_search, minmax_search
 from .transform import PowerTransform
 
 
@@ -65,9 +65,11 @@ def objective_for_rows(
 
 
 def run_search(obj: RangeObjective, search: str = "golden", grid_points: int = 2000) -> SearchResult:
-    """Dispatch to the golden (default) or dense grid search."""
+    """Dispatch to the golden (default), dense grid or min-max (alpha = 1) search."""
     check_search(search)
-    return grid_search(obj, grid_points) if search == "grid" else golden_search(obj)
+    if search == "grid":
+        return grid_search(obj, grid_points)
+    return minmax_search(obj) if search == "minmax" else golden_search(obj)
 
 
 def estimate_rows(

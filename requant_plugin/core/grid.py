@@ -132,8 +132,8 @@ class Grid:
         else:
             s1 = (hi - lo) / float(self.quant_max - self.quant_min)
             safe = np.where(s1 > 0, s1, 1.0)
-            z = self.quant_min - np.round(lo / safe)
-            z = np.clip(z, self.quant_min, self.quant_max).astype(np.int64)
+            z = np.clip(self.quant_min - np.round(lo / safe), self.quant_min,
+                        self.quant_max).astype(np.int64)
         s1 = np.where(s1 > 0, s1, 1.0)
         return s1, z
 

@@ -19,10 +19,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .estimate import RowEstimate
+from .estimate import RowEstimate, run_search
 from .grid import Grid
 from .objective import LossSpace, RangeObjective
-from .search import check_search, golden_search, grid_search
 from .transform import PowerTransform
 
 
@@ -64,7 +63,7 @@ class StreamingHistogram:
             span = hi - lo
             scale = max(abs(lo), abs(hi), 1e-30)
             self.width = span / (self.bins - 2) if span > 0 else scale * 1e-6
-            self.offset = int(math.floor(lo / self.width))
+            self.offset = math.floor(lo / self.width)
             return
         factor = 1
         w = self.width
@@ -79,9 +78,9 @@ class StreamingHistogram:
         keep = self.count > 0
         if np.any(keep & ((new_idx < 0) | (new_idx >= self.bins))):
             raise AssertionError("histogram regrid dropped data")  # pragma: no cover
-        self.count = np.bincount(new_idx[keep], self.count[keep], self.bins)
-        self.sum = np.bincount(new_idx[keep], self.sum[keep], self.bins)
-        self.sumsq = np.bincount(new_idx[keep], self.sumsq[keep], self.bins)
+        self.count = np.bincount(new_idx[keep], self.count[keep], self.bins).astype(np.float64)
+        self.sum = np.bincount(new_idx[keep], self.sum[keep], self.bins).astype(np.float64)
+        self.sumsq = np.bincount(new_idx[keep], self.sumsq[keep], self.bins).astype(np.float64)
         self.width = w * factor
         self.offset = int(i_lo)
 
@@ -104,52 +103,33 @@ class StreamingHistogram:
         self.min, self.max = new_lo, new_hi
 
     def merge(self, other: StreamingHistogram) -> None:
-        """Add another histogram's statistics (for example from another process)."""
+        """Add another histogram's statistics (for example from another process).
+
+        Totals (count, sum, sum of squares, min, max) stay exact. Each of ``other``'s bins
+        lands in the bin of ``self`` that holds its mean, which is exact when both share the
+        bin grid; merging in a fixed order gives identical results on every process.
+        """
         if other.empty:
             return
-        o = other.copy()
-        lo, hi = min(self.min, o.min), max(self.max, o.max)
         if self.empty:
-            self.__dict__.update(o.__dict__)
+            self.__dict__.update(other.copy().__dict__)
             return
-        # bring both onto a common width (a power-of-two multiple of the larger one)
-        while True:
-            self._regrid(lo, hi)
-            o._regrid(lo, hi)
-            if self.width == o.width and self.offset == o.offset:
-                break
-            wmax = max(self.width, o.width)
-            for h in (self, o):
-                ratio = wmax / h.width
-                k = 2 ** math.ceil(math.log2(ratio)) if ratio > 1 else 1
-                if k > 1 or h.width != wmax:
-                    h._force_width(h.width * k, lo, hi)
-            if self.width != o.width:  # incommensurable widths: resample other by its bin means
-                o._resample_to(self)
-                break
+        lo, hi = min(self.min, other.min), max(self.max, other.max)
+        self._regrid(lo, hi)
+        o = other.copy()
+        o._resample_to(self)
         self.count += o.count
         self.sum += o.sum
         self.sumsq += o.sumsq
         self.min, self.max = lo, hi
 
-    def _force_width(self, width: float, lo: float, hi: float) -> None:
-        factor = int(round(width / self.width))
-        old_idx = self.offset + np.arange(self.bins)
-        i_lo = math.floor(lo / width)
-        new_idx = np.floor_divide(old_idx, factor) - i_lo
-        keep = self.count > 0
-        self.count = np.bincount(new_idx[keep], self.count[keep], self.bins)
-        self.sum = np.bincount(new_idx[keep], self.sum[keep], self.bins)
-        self.sumsq = np.bincount(new_idx[keep], self.sumsq[keep], self.bins)
-        self.width, self.offset = width, int(i_lo)
-
     def _resample_to(self, ref: StreamingHistogram) -> None:
         keep = self.count > 0
         means = self.sum[keep] / self.count[keep]
         idx = np.clip(np.floor(means / ref.width).astype(np.int64) - ref.offset, 0, ref.bins - 1)
-        self.count = np.bincount(idx, self.count[keep], ref.bins)
-        self.sum = np.bincount(idx, self.sum[keep], ref.bins)
-        self.sumsq = np.bincount(idx, self.sumsq[keep], ref.bins)
+        self.count = np.bincount(idx, self.count[keep], ref.bins).astype(np.float64)
+        self.sum = np.bincount(idx, self.sum[keep], ref.bins).astype(np.float64)
+        self.sumsq = np.bincount(idx, self.sumsq[keep], ref.bins).astype(np.float64)
         self.width, self.offset = ref.width, ref.offset
 
     def copy(self) -> StreamingHistogram:
@@ -194,8 +174,7 @@ class StreamingHistogram:
         search: str = "golden", grid_points: int = 2000,
     ) -> RowEstimate:
         """REQuant's alpha search on the histogram."""
-        check_search(search)
         obj = self.objective(grid, p=p, loss_space=loss_space)
-        res = grid_search(obj, grid_points) if search == "grid" else golden_search(obj)
+        res = run_search(obj, search, grid_points)
         return RowEstimate(res.alpha, res.alpha * obj.s1, obj.z, res.mse, res.evaluations,
                            obj.transform, grid)

@@ -178,7 +178,14 @@ class RangeObjective:
         a = self._a[:, None, :]  # (R, 1, L)
         thr_y = s[:, :, None] * (a[:, :, :-1] + 0.5)  # (R, K, L-1)
         thr_w = self.transform.inverse(thr_y)
-        idx = np.searchsorted(self._keys, self._thresholds_to_keys(thr_w), side="left")
+        keys = self._thresholds_to_keys(thr_w)
+        # Values exactly on a threshold round half to even: to code k when k - z is even.
+        idx = np.searchsorted(self._keys, keys, side="left")
+        lower_even = np.broadcast_to((self._a[:, None, :-1] % 2) == 0, keys.shape)
+        hit = self._keys[np.minimum(idx, self._keys.size - 1)] == keys
+        tie = lower_even & hit & (idx < self._keys.size)
+        if tie.any():
+            idx[tie] = np.searchsorted(self._keys, keys[tie], side="right")
         if self.rows > 1:
             idx = idx - (np.arange(self.rows) * self.n)[:, None, None]
         idx = np.clip(idx, 0, self.n)

@@ -6,22 +6,23 @@ between pieces are concave, so at 6-8 bits it has many shallow local minima. The
 above, ``alpha = 1`` included so the result is never worse than min-max), (2) runs
 golden-section search inside the brackets of the best few local minima of the scan, and
 (3) polishes the winner with the exact per-piece least-squares step of
-:meth:`RangeObjective.refit`, keeping it only if it lowers the loss. ``"grid"`` is the dense
-reference: ``L`` at ``grid_points`` evenly spaced values ``k / grid_points``.
+:meth:`Objective.refit`, keeping it only if it lowers the loss. ``"grid"`` is the dense
+reference: ``L`` at ``grid_points`` evenly spaced values ``k / grid_points``; ``"minmax"``
+pins ``alpha = 1``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .objective import RangeObjective
+from .grid import Grid
 
-SearchMethod = Literal["golden", "grid"]
-SEARCHES: tuple[str, ...] = ("golden", "grid")
+SearchMethod = Literal["golden", "grid", "minmax"]
+SEARCHES: tuple[str, ...] = ("golden", "grid", "minmax")
 INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -41,6 +42,23 @@ class SearchResult:
     evaluations: int
 
 
+class Objective(Protocol):
+    """What the searches need from an objective (``RangeObjective`` is the main one).
+
+    ``obj(alpha)`` maps ``(rows, K)`` candidates to ``(rows, K)`` losses and adds ``K`` to
+    ``evaluations``; ``refit(alpha)`` proposes a better ``alpha`` per row (or returns it).
+    """
+
+    rows: int
+    n: int
+    grid: Grid
+    evaluations: int
+
+    def __call__(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]: ...
+
+    def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]: ...
+
+
 class _Best:
     def __init__(self, rows: int) -> None:
         self.alpha = np.ones(rows)
@@ -54,14 +72,38 @@ class _Best:
         self.mse = np.where(better, mse[r, k], self.mse)
 
 
+SCAN_BUDGET = 1 << 20  # rows * scan points * levels evaluated by the scan
+
+
+LARGE_ROW = 1 << 16  # rows longer than this have a smooth L(alpha): a coarse scan suffices
+
+
+def scan_size(rows: int, levels: int, n: int) -> int:
+    """Scan points: 64 for long rows (smooth L), else as many as the budget allows (48..1024).
+
+    Short rows (small layers, single channels) have jagged curves with narrow minima, and
+    there each evaluation is cheap, so they get a dense scan.
+    """
+    if n > LARGE_ROW:
+        return 64
+    return int(np.clip(SCAN_BUDGET // max(1, rows * levels), 48, 1024))
+
+
 def scan_points(n_geometric: int = 12, n_linear: int = 36, low: float = 1e-3) -> NDArray[np.float64]:
-    """The bracketing scan: geometric on [low, 0.25), linear on [0.25, 1]."""
+    """The bracketing scan: geometric on [low, 0.25), linear on [0.25, 1] (1 included)."""
     geo = np.geomspace(low, 0.25, n_geometric, endpoint=False)
     lin = np.linspace(0.25, 1.0, n_linear)
     return np.concatenate([geo, lin])
 
 
-def grid_search(obj: RangeObjective, grid_points: int = 2000) -> SearchResult:
+def minmax_search(obj: Objective) -> SearchResult:
+    """No search: ``alpha = 1`` (plain min-max / max-abs ranges), for baselines and tests."""
+    start = obj.evaluations
+    one = np.ones((obj.rows, 1))
+    return SearchResult(one[:, 0], obj(one)[:, 0], obj.evaluations - start)
+
+
+def grid_search(obj: Objective, grid_points: int = 2000) -> SearchResult:
     """Dense reference search: ``alpha = k / grid_points`` for ``k = 1..grid_points``."""
     start = obj.evaluations
     alphas = np.arange(1, grid_points + 1, dtype=np.float64) / grid_points
@@ -72,12 +114,16 @@ def grid_search(obj: RangeObjective, grid_points: int = 2000) -> SearchResult:
 
 
 def golden_search(
-    obj: RangeObjective, *, n_brackets: int = 3, tol: float = 1e-4, max_iter: int = 40,
+    obj: Objective, *, n_brackets: int = 4, tol: float = 1e-4, max_iter: int = 40,
     refine_steps: int = 3, scan: NDArray[np.float64] | None = None,
 ) -> SearchResult:
     """Bracketing scan + golden-section search in the best brackets + least-squares polish."""
     start = obj.evaluations
-    pts = scan_points() if scan is None else np.asarray(scan, dtype=np.float64)
+    if scan is None:
+        k = scan_size(obj.rows, obj.grid.levels, obj.n)
+        pts = scan_points(k // 4, k - k // 4)
+    else:
+        pts = np.asarray(scan, dtype=np.float64)
     rows = obj.rows
     best = _Best(rows)
     a_scan = np.broadcast_to(pts[None, :], (rows, pts.size))

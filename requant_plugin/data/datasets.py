@@ -14,6 +14,7 @@ Locations, in order of precedence:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -106,10 +107,8 @@ def find_shared_dir() -> Path | None:
         if candidate.is_dir():
             return candidate.resolve()
     starts: list[Path] = []
-    try:
+    with contextlib.suppress(OSError):  # the working directory may have been removed
         starts.append(Path.cwd().resolve())
-    except OSError:  # the working directory may have been removed
-        pass
     starts.append(Path(__file__).resolve().parent)
     for start in starts:
         for level in (start, *start.parents):
@@ -174,9 +173,7 @@ class ArrayDataset:
         for split in ("train", "test"):
             x, y = self.split(split)
             if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
-                raise ValueError(
-                    f"x_{split} has shape {tuple(x.shape)}, want [N, *{self.input_shape}]"
-                )
+                raise ValueError(f"x_{split} has shape {tuple(x.shape)}, want [N, *{self.input_shape}]")
             if x.dtype != torch.float32 or y.dtype != torch.int64:
                 raise ValueError(f"{split} split needs float32 images and int64 labels")
             if y.shape != (x.shape[0],):
@@ -210,13 +207,9 @@ class ArrayDataset:
             idx = torch.from_numpy(stratified_indices(y.numpy(), limit, seed))
             x, y = x[idx], y[idx]
         generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(
-            TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator
-        )
+        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
-    def calibration_batches(
-        self, n_images: int, batch_size: int = 32, seed: int = 0
-    ) -> list[Tensor]:
+    def calibration_batches(self, n_images: int, batch_size: int = 32, seed: int = 0) -> list[Tensor]:
         """A seeded random subset of ``n_images`` TRAIN images, cut into batches of inputs."""
         total = len(self.y_train)
         if n_images < 1 or n_images > total:
@@ -279,12 +272,18 @@ def cifar10_available(root: str | Path | None = None) -> bool:
 def _read_npz(path: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray[Any]]:
     """Read ``x`` (uint8 NHWC) and ``y`` from an npz without allowing pickles."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data or "y" not in data:
-                raise ValueError(f"{path} must hold arrays 'x' and 'y', has {sorted(data.files)}")
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"cannot read {path} as an npz archive of plain arrays: {exc}") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, expected an npz with 'x' and 'y'")
+    with loaded as data:
+        if "x" not in data or "y" not in data:
+            raise ValueError(f"{path} must hold arrays 'x' and 'y', has {sorted(data.files)}")
+        try:
             x, y = data["x"], data["y"]
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"cannot read arrays from {path}: {exc}") from exc
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] not in (1, 3):
         raise ValueError(f"{path}: 'x' must be uint8 [N, H, W, C], got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
@@ -417,9 +416,7 @@ def read_idx(path: str | Path) -> npt.NDArray[np.uint8]:
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape, dtype=np.int64))
     if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: IDX shape {shape} needs {expected} bytes, has {len(raw) - header}"
-        )
+        raise ValueError(f"{path}: IDX shape {shape} needs {expected} bytes, has {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -20,10 +21,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 def _set_mode(model: nn.Module, training: bool) -> None:
     """Switch train/eval mode, tolerating modules that refuse it (e.g. exported programs)."""
-    try:
+    with contextlib.suppress(NotImplementedError, RuntimeError):
         model.train(training)
-    except (NotImplementedError, RuntimeError):
-        pass
 
 
 def evaluate_accuracy(

@@ -23,7 +23,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """
     try:
         gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:  # noqa: BLE001 - report any tracing failure the same way
+    except Exception as exc:
         raise ValueError(
             f"fold_bn=True needs a torch.fx-traceable model ({type(exc).__name__}: {exc}); "
             "fold BatchNorm yourself or pass fold_bn=False"
@@ -47,7 +47,7 @@ def fold_bn_(model: nn.Module) -> list[tuple[str, str]]:
     for layer_name, bn_name in pairs:
         layer = model.get_submodule(layer_name)
         bn = model.get_submodule(bn_name)
-        assert isinstance(bn, _BN)
+        assert isinstance(bn, _BN) and isinstance(layer, _FOLDABLE)
         if bn.running_var is None or bn.running_mean is None:
             raise ValueError(f"{bn_name}: BatchNorm without running statistics cannot be folded")
         inv = torch.rsqrt(bn.running_var + bn.eps)

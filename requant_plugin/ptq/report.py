@@ -59,7 +59,7 @@ class QuantizationReport:
             for x in self.layers
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         for name, why in self.skipped.items():
             lines.append(f"skipped {name}: {why}")

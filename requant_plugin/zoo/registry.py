@@ -106,15 +106,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
             f"weights_only=True loading does not allow ({exc})"
         ) from exc
     except Exception as exc:  # corrupt zip, truncated file, wrong format, ...
-        raise ValueError(
-            f"cannot read weights file {file}: corrupt or not a torch file ({exc})"
-        ) from exc
+        raise ValueError(f"cannot read weights file {file}: corrupt or not a torch file ({exc})") from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(  # noqa: TRY004 - a bad file is a value error for callers
-            f"{file} does not hold a state_dict (got {type(obj).__name__})"
-        )
+        raise ValueError(f"{file} does not hold a state_dict (got {type(obj).__name__})")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         raise ValueError(f"{file}: state_dict entries that are not named tensors: {_describe(bad)}")

@@ -16,9 +16,7 @@ __all__ = ["SmallCNN", "train_small_cnn"]
 class SmallCNN(nn.Module):
     """Two Conv-BN-ReLU stages, an average pool to at most ~4x4 and a linear classifier."""
 
-    def __init__(
-        self, in_channels: int, num_classes: int, image_size: int, width: int = 16
-    ) -> None:
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, width: int = 16) -> None:
         """Build the network for square ``image_size`` inputs with ``in_channels`` channels."""
         super().__init__()
         if min(in_channels, num_classes, image_size, width) < 1:
@@ -56,11 +54,16 @@ def train_small_cnn(
     batch_size: int = 64,
     lr: float = 1e-2,
     num_classes: int | None = None,
+    num_threads: int | None = 1,
 ) -> SmallCNN:
     """Train a :class:`SmallCNN` with Adam (cosine-decayed lr); returns it in eval mode.
 
     Initialisation and batch order depend only on ``seed`` (the global RNG state is left
     untouched), so repeated calls give the same weights on the same machine.
+
+    ``num_threads`` temporarily sets torch's intra-op thread count while training (restored
+    afterwards); the default of 1 is fastest for this tiny network and avoids the large slowdown
+    that multi-threaded kernels suffer on a busy machine. ``None`` keeps the current setting.
     """
     if x_train.dim() != 4 or x_train.shape[2] != x_train.shape[3]:
         raise ValueError(f"x_train must be [N, C, S, S], got {tuple(x_train.shape)}")
@@ -72,12 +75,32 @@ def train_small_cnn(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SmallCNN(int(x_train.shape[1]), classes, int(x_train.shape[2]))
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        _fit(model, x_train, y_train.long(), epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return model.eval()
+
+
+def _fit(
+    model: nn.Module,
+    x_train: Tensor,
+    targets: Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    lr: float,
+) -> None:
+    """Adam + cosine schedule + cross-entropy over seeded mini-batches."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = -(-x_train.shape[0] // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    targets = y_train.long()
     model.train()
     for _ in range(epochs):
         order = torch.randperm(x_train.shape[0], generator=generator)
@@ -88,4 +111,3 @@ def train_small_cnn(
             loss.backward()
             optimizer.step()
             scheduler.step()
-    return model.eval()
