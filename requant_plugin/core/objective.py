@@ -93,6 +93,11 @@ class RangeObjective:
         self._build_prefix(values, weights, sums, sumsq)
         k = np.arange(grid.quant_min, grid.quant_max + 1, dtype=np.float64)
         self._a = k[None, :] - self.z[:, None]  # (R, L): k - z
+        self._half = self._a[:, :-1] + 0.5  # rounding thresholds in units of the scale
+        self._lower_even = (self._a[:, :-1] % 2) == 0
+        level_y1 = self.s1[:, None] * self._a  # levels at alpha = 1 in the transformed space
+        # c_k: level(alpha) = alpha**exponent * c_k in the loss space
+        self._coef = level_y1 if self.exponent == 1.0 else self.transform.inverse(level_y1)
         self.evaluations = 0
 
     # -- construction -------------------------------------------------------------------
@@ -174,38 +179,30 @@ class RangeObjective:
     def codes(self, alpha: NDArray[np.float64]) -> Codes:
         """Per-code count and sums for candidates ``alpha`` of shape ``(R, K)``."""
         alpha = np.asarray(alpha, dtype=np.float64)
+        r_, k_ = alpha.shape
         s = alpha * self.s1[:, None]  # (R, K)
-        a = self._a[:, None, :]  # (R, 1, L)
-        thr_y = s[:, :, None] * (a[:, :, :-1] + 0.5)  # (R, K, L-1)
-        thr_w = self.transform.inverse(thr_y)
+        thr_w = self.transform.inverse(s[:, :, None] * self._half[:, None, :])  # (R, K, L-1)
         keys = self._thresholds_to_keys(thr_w)
         # Values exactly on a threshold round half to even: to code k when k - z is even.
         idx = np.searchsorted(self._keys, keys, side="left")
-        lower_even = np.broadcast_to((self._a[:, None, :-1] % 2) == 0, keys.shape)
         hit = self._keys[np.minimum(idx, self._keys.size - 1)] == keys
-        tie = lower_even & hit & (idx < self._keys.size)
-        if tie.any():
+        if hit.any():
+            tie = hit & self._lower_even[:, None, :] & (idx < self._keys.size)
             idx[tie] = np.searchsorted(self._keys, keys[tie], side="right")
         if self.rows > 1:
             idx = idx - (np.arange(self.rows) * self.n)[:, None, None]
-        idx = np.clip(idx, 0, self.n)
-        r_, k_ = alpha.shape
-        bounds = np.concatenate(
-            [np.zeros((r_, k_, 1), dtype=idx.dtype), idx, np.full((r_, k_, 1), self.n, dtype=idx.dtype)],
-            axis=2,
-        ).reshape(r_, -1)
-
-        p0, p1, p2 = self._gather(bounds)
+        bounds = np.empty((r_, k_, idx.shape[2] + 2), dtype=np.intp)
+        bounds[:, :, 0] = 0
+        bounds[:, :, -1] = self.n
+        np.clip(idx, 0, self.n, out=bounds[:, :, 1:-1])
+        p0, p1, p2 = self._gather(bounds.reshape(r_, -1))
 
         def seg(g: NDArray[np.float64]) -> NDArray[np.float64]:
-            return np.diff(g.reshape(r_, k_, -1), axis=2)
+            g = g.reshape(r_, k_, -1)
+            return g[:, :, 1:] - g[:, :, :-1]
 
-        level_y1 = self.s1[:, None, None] * np.broadcast_to(a, (r_, 1, a.shape[2]))
-        if self.exponent == 1.0:
-            coef = np.broadcast_to(level_y1, (r_, k_, a.shape[2]))
-        else:  # original-space levels of alpha = 1: T^-1(s1 * (k - z))
-            coef = np.broadcast_to(self.transform.inverse(level_y1), (r_, k_, a.shape[2]))
         self.evaluations += k_
+        coef = np.broadcast_to(self._coef[:, None, :], (r_, k_, self._coef.shape[1]))
         return Codes(seg(p0), seg(p1), seg(p2), coef)
 
     def _mse_chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:

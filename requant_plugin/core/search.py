@@ -114,7 +114,7 @@ def grid_search(obj: Objective, grid_points: int = 2000) -> SearchResult:
 
 
 def golden_search(
-    obj: Objective, *, n_brackets: int = 4, tol: float = 1e-4, max_iter: int = 40,
+    obj: Objective, *, n_brackets: int = 4, tol: float = 1e-3, max_iter: int = 40,
     refine_steps: int = 3, scan: NDArray[np.float64] | None = None,
 ) -> SearchResult:
     """Bracketing scan + golden-section search in the best brackets + least-squares polish."""
