@@ -1,0 +1,160 @@
+"""Settings of one ``requant quantize`` / ``requant demo`` run, and what the run produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .curves import AlphaCurve
+
+__all__ = ["METHOD_LABELS", "ExportSummary", "LayerRow", "PipelineConfig", "PipelineResult"]
+
+#: Method key -> column label (ASCII, so any terminal prints it).
+METHOD_LABELS: dict[str, str] = {
+    "minmax": "min-max (alpha=1)",
+    "requant": "REQuant alpha",
+    "requant_sqrt": "REQuant alpha+sqrt",
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What to quantize and how (the ``requant quantize`` options).
+
+    Attributes:
+        data: ``cifar10``, ``fashion-mnist``, ``digits``, a folder of CIFAR-style npz files,
+            or ``None`` for the best data set found offline.
+        model: a zoo name (``resnet20`` ...), ``small-cnn``, or ``None`` (ResNet-20 for
+            3x32x32 data, else the SmallCNN).
+        weights: ``state_dict`` file for the model (zoo default: the shared models folder;
+            SmallCNN default: train it here).
+        bits: weight bit widths to evaluate; the lowest one gets the per-layer table, the
+            ``L(alpha)`` curves and the export.
+        space: ``"sqrt"`` also evaluates REQuant with the sign(w)*sqrt|w| transform;
+            ``"uniform"`` evaluates the alpha search alone.
+        per_channel, symmetric, fold_bn: weight grid layout, as in ``quantize_weights``.
+        act_bits: also fake-quantize the input of every Conv/Linear per tensor at this
+            width (min-max ranges for the min-max rows, REQuant ranges for the others).
+        export: write a TensorRT-ready ONNX here (symmetric per-channel Q/DQ).
+        export_bits: weight bits of the export (default: the lowest of ``bits``; below 8 the
+            codes are emulated inside INT8 containers).
+        report: write ``report.md``, ``results.json`` and PNG plots into this folder.
+        calib_images: calibration images (activations and export), from the train split.
+        test_limit: evaluate on a seeded class-stratified subset of this many test images.
+    """
+
+    data: str | None = None
+    model: str | None = None
+    weights: str | None = None
+    bits: tuple[int, ...] = (4,)
+    space: str = "sqrt"
+    per_channel: bool = False
+    symmetric: bool = False
+    fold_bn: bool = False
+    act_bits: int | None = None
+    export: str | None = None
+    export_bits: int | None = None
+    report: str | None = None
+    calib_images: int = 256
+    test_limit: int | None = None
+    train_limit: int | None = None
+    train_epochs: int | None = None
+    seed: int = 0
+    progress: bool = True
+    command: str = ""
+
+    @property
+    def methods(self) -> list[str]:
+        """Method keys evaluated for every bit width."""
+        return ["minmax", "requant"] + (["requant_sqrt"] if self.space == "sqrt" else [])
+
+    @property
+    def main_bits(self) -> int:
+        """The lowest requested bit width."""
+        return min(self.bits)
+
+    @property
+    def export_weight_bits(self) -> int:
+        """Weight bits of the exported ONNX."""
+        return self.export_bits if self.export_bits is not None else self.main_bits
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """Per-layer outcome at the main bit width."""
+
+    name: str
+    shape: tuple[int, ...]
+    space: str
+    alpha: float
+    mse_minmax: float
+    mse_requant: float
+    evaluations: int
+
+
+@dataclass
+class ExportSummary:
+    """The exported ONNX and how it was checked."""
+
+    path: Path
+    weight_bits: int
+    act_bits: int
+    report_text: str
+    violations: list[str]
+    onnx_accuracy: float | None = None
+    onnx_fp32_accuracy: float | None = None
+    checks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineResult:
+    """Everything a run measured (also written to ``results.json``)."""
+
+    config: PipelineConfig
+    model_name: str
+    model_source: str
+    data_label: str
+    notes: list[str]
+    fp32: float
+    accuracy: dict[int, dict[str, float]]
+    layers: list[LayerRow]
+    curves: list[AlphaCurve]
+    export: ExportSummary | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (no arrays except the curves' chosen points)."""
+        cfg = self.config
+        return {
+            "command": cfg.command,
+            "model": self.model_name,
+            "model_source": self.model_source,
+            "data": self.data_label,
+            "notes": self.notes,
+            "settings": {
+                "bits": list(cfg.bits), "space": cfg.space, "per_channel": cfg.per_channel,
+                "symmetric": cfg.symmetric, "fold_bn": cfg.fold_bn, "act_bits": cfg.act_bits,
+                "calib_images": cfg.calib_images, "test_limit": cfg.test_limit, "seed": cfg.seed,
+            },
+            "fp32": self.fp32,
+            "accuracy": {str(b): dict(v) for b, v in self.accuracy.items()},
+            "main_bits": cfg.main_bits,
+            "layers": [dict(row.__dict__, shape=list(row.shape)) for row in self.layers],
+            "curves": [
+                {"layer": c.layer, "bits": c.bits, "space": c.space, "channel": c.channel,
+                 "chosen_alpha": c.chosen, "chosen_loss": c.chosen_loss,
+                 "minmax_loss": c.minmax_loss, "curve_min_loss": float(c.loss.min()),
+                 "curve_argmin_alpha": float(c.alphas[int(c.loss.argmin())])}
+                for c in self.curves
+            ],
+            "export": None if self.export is None else {
+                "path": str(self.export.path), "weight_bits": self.export.weight_bits,
+                "act_bits": self.export.act_bits, "violations": self.export.violations,
+                "onnx_accuracy": self.export.onnx_accuracy,
+                "onnx_fp32_accuracy": self.export.onnx_fp32_accuracy,
+                "checks": self.export.checks,
+            },
+            "seconds": self.seconds,
+        }

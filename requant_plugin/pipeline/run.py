@@ -1,0 +1,215 @@
+"""The main job: load, quantize, evaluate, tabulate, plot and export.
+
+:func:`run_pipeline` does, in order:
+
+1. load the data set and the float model (:mod:`.workload`);
+2. optionally calibrate activation histograms on ``calib_images`` train images;
+3. evaluate FP32, then for every bit width the min-max baseline (``alpha = 1``), REQuant's
+   alpha search on the uniform grid and, with ``space="sqrt"``, REQuant with the
+   sign(w)*sqrt|w| transform (weights fake-quantized, activations FP32 unless ``act_bits``);
+4. build the per-layer table and the ``L(alpha)`` curves at the lowest bit width;
+5. optionally export the TensorRT-ready ONNX and verify it (:mod:`.export_step`);
+6. optionally write the report folder (:mod:`.report`).
+
+Progress and tables go through ``log`` (``print`` by default); progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import evaluate_accuracy
+from ..ptq import QuantizationReport, fold_bn_, quantizable_layers, quantize_weights
+from .baselines import (
+    activation_qparams,
+    calibrate_activations,
+    fake_quant_activations,
+    minmax_quantize_weights,
+)
+from .config import METHOD_LABELS, LayerRow, PipelineConfig, PipelineResult
+from .curves import AlphaCurve, alpha_curve, pick_curve_layers
+from .errors import UsageError, require_module
+from .tables import format_table
+from .workload import load_workload
+
+__all__ = ["accuracy_table", "layer_table", "run_pipeline"]
+
+Log = Callable[[str], None]
+
+
+def _check_config(cfg: PipelineConfig) -> None:
+    if not cfg.bits:
+        raise UsageError("give at least one bit width with --bits")
+    extra = [b for b in (cfg.act_bits, cfg.export_bits) if b is not None]
+    for b in (*cfg.bits, *extra):
+        if not 2 <= b <= 8:
+            raise UsageError(f"bit width {b} is not supported: use 2..8")
+    if cfg.space not in ("uniform", "sqrt"):
+        raise UsageError(f"unknown --space {cfg.space!r}: use 'uniform' or 'sqrt'")
+    if cfg.calib_images < 1:
+        raise UsageError("--calib-images must be at least 1")
+    if cfg.test_limit is not None and cfg.test_limit < 1:
+        raise UsageError("--test-limit must be at least 1")
+    # Fail fast, before minutes of work, when an optional extra is missing.
+    if cfg.report is not None:
+        require_module("matplotlib", "--report (PNG plots)")
+    if cfg.export is not None:
+        for module in ("onnx", "onnxruntime"):
+            require_module(module, "--export (ONNX for TensorRT)")
+        require_module("requant_plugin.export", "--export (ONNX for TensorRT)")
+
+
+def _layer_rows(report: QuantizationReport, minmax_mse: dict[str, float]) -> list[LayerRow]:
+    return [
+        LayerRow(x.name, x.shape, x.space, x.alpha, minmax_mse.get(x.name, float("nan")), x.mse,
+                 x.evaluations)
+        for x in report.layers
+    ]
+
+
+def layer_table(rows: list[LayerRow], *, markdown: bool = False) -> str:
+    """Per-layer table: alpha, weight MSE of min-max and REQuant, their ratio, evaluations."""
+    body = [
+        [r.name, "x".join(map(str, r.shape)), r.space, f"{r.alpha:.4f}", f"{r.mse_minmax:.3e}",
+         f"{r.mse_requant:.3e}",
+         f"{r.mse_minmax / r.mse_requant:.2f}x" if r.mse_requant > 0 else "-", str(r.evaluations)]
+        for r in rows
+    ]
+    head = ["layer", "shape", "grid", "alpha", "MSE min-max", "MSE REQuant", "MSE gain", "evals"]
+    return format_table(head, body, markdown=markdown,
+                        right=[False, False, False, True, True, True, True, True])
+
+
+def accuracy_table(result: PipelineResult, *, markdown: bool = False) -> str:
+    """Top-1 accuracy: one row per bit width, one column per method, FP32 first."""
+    methods = result.config.methods
+    head = ["weights", *[METHOD_LABELS[m] for m in methods]]
+    rows = [["FP32", *[f"{result.fp32:.2f}"] * len(methods)]]
+    for b in sorted(result.accuracy, reverse=True):
+        rows.append([f"W{b}", *[f"{result.accuracy[b][m]:.2f}" for m in methods]])
+    return format_table(head, rows, markdown=markdown, right=[False] + [True] * len(methods))
+
+
+def setting_line(cfg: PipelineConfig) -> str:
+    """One line describing the quantizer settings."""
+    grid = "symmetric" if cfg.symmetric else "asymmetric"
+    gran = "per-channel" if cfg.per_channel else "per-tensor"
+    acts = (f"activations A{cfg.act_bits} (per-tensor, fake-quant)" if cfg.act_bits
+            else "activations FP32 (A32)")
+    fold = ", BN folded" if cfg.fold_bn else ""
+    return (f"weights {gran} {grid}{fold}; first and last layers use the uniform grid "
+            f"(no sqrt transform); {acts}")
+
+
+def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
+    """Run the whole job for ``cfg``; see the module docstring. Raises UsageError on bad input."""
+    _check_config(cfg)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    log("[1/5] data and model")
+    work = load_workload(cfg.data, cfg.model, cfg.weights, test_limit=cfg.test_limit,
+                         train_limit=cfg.train_limit, train_epochs=cfg.train_epochs, seed=cfg.seed, log=log)
+    log(f"      data : {work.data_label}")
+    log(f"      model: {work.model_source}")
+    for note in work.notes:
+        log(f"      note : {note}")
+    base = copy.deepcopy(work.model).eval()
+    if cfg.fold_bn:
+        fold_bn_(base)
+    seconds["load"] = time.perf_counter() - t0
+
+    loader = work.dataset.loader("test", batch_size=500)
+    n_calib = min(cfg.calib_images, len(work.dataset.y_train))
+    calib = work.dataset.calibration_batches(n_calib, batch_size=64, seed=cfg.seed) \
+        if (cfg.act_bits or cfg.export) else []
+    act_qp: dict[str, dict[str, object]] = {}
+    if cfg.act_bits:
+        t1 = time.perf_counter()
+        log(f"      calibrating activation ranges on {n_calib} train images (A{cfg.act_bits})")
+        hists = calibrate_activations(base, calib, progress=cfg.progress)
+        act_qp = {m: dict(activation_qparams(hists, cfg.act_bits, "minmax" if m == "minmax" else "requant"))
+                  for m in cfg.methods}
+        seconds["calibrate"] = time.perf_counter() - t1
+
+    def evaluate(model: nn.Module, method: str | None) -> float:
+        qp = act_qp.get(method) if method else None
+        with fake_quant_activations(model, qp):  # type: ignore[arg-type]
+            return evaluate_accuracy(model, loader)
+
+    t2 = time.perf_counter()
+    log(f"[2/5] quantize weights and evaluate top-1 on {len(work.dataset.y_test):,} test images")
+    log(f"      {setting_line(cfg)}")
+    fp32 = evaluate(base, None)
+    log(f"      FP32: {fp32:.2f}%")
+    accuracy: dict[int, dict[str, float]] = {}
+    layers: list[LayerRow] = []
+    all_bits = sorted(set(cfg.bits), reverse=True)
+    bar = tqdm(total=len(all_bits) * len(cfg.methods), desc="quantize + evaluate", unit="run",
+               disable=not cfg.progress)
+    for bits in all_bits:
+        accuracy[bits] = {}
+        mm_model, mm_mse = minmax_quantize_weights(base, bits, symmetric=cfg.symmetric,
+                                                   per_channel=cfg.per_channel)
+        accuracy[bits]["minmax"] = evaluate(mm_model, "minmax")
+        bar.update()
+        for method in cfg.methods[1:]:
+            space = "sqrt" if method == "requant_sqrt" else "uniform"
+            q_model, report = quantize_weights(
+                base, bits, space=space, symmetric=cfg.symmetric, per_channel=cfg.per_channel)
+            accuracy[bits][method] = evaluate(q_model, method)
+            bar.update()
+            if bits == cfg.main_bits and space == cfg.space:
+                layers = _layer_rows(report, mm_mse)
+        cells = ", ".join(f"{METHOD_LABELS[m]} {accuracy[bits][m]:.2f}%" for m in cfg.methods)
+        bar.clear()
+        log(f"      W{bits}: {cells}")
+        bar.refresh()
+    bar.close()
+    seconds["quantize_and_evaluate"] = time.perf_counter() - t2
+    assert layers, "the main bit width produced no per-layer rows"
+
+    log(f"[3/5] per-layer results at W{cfg.main_bits} ({cfg.space} grid)")
+    curves = _curves(base, cfg)
+    result = PipelineResult(cfg, work.model_name, work.model_source, work.data_label, work.notes, fp32,
+                            accuracy, layers, curves, seconds=seconds)
+    log(layer_table(layers))
+    log("")
+    log("[4/5] top-1 accuracy (%)")
+    log(accuracy_table(result))
+    for note in work.notes:
+        log(f"      ({note})")
+    log("")
+    if cfg.export is not None:
+        from .export_step import export_and_verify
+
+        t3 = time.perf_counter()
+        log(f"[5/5] export W{cfg.export_weight_bits}A{cfg.act_bits or 8} ONNX for TensorRT -> {cfg.export}")
+        result.export = export_and_verify(work.model, calib, loader, cfg, log)
+        seconds["export"] = time.perf_counter() - t3
+    else:
+        log("[5/5] export: skipped (add --export model.onnx for a TensorRT-ready ONNX)")
+    seconds["total"] = time.perf_counter() - t0
+    if cfg.report is not None:
+        from .report import write_report
+
+        result.files = write_report(result, cfg.report)
+        log(f"report: {result.files[0]} ({len(result.files)} files)")
+    return result
+
+
+def _curves(base: nn.Module, cfg: PipelineConfig) -> list[AlphaCurve]:
+    layers = quantizable_layers(base)
+    names = [n for n, _ in layers]
+    modules = dict(layers)
+    first_last = {names[0], names[-1]}
+    out = []
+    for name in pick_curve_layers(names):
+        space = "uniform" if name in first_last else cfg.space
+        out.append(alpha_curve(modules[name], name, cfg.main_bits, space, symmetric=cfg.symmetric,
+                               per_channel=cfg.per_channel))
+    return out

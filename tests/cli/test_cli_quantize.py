@@ -1,0 +1,153 @@
+"""``requant quantize`` on digits: tables, report folder, and numbers checked against references.
+
+References used here are independent of the package: a closed-form NumPy min-max quantizer
+(torch.ao conventions) and a plain argmax accuracy loop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from requant_plugin.data import load_digits
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def minmax_reference(w: np.ndarray, bits: int, *, symmetric: bool, per_channel: bool) -> np.ndarray:
+    """Closed-form min-max fake quantization in float64 (torch.ao MinMaxObserver conventions)."""
+    x = w.astype(np.float64)
+    rows = x.reshape(x.shape[0], -1) if per_channel else x.reshape(1, -1)
+    lo = np.minimum(rows.min(axis=1, keepdims=True), 0.0)
+    hi = np.maximum(rows.max(axis=1, keepdims=True), 0.0)
+    if symmetric:
+        qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        s = np.maximum(-lo, hi) / ((qmax - qmin) / 2)
+        z = np.zeros_like(s)
+    else:
+        qmin, qmax = 0, 2**bits - 1
+        s = (hi - lo) / (qmax - qmin)
+        z = np.clip(np.round(-lo / s), qmin, qmax)
+    q = np.clip(np.rint(rows / s) + z, qmin, qmax)
+    return (s * (q - z)).reshape(x.shape)
+
+
+def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return 100.0 * int((model(x).argmax(1) == y).sum()) / len(y)
+
+
+def layer_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {n: m.weight.detach().numpy() for n, m in model.named_modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    img = matplotlib.image.imread(path)
+    assert img.shape[0] > 150 and img.shape[1] > 300, f"{path}: tiny image {img.shape}"
+    assert float(np.ptp(img[..., :3])) > 0.2, f"{path} looks blank"
+
+
+def test_fast_path_trains_small_cnn_and_writes_report(cli, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    status, out, err = cli("quantize", "--data", "digits", "--bits", "8", "3", "--report", str(report),
+                           "--no-progress")
+    assert status == 0, err
+    assert "training a SmallCNN on 1,437 digits images" in out
+    # the per-layer table (alpha, MSE, evaluations) and the accuracy table are printed
+    assert re.search(r"layer\s+shape\s+grid\s+alpha\s+MSE min-max\s+MSE REQuant\s+MSE gain\s+evals", out)
+    for layer in ("conv1", "conv2", "linear"):
+        assert re.search(rf"^{layer}\s+\S+\s+(uniform|sqrt)\s+0\.\d{{4}}\s", out, re.M), layer
+    assert re.search(r"^FP32\s+\d+\.\d\d", out, re.M) and re.search(r"^W3\s+\d+\.\d\d", out, re.M)
+    files = sorted(p.name for p in report.iterdir())
+    assert files == sorted(["report.md", "results.json", "per_layer_mse.png", "alpha_curves.png",
+                            "accuracy_vs_bits.png"])
+    for png in report.glob("*.png"):
+        assert_png(png)
+    md = (report / "report.md").read_text()
+    assert "requant quantize --data digits --bits 8 3" in md
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (report / image).is_file(), image
+    assert re.search(r"^\| W3 +\|", md, re.M) and re.search(r"^\| conv2 +\|", md, re.M)
+    results = json.loads((report / "results.json").read_text())
+    assert results["fp32"] > 90.0
+    assert set(results["accuracy"]) == {"8", "3"}
+    for curve in results["curves"]:
+        # REQuant's alpha is never worse than min-max and sits at the dense-grid minimum
+        assert curve["chosen_loss"] <= curve["minmax_loss"] * (1 + 1e-9)
+        assert curve["chosen_loss"] <= curve["curve_min_loss"] * 1.02
+
+
+def test_numbers_match_independent_references(cli, digits_model, tmp_path: Path) -> None:
+    weights, model = digits_model
+    status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
+                           "--bits", "8", "3", "--report", str(tmp_path / "r"), "--no-progress")
+    assert status == 0, err
+    assert "training" not in out
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    data = load_digits()
+    assert res["fp32"] == pytest.approx(top1(model, data.x_test, data.y_test), abs=1e-9)
+    ref_w = layer_weights(model)
+    for row in res["layers"]:
+        ref = minmax_reference(ref_w[row["name"]], 3, symmetric=False, per_channel=False)
+        ref_mse = float(np.mean((ref_w[row["name"]].astype(np.float64) - ref) ** 2))
+        assert row["mse_minmax"] == pytest.approx(ref_mse, rel=1e-3), row["name"]
+        if row["space"] == "uniform":  # alpha = 1 is a candidate of the search
+            assert row["mse_requant"] <= row["mse_minmax"] * (1 + 1e-9), row["name"]
+        assert 0.0 < row["alpha"] <= 1.0
+    # min-max W3 accuracy from the reference quantizer (float64 vs float32 ties: 1 image slack)
+    mm = type(model)(1, 10, 8)
+    mm.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, mod in mm.named_modules():
+            if name in ref_w:
+                w = minmax_reference(ref_w[name], 3, symmetric=False, per_channel=False)
+                mod.weight.copy_(torch.from_numpy(w).float())
+    expected = top1(mm.eval(), data.x_test, data.y_test)
+    assert res["accuracy"]["3"]["minmax"] == pytest.approx(expected, abs=100 / len(data.y_test) + 1e-9)
+    for method, acc in res["accuracy"]["8"].items():
+        assert abs(acc - res["fp32"]) <= 1.5, method
+
+
+def test_symmetric_per_channel(cli, digits_model, tmp_path: Path) -> None:
+    weights, model = digits_model
+    status, _, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
+                         "--bits", "4", "--space", "uniform", "--per-channel", "--symmetric",
+                         "--report", str(tmp_path / "r"), "--no-progress")
+    assert status == 0, err
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert set(res["accuracy"]["4"]) == {"minmax", "requant"}
+    ref_w = layer_weights(model)
+    for row in res["layers"]:
+        ref = minmax_reference(ref_w[row["name"]], 4, symmetric=True, per_channel=True)
+        ref_mse = float(np.mean((ref_w[row["name"]].astype(np.float64) - ref) ** 2))
+        assert row["mse_minmax"] == pytest.approx(ref_mse, rel=1e-3), row["name"]
+        assert row["mse_requant"] <= row["mse_minmax"] * (1 + 1e-9), row["name"]
+    assert res["curves"][0]["channel"] == 0
+
+
+def test_activation_bits_are_applied(cli, digits_model, tmp_path: Path) -> None:
+    weights, _ = digits_model
+    accs = {}
+    for act_bits in ("8", "2"):
+        out_dir = tmp_path / f"a{act_bits}"
+        status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data",
+                               "digits", "--bits", "8", "--space", "uniform", "--act-bits", act_bits,
+                               "--calib-images", "128", "--report", str(out_dir), "--no-progress")
+        assert status == 0, err
+        assert f"activations A{act_bits}" in out
+        res = json.loads((out_dir / "results.json").read_text())
+        assert res["settings"]["act_bits"] == int(act_bits)
+        accs[act_bits] = res
+    fp32 = accs["8"]["fp32"]
+    # 8-bit activations cost almost nothing; 2-bit min-max activations cost accuracy (hooks are live)
+    assert min(accs["8"]["accuracy"]["8"].values()) >= fp32 - 2.0
+    assert accs["2"]["accuracy"]["8"]["minmax"] < accs["8"]["accuracy"]["8"]["minmax"] - 1.0
