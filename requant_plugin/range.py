@@ -122,10 +122,7 @@ def rows_of(w: torch.Tensor, per_channel: bool, ch_axis: int) -> np.ndarray:
     """Lay ``w`` out as float32 (or float64) NumPy rows: ``(1, n)`` or ``(C, n / C)``."""
     x = w.detach()
     x = x.double() if x.dtype == torch.float64 else x.float()
-    if per_channel and x.dim() > 0:
-        x = x.movedim(ch_axis, 0).reshape(x.shape[ch_axis], -1)
-    else:
-        x = x.reshape(1, -1)
+    x = x.movedim(ch_axis, 0).reshape(x.shape[ch_axis], -1) if per_channel and x.dim() > 0 else x.reshape(1, -1)
     return x.cpu().numpy()
 
 

@@ -1,0 +1,231 @@
+"""REQuant observers and quantization configs for torchao pt2e (``prepare_pt2e`` / ``convert_pt2e``).
+
+torchao's pt2e only recognises observers derived from *torchao's* copy of
+``UniformQuantizationObserverBase`` (torch.ao observers are silently left in the graph, with no
+quantize/dequantize nodes), so this module holds the torchao twins of
+:mod:`requant_plugin.observers`, sharing their algorithm through
+:mod:`requant_plugin._observer_base`:
+
+* :class:`REQuantObserver` (activations), :class:`REQuantWeightObserver` (per-tensor weights),
+  :class:`PerChannelREQuantObserver` (per-channel weights; the name contains ``PerChannel``
+  so that pt2e forwards ``ch_axis`` to it).
+* :func:`get_requant_quantization_config`: a ``QuantizationConfig`` for the X86 Inductor or
+  XNNPACK-style quantizers, sub-8-bit through ``quant_min``/``quant_max`` (honoured by the
+  decomposed ``quantize_per_tensor`` nodes ``convert_pt2e`` emits).
+* :func:`get_requant_quantizer`: that config set as the global config of a quantizer.
+* :func:`get_torchao_default_quantization_config`: torchao's default observers
+  (``HistogramObserver`` + ``(PerChannel)MinMaxObserver``) on the same specs, the baseline.
+
+torchao is an optional dependency: importing this module without it raises ImportError with
+the install hint ``pip install 'requant-plugin[pt2e]'``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+
+try:
+    from torchao.quantization.pt2e import UniformQuantizationObserverBase as _TorchaoObserverBase
+    from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec, Quantizer
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "requant_plugin.pt2e needs torchao (the pt2e quantization flow lives in torchao): "
+        "pip install 'requant-plugin[pt2e]'"
+    ) from exc
+
+from ._observer_base import (
+    RELU_MEAN_RATIO,
+    SEARCH_CHOICES,
+    ActivationObserverMixin,
+    PerChannelWeightObserverMixin,
+    Search,
+    WeightObserverMixin,
+    WeightSpace,
+)
+from .core import check_bits
+
+Backend = Literal["x86_inductor", "xnnpack"]
+BACKENDS: tuple[str, ...] = ("x86_inductor", "xnnpack")
+_ALIASES = {"x86": "x86_inductor", "inductor": "x86_inductor", "x86_inductor": "x86_inductor",
+            "xnnpack": "xnnpack"}
+#: torchao's own default configs use this minimum scale
+DEFAULT_EPS = 2.0**-12
+
+
+class REQuantObserver(ActivationObserverMixin, _TorchaoObserverBase):
+    """Per-tensor REQuant activation observer for torchao pt2e."""
+
+
+class REQuantWeightObserver(WeightObserverMixin, _TorchaoObserverBase):
+    """Per-tensor REQuant weight observer for torchao pt2e (search cached per weight)."""
+
+
+class PerChannelREQuantObserver(PerChannelWeightObserverMixin, _TorchaoObserverBase):
+    """Per-channel REQuant weight observer for torchao pt2e (search cached per weight)."""
+
+
+def _backend(backend: str) -> str:
+    key = _ALIASES.get(backend)
+    if key is None:
+        raise ValueError(f"unknown pt2e backend {backend!r}: valid values are {list(BACKENDS)} "
+                         "(alias 'x86' = 'x86_inductor')")
+    return key
+
+
+def _specs(weight_bits: int, act_bits: int, backend: str, reduce_range: bool
+           ) -> tuple[torch.dtype, int, int, torch.dtype, int, int]:
+    """``(act dtype, act min, act max, weight dtype, weight min, weight max)``."""
+    wb, ab = check_bits(weight_bits), check_bits(act_bits)
+    if backend == "x86_inductor":  # uint8 activations, int8 weights, full 8-bit ranges
+        a_max = 2 ** (ab - 1) - 1 if reduce_range else 2**ab - 1
+        return torch.uint8, 0, a_max, torch.int8, -(2 ** (wb - 1)), 2 ** (wb - 1) - 1
+    # XNNPACK: int8 affine activations, narrow symmetric int8 weights
+    return (torch.int8, -(2 ** (ab - 1)), 2 ** (ab - 1) - 1,
+            torch.int8, -(2 ** (wb - 1) - 1), 2 ** (wb - 1) - 1)
+
+
+def _config(
+    act_ctr: Any, weight_ctr: Any, weight_bits: int, act_bits: int, backend: str, per_channel: bool,
+    act_symmetric: bool, reduce_range: bool,
+) -> QuantizationConfig:
+    a_dtype, a_min, a_max, w_dtype, w_min, w_max = _specs(weight_bits, act_bits, backend, reduce_range)
+    act = QuantizationSpec(
+        dtype=a_dtype, quant_min=a_min, quant_max=a_max, is_dynamic=False,
+        qscheme=torch.per_tensor_symmetric if act_symmetric else torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=act_ctr,
+    )
+    weight = QuantizationSpec(
+        dtype=w_dtype, quant_min=w_min, quant_max=w_max, ch_axis=0, is_dynamic=False,
+        qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+        observer_or_fake_quant_ctr=weight_ctr,
+    )
+    return QuantizationConfig(act, act, weight, None, False)
+
+
+def get_requant_quantization_config(
+    weight_bits: int = 8,
+    act_bits: int = 8,
+    *,
+    backend: str = "x86_inductor",
+    per_channel: bool = True,
+    weight_symmetric: bool = True,
+    act_symmetric: bool = False,
+    reduce_range: bool = False,
+    search: Search = "golden",
+    weight_search: Search | None = None,
+    act_search: Search | None = None,
+    weight_space: WeightSpace = "uniform",
+    p: float = 0.5,
+    weight_input_mean_ratio: float = RELU_MEAN_RATIO,
+    bins: int = 2048,
+    eps: float = DEFAULT_EPS,
+    is_qat: bool = False,
+) -> QuantizationConfig:
+    """A pt2e ``QuantizationConfig`` with REQuant observers.
+
+    Specs follow torchao's defaults for the backend, with ``b``-bit ranges:
+
+    * ``"x86_inductor"`` (``X86InductorQuantizer``): activations uint8 affine
+      ``0..2**b-1`` (``0..2**(b-1)-1`` with ``reduce_range``), weights int8
+      ``-2**(b-1)..2**(b-1)-1`` symmetric, per channel on axis 0.
+    * ``"xnnpack"`` (XNNPACK-style quantizer): activations int8 affine ``-2**(b-1)..2**(b-1)-1``,
+      weights int8 narrow symmetric ``-(2**(b-1)-1)..2**(b-1)-1``.
+
+    ``search`` (``"golden"``, ``"grid"``, ``"minmax"``) applies to both roles unless
+    ``weight_search`` / ``act_search`` override it; ``weight_space``/``p`` select the weight
+    search space (see :class:`PerChannelREQuantObserver`), ``bins`` the activation histogram.
+    ``weight_input_mean_ratio`` (``rho``, default 0.467 = a ReLU of a standard normal) makes
+    the weight search minimise ``(sum d**2 + rho * (sum d)**2) / n`` per channel (``d`` = weight
+    errors), the output error of inputs with that mean/spread ratio; ``0`` is REQuant's plain
+    weight MSE.
+
+    Both backends run symmetric weights only (oneDNN / XNNPACK kernels): ``weight_symmetric=False``
+    raises ValueError instead of silently changing the scheme. QAT is not supported
+    (``is_qat=True`` raises): the observers are calibration (PTQ) observers.
+    """
+    key = _backend(backend)
+    if is_qat:
+        raise ValueError("REQuant observers are post-training (calibration) observers: is_qat=True "
+                         "is not supported")
+    if not weight_symmetric:
+        raise ValueError(
+            f"the {key} backend runs symmetric weights only (zero point 0): weight_symmetric=False is "
+            "not supported; keep weight_symmetric=True"
+        )
+    w_search = search if weight_search is None else weight_search
+    a_search = search if act_search is None else act_search
+    for name, value in (("search", search), ("weight_search", w_search), ("act_search", a_search)):
+        if value not in SEARCH_CHOICES:
+            raise ValueError(f"unknown {name} {value!r}: valid values are {list(SEARCH_CHOICES)}")
+    act_ctr = REQuantObserver.with_args(eps=eps, search=a_search, bins=bins)
+    wcls = PerChannelREQuantObserver if per_channel else REQuantWeightObserver
+    weight_ctr = wcls.with_args(eps=eps, search=w_search, space=weight_space, p=p,
+                                input_mean_ratio=weight_input_mean_ratio)
+    return _config(act_ctr, weight_ctr, weight_bits, act_bits, key, per_channel, act_symmetric,
+                   reduce_range)
+
+
+def get_torchao_default_quantization_config(
+    weight_bits: int = 8,
+    act_bits: int = 8,
+    *,
+    backend: str = "x86_inductor",
+    per_channel: bool = True,
+    act_symmetric: bool = False,
+    reduce_range: bool = False,
+    eps: float = DEFAULT_EPS,
+) -> QuantizationConfig:
+    """torchao's default PTQ observers (``HistogramObserver`` activations, ``PerChannelMinMaxObserver``
+    or ``MinMaxObserver`` weights) on exactly the specs of :func:`get_requant_quantization_config`.
+
+    At 8 bits this equals ``get_default_x86_inductor_quantization_config()`` (x86) or
+    ``get_symmetric_quantization_config(is_per_channel=...)`` (xnnpack): the baseline.
+    """
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+
+    key = _backend(backend)
+    act_ctr = HistogramObserver.with_args(eps=eps)
+    weight_ctr = (PerChannelMinMaxObserver if per_channel else MinMaxObserver).with_args(eps=eps)
+    return _config(act_ctr, weight_ctr, weight_bits, act_bits, key, per_channel, act_symmetric,
+                   reduce_range)
+
+
+def make_quantizer(config: QuantizationConfig, backend: str = "x86_inductor") -> Quantizer:
+    """A quantizer for ``backend`` with ``config`` as its global config.
+
+    ``"x86_inductor"``: torchao's ``X86InductorQuantizer``; ``"xnnpack"``: the XNNPACK-style
+    quantizer torchao ships for testing (``torchao.testing.pt2e._xnnpack_quantizer``; the
+    production one lives in ExecuTorch and accepts the same config).
+    """
+    key = _backend(backend)
+    with warnings.catch_warnings():
+        # importing the X86 quantizer pulls in torch._inductor, whose import touches the deprecated
+        # torch.jit.script_method; torchao marks its testing XNNPACKQuantizer as deprecated
+        warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="XNNPACKQuantizer is deprecated", category=UserWarning)
+        if key == "x86_inductor":
+            from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+            return X86InductorQuantizer().set_global(config)
+        from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer
+
+        quantizer: Quantizer = XNNPACKQuantizer().set_global(config)
+    return quantizer
+
+
+def get_requant_quantizer(
+    weight_bits: int = 8, act_bits: int = 8, *, backend: str = "x86_inductor", **kwargs: Any
+) -> Quantizer:
+    """``make_quantizer(get_requant_quantization_config(...), backend)``."""
+    config = get_requant_quantization_config(weight_bits, act_bits, backend=backend, **kwargs)
+    return make_quantizer(config, backend)
+
+
+__all__ = [
+    "BACKENDS", "DEFAULT_EPS", "RELU_MEAN_RATIO", "PerChannelREQuantObserver", "REQuantObserver",
+    "REQuantWeightObserver", "get_requant_quantization_config", "get_requant_quantizer",
+    "get_torchao_default_quantization_config", "make_quantizer",
+]

@@ -1,0 +1,203 @@
+"""Ready torch.ao ``QConfig`` / ``QConfigMapping`` objects with REQuant observers.
+
+``get_requant_qconfig_mapping(backend="x86")`` mirrors ``get_default_qconfig_mapping("x86")``
+with torch's ``HistogramObserver`` and ``(PerChannel)MinMaxObserver`` replaced by
+:class:`~requant_plugin.observers.REQuantObserver` and
+:class:`~requant_plugin.observers.PerChannelREQuantObserver` /
+:class:`~requant_plugin.observers.REQuantWeightObserver`; the fixed-qparams and reuse-input
+entries (sigmoid, tanh, reshape, ...) are kept.
+
+Dtypes and ranges per backend (``b`` = bits):
+
+============  ===========================================  ==========================================
+backend       activations (per tensor)                     weights
+============  ===========================================  ==========================================
+x86, fbgemm   quint8 affine, ``0..127`` at 8 bits          qint8, ``-2**(b-1)..2**(b-1)-1``,
+              (torch's reduce-range default, no VNNI        symmetric (affine allowed)
+              overflow), ``0..2**b-1`` below 8 bits
+qnnpack       quint8 affine ``0..2**b-1``                  qint8 ``-2**(b-1)..2**(b-1)-1``
+onednn        quint8 affine ``0..2**b-1``                  qint8 symmetric only
+tensorrt      qint8 symmetric ``-(2**(b-1)-1)..2**(b-1)-1``  qint8 symmetric, same narrow range
+              (zero point 0, scale ``amax / 127``)
+============  ===========================================  ==========================================
+
+Sub-8-bit ranges are carried by ``quant_min``/``quant_max``. The *lowered* FX graph
+(``convert_fx`` on x86/fbgemm/qnnpack/onednn) clamps to the 8-bit container, so evaluate
+sub-8-bit models with the decomposed reference graph or with :mod:`requant_plugin.pt2e`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
+
+from ._observer_base import RELU_MEAN_RATIO, SEARCH_CHOICES, Search, WeightSpace
+from .core import check_bits
+from .observers import PerChannelREQuantObserver, REQuantObserver, REQuantWeightObserver
+
+BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn", "tensorrt")
+#: backends whose kernels need symmetric (zero point 0) weights
+SYMMETRIC_WEIGHT_BACKENDS: tuple[str, ...] = ("onednn", "tensorrt")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: valid values are {list(BACKENDS)}")
+    return backend
+
+
+def activation_range(act_bits: int, backend: str, symmetric: bool, reduce_range: bool | None
+                     ) -> tuple[torch.dtype, int, int]:
+    """``(dtype, quant_min, quant_max)`` of the activations for ``backend``."""
+    b = check_bits(act_bits)
+    if backend == "tensorrt":
+        return torch.qint8, -(2 ** (b - 1) - 1), 2 ** (b - 1) - 1
+    if reduce_range is None:
+        reduce_range = backend in ("x86", "fbgemm") and b == 8
+    top = 2**b - 1
+    if reduce_range:
+        top = 2 ** (b - 1) - 1
+    if symmetric and top < 2:
+        raise ValueError(f"act_bits={b} leaves too few levels for symmetric activations")
+    return torch.quint8, 0, top
+
+
+def weight_range(weight_bits: int, backend: str) -> tuple[torch.dtype, int, int]:
+    """``(dtype, quant_min, quant_max)`` of the weights for ``backend``."""
+    b = check_bits(weight_bits)
+    half = 2 ** (b - 1)
+    if backend == "tensorrt":
+        return torch.qint8, -(half - 1), half - 1
+    return torch.qint8, -half, half - 1
+
+
+def get_requant_qconfig(
+    weight_bits: int = 8,
+    act_bits: int = 8,
+    backend: str = "x86",
+    per_channel: bool = True,
+    *,
+    weight_symmetric: bool = True,
+    act_symmetric: bool | None = None,
+    reduce_range: bool | None = None,
+    search: Search = "golden",
+    weight_search: Search | None = None,
+    act_search: Search | None = None,
+    weight_space: WeightSpace = "uniform",
+    p: float = 0.5,
+    weight_input_mean_ratio: float = RELU_MEAN_RATIO,
+    bins: int = 2048,
+    eps: float | None = None,
+) -> QConfig:
+    """A ``QConfig`` with REQuant activation and weight observers for ``backend``.
+
+    Args:
+        weight_bits, act_bits: 2..8 bits, carried by ``quant_min``/``quant_max``.
+        backend: one of :data:`BACKENDS` (sets dtypes and ranges, see the module docstring).
+        per_channel: per-channel weights (``ch_axis=0``) or one range per tensor.
+        weight_symmetric: symmetric weights (zero point 0). ``False`` raises ValueError on the
+            backends that need symmetric weights (onednn, tensorrt).
+        act_symmetric: symmetric activations; default ``True`` for tensorrt, else ``False``
+            (tensorrt rejects ``False``).
+        reduce_range: x86/fbgemm 8-bit activations use ``0..127`` (avoids the ``vpmaddubsw``
+            overflow without VNNI); ``False`` gives ``0..255``. Default: torch's choice.
+        search: ``"golden"``, ``"grid"`` or ``"minmax"`` (alpha = 1, torch's min-max ranges).
+        weight_search, act_search: override ``search`` for the weights / the activations
+            (e.g. ``weight_search="minmax"``: REQuant activations with torch's min-max weights).
+        weight_space: ``"uniform"`` or ``"sqrt"`` (weights only; see the observers).
+        p: exponent of the ``"sqrt"`` weight transform.
+        weight_input_mean_ratio: ``rho = E[x]**2 / Var[x]`` of the layer inputs for the weight
+            search: the weight observers minimise ``(sum d**2 + rho * (sum d)**2) / n`` per
+            channel (``d`` = weight errors), the output error of inputs with that mean/spread
+            ratio. Default: a ReLU of a standard normal (0.467), right for post-ReLU CNN layers;
+            ``0`` is REQuant's plain weight MSE (see docs/observers-results.md for both).
+        eps: smallest scale (default: torch's float32 eps; tensorrt/qnnpack-style
+            deployments may want ``2**-12``).
+    """
+    _check_backend(backend)
+    w_search = search if weight_search is None else weight_search
+    a_search = search if act_search is None else act_search
+    for name, value in (("search", search), ("weight_search", w_search), ("act_search", a_search)):
+        if value not in SEARCH_CHOICES:
+            raise ValueError(f"unknown {name} {value!r}: valid values are {list(SEARCH_CHOICES)}")
+    if not weight_symmetric and backend in SYMMETRIC_WEIGHT_BACKENDS:
+        raise ValueError(
+            f"backend {backend!r} only runs symmetric weights (zero point 0): weight_symmetric=False "
+            "is not supported there; use weight_symmetric=True or the x86/fbgemm backend"
+        )
+    if act_symmetric is None:
+        act_symmetric = backend == "tensorrt"
+    if backend == "tensorrt" and not act_symmetric:
+        raise ValueError("TensorRT needs symmetric activations (zero point 0): act_symmetric=False "
+                         "is not supported for backend='tensorrt'")
+    a_dtype, a_min, a_max = activation_range(act_bits, backend, act_symmetric, reduce_range)
+    w_dtype, w_min, w_max = weight_range(weight_bits, backend)
+    extra: dict[str, Any] = {} if eps is None else {"eps": eps}
+    activation = REQuantObserver.with_args(
+        dtype=a_dtype, quant_min=a_min, quant_max=a_max, search=a_search, bins=bins,
+        qscheme=torch.per_tensor_symmetric if act_symmetric else torch.per_tensor_affine, **extra,
+    )
+    if per_channel:
+        weight = PerChannelREQuantObserver.with_args(
+            dtype=w_dtype, quant_min=w_min, quant_max=w_max, ch_axis=0, search=w_search,
+            space=weight_space, p=p, input_mean_ratio=weight_input_mean_ratio,
+            qscheme=torch.per_channel_symmetric if weight_symmetric else torch.per_channel_affine, **extra,
+        )
+    else:
+        weight = REQuantWeightObserver.with_args(
+            dtype=w_dtype, quant_min=w_min, quant_max=w_max, search=w_search, space=weight_space, p=p,
+            input_mean_ratio=weight_input_mean_ratio,
+            qscheme=torch.per_tensor_symmetric if weight_symmetric else torch.per_tensor_affine, **extra,
+        )
+    return QConfig(activation=activation, weight=weight)
+
+
+def _observer_class(ctr: Any) -> Any:
+    """The observer class behind a constructor (``with_args`` partial or a bare class)."""
+    inner = getattr(ctr, "p", None)
+    return getattr(inner, "func", ctr)
+
+
+def get_requant_qconfig_mapping(
+    weight_bits: int = 8,
+    act_bits: int = 8,
+    backend: str = "x86",
+    per_channel: bool = True,
+    **kwargs: Any,
+) -> QConfigMapping:
+    """``get_default_qconfig_mapping(backend)`` with REQuant observers (see :func:`get_requant_qconfig`).
+
+    Every entry that uses torch's ``HistogramObserver`` gets the REQuant activation observer,
+    and its min-max weight observer the REQuant weight observer (per-tensor for the
+    transposed convolutions, as torch does); fixed-qparams entries (sigmoid, tanh, softmax,
+    hardsigmoid) and ``reshape``'s reuse-input entry are kept unchanged. ``tensorrt`` gets a
+    global-only mapping.
+    """
+    qconfig = get_requant_qconfig(weight_bits, act_bits, backend, per_channel, **kwargs)
+    mapping = QConfigMapping().set_global(qconfig)
+    if backend == "tensorrt":
+        return mapping
+    per_tensor = get_requant_qconfig(weight_bits, act_bits, backend, False, **kwargs)
+    default = get_default_qconfig_mapping(backend)
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
+
+    for key, qc in default.object_type_qconfigs.items():
+        if qc is None or _observer_class(qc.activation) is not HistogramObserver:
+            mapping.set_object_type(key, qc)
+            continue
+        wcls = _observer_class(qc.weight)
+        if wcls is MinMaxObserver:  # transposed convs / PReLU: per-tensor weights in torch
+            mapping.set_object_type(key, per_tensor)
+        elif isinstance(wcls, type) and "MinMax" in wcls.__name__:
+            mapping.set_object_type(key, qconfig)
+        else:  # e.g. layer_norm: keep torch's weight placeholder
+            mapping.set_object_type(key, QConfig(activation=qconfig.activation, weight=qc.weight))
+    return mapping
+
+
+__all__ = [
+    "BACKENDS", "SYMMETRIC_WEIGHT_BACKENDS", "activation_range", "get_requant_qconfig",
+    "get_requant_qconfig_mapping", "weight_range",
+]

@@ -1,0 +1,212 @@
+"""The REQuant activation observer: streaming statistics, the search, and torch's HistogramObserver.
+
+References: the core ``StreamingHistogram.update`` fed the same batches (independent binning
+code), a dense alpha grid evaluated here on the observer's own histogram with closed-form
+quantizer formulas, a dense alpha grid on the raw data with ``torch.fake_quantize_per_tensor_affine``,
+and torch's ``HistogramObserver`` on the same data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
+
+from requant_plugin.core import StreamingHistogram
+from requant_plugin.observers import REQuantObserver
+
+ALPHAS = torch.arange(1, 2001, dtype=torch.float64) / 2000
+
+
+def _stream(kind: str, n_batches: int = 6, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n_batches):
+        x = torch.randn(8, 16, 12, 12, generator=g)
+        if kind == "relu":
+            x = torch.relu(x * (1 + 0.3 * i))
+        elif kind == "heavy":
+            x = x * torch.rand(8, 16, 1, 1, generator=g) ** 3 * 4 + 0.5
+        elif kind == "shifted":
+            x = x * 0.2 + 3.0 + i
+        out.append(x)
+    return out
+
+
+def _qp_mse(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int) -> float:
+    xq = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zp), qmin, qmax)
+    return float(((xq.double() - x.double()) ** 2).mean())
+
+
+def _hist_loss(obs: REQuantObserver, qmin: int, qmax: int) -> tuple[torch.Tensor, float]:
+    """L(alpha) on the observer's histogram for the dense grid (bins collapsed to their means)."""
+    n = obs.hist_count.double()
+    keep = n > 0
+    n, s1, s2 = n[keep], obs.hist_sum.double()[keep], obs.hist_sumsq.double()[keep]
+    lo, hi = float(obs.hist_meta[2]), float(obs.hist_meta[3])
+    means = torch.clamp(s1 / n, lo, hi)
+    lo_n, hi_n = min(lo, 0.0), max(hi, 0.0)
+    a = ALPHAS[:, None]
+    s = (hi_n - lo_n) * a / (qmax - qmin)
+    z = torch.clamp(qmin - torch.round(lo_n * a / s), qmin, qmax)
+    v = s * (torch.clamp(torch.round(means[None] / s) + z, qmin, qmax) - z)
+    loss = (s2[None] - 2 * v * s1[None] + v * v * n[None]).sum(dim=1) / n.sum()
+    return loss, float(n.sum())
+
+
+@pytest.mark.parametrize("kind", ["relu", "heavy", "shifted"])
+def test_streaming_state_matches_core_histogram(kind: str) -> None:
+    obs = REQuantObserver(quant_min=0, quant_max=255, bins=256)
+    ref = StreamingHistogram(256)
+    for x in _stream(kind):
+        obs(x)
+        ref.update(x.numpy())
+    assert float(obs.hist_meta[0]) == ref.width and int(obs.hist_meta[1]) == ref.offset
+    assert float(obs.hist_meta[2]) == ref.min and float(obs.hist_meta[3]) == ref.max
+    count = obs.hist_count.numpy()
+    assert count.sum() == ref.count.sum()
+    assert np.abs(count - ref.count).sum() <= 1e-3 * ref.count.sum()  # only bin-edge ties may move
+    np.testing.assert_allclose(obs.hist_sum.numpy().sum(), ref.sum.sum(), rtol=1e-9)
+    np.testing.assert_allclose(obs.hist_sumsq.numpy().sum(), ref.sumsq.sum(), rtol=1e-9)
+    assert float(obs.min_val) == min(float(x.min()) for x in _stream(kind))
+
+
+@pytest.mark.parametrize(("qmin", "qmax"), [(0, 127), (0, 15), (0, 255)])
+@pytest.mark.parametrize("kind", ["relu", "heavy"])
+def test_search_against_dense_grid_on_the_same_histogram(kind: str, qmin: int, qmax: int) -> None:
+    golden = REQuantObserver(quant_min=qmin, quant_max=qmax)
+    grid = REQuantObserver(quant_min=qmin, quant_max=qmax, search="grid")
+    for x in _stream(kind):
+        golden(x)
+        grid(x)
+    loss, _ = _hist_loss(golden, qmin, qmax)
+    best = int(torch.argmin(loss))
+    grid.calculate_qparams()
+    assert grid.last_alpha == pytest.approx(float(ALPHAS[best]), abs=1e-12)
+    golden.calculate_qparams()
+    a = golden.last_alpha
+    assert a is not None
+    lo, hi = float(golden.min_val), float(golden.max_val)
+    s = (max(hi, 0) - min(lo, 0)) * a / (qmax - qmin)
+    z = min(max(qmin - round(min(lo, 0) * a / s), qmin), qmax)
+    n, s1, s2 = (golden.hist_count.double(), golden.hist_sum.double(), golden.hist_sumsq.double())
+    keep = n > 0
+    means = torch.clamp(s1[keep] / n[keep], lo, hi)
+    v = s * (torch.clamp(torch.round(means / s) + z, qmin, qmax) - z)
+    mine = float((s2[keep] - 2 * v * s1[keep] + v * v * n[keep]).sum() / n.sum())
+    assert mine <= float(loss[best]) * (1 + 1e-4) + 1e-15
+
+
+@pytest.mark.parametrize(("qmin", "qmax"), [(0, 127), (0, 15), (0, 255), (0, 7)])
+@pytest.mark.parametrize("kind", ["relu", "heavy", "shifted"])
+def test_output_range_mse_beats_histogram_observer(kind: str, qmin: int, qmax: int) -> None:
+    data = _stream(kind, seed=3)
+    ours = REQuantObserver(quant_min=qmin, quant_max=qmax)
+    theirs = HistogramObserver(quant_min=qmin, quant_max=qmax)
+    for x in data:
+        ours(x)
+        theirs(x)
+    flat = torch.cat([x.reshape(-1) for x in data])
+    mine = _qp_mse(flat, *ours.calculate_qparams(), qmin, qmax)
+    hist = _qp_mse(flat, *theirs.calculate_qparams(), qmin, qmax)
+    # a tie within 0.3 % is allowed where HistogramObserver is already near-optimal (8 bits on
+    # heavy tails: 2048 bins are only 8 per quantization step); see the margins below
+    assert mine <= hist * 1.003, (mine, hist)
+    # and within 2 % of the best range factor found by brute force on the raw values (NumPy)
+    v = flat.double().numpy()
+    lo, hi = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
+    best = float("inf")
+    for a in ALPHAS[::8].tolist():
+        s = (hi - lo) * a / (qmax - qmin)
+        z = min(max(qmin - round(lo * a / s), qmin), qmax)
+        vq = s * (np.clip(np.rint(v / s) + z, qmin, qmax) - z)
+        best = min(best, float(np.mean((vq - v) ** 2)))
+    assert mine <= best * 1.02
+
+
+def test_sub_8_bit_clearly_beats_histogram_observer() -> None:
+    """HistogramObserver's error model assumes 256 levels whatever quant_max says (peers.md):
+    at 4 bits REQuant's range must be clearly better on post-ReLU data."""
+    data = _stream("relu", seed=4)
+    ours, theirs = REQuantObserver(quant_min=0, quant_max=15), HistogramObserver(quant_min=0, quant_max=15)
+    for x in data:
+        ours(x)
+        theirs(x)
+    flat = torch.cat([x.reshape(-1) for x in data])
+    assert _qp_mse(flat, *ours.calculate_qparams(), 0, 15) < 0.9 * _qp_mse(flat, *theirs.calculate_qparams(), 0, 15)
+
+
+@pytest.mark.parametrize("kind", ["relu", "heavy", "shifted"])
+def test_numpy_and_torch_binning_agree(kind: str) -> None:
+    a = REQuantObserver(quant_min=0, quant_max=127)
+    b = REQuantObserver(quant_min=0, quant_max=127)
+    b.force_torch_binning = True  # the path used for CUDA tensors, run on the CPU
+    for x in _stream(kind):
+        a(x)
+        b(x)
+    assert torch.equal(a.hist_meta, b.hist_meta)
+    assert float(a.hist_count.sum()) == float(b.hist_count.sum())
+    assert float((a.hist_count - b.hist_count).abs().sum()) <= 1e-3 * float(a.hist_count.sum())
+    torch.testing.assert_close(a.hist_sum.sum(), b.hist_sum.sum(), rtol=1e-9, atol=0)
+    torch.testing.assert_close(a.calculate_qparams()[0], b.calculate_qparams()[0], rtol=1e-3, atol=0)
+
+
+def test_merge_equals_observing_everything() -> None:
+    data = _stream("heavy", seed=5)
+    whole, left, right = (REQuantObserver(quant_min=0, quant_max=255) for _ in range(3))
+    for i, x in enumerate(data):
+        whole(x)
+        (left if i % 2 else right)(x)
+    left.merge(right)
+    assert float(left.hist_count.sum()) == float(whole.hist_count.sum())
+    torch.testing.assert_close(left.hist_sum.sum(), whole.hist_sum.sum(), rtol=1e-9, atol=0)
+    assert float(left.min_val) == float(whole.min_val) and float(left.max_val) == float(whole.max_val)
+    flat = torch.cat([x.reshape(-1) for x in data])  # the merged ranges are as good as the whole's
+    merged = _qp_mse(flat, *left.calculate_qparams(), 0, 255)
+    assert merged <= _qp_mse(flat, *whole.calculate_qparams(), 0, 255) * 1.01
+
+
+def test_edge_cases() -> None:
+    obs = REQuantObserver()
+    with pytest.warns(UserWarning, match="must run observer"):
+        s, z = obs.calculate_qparams()
+    assert float(s) == 1.0 and int(z) == 0
+    assert obs(torch.empty(0, 3)).numel() == 0 and obs.hist_count.numel() == 0
+    obs(torch.full((4, 4), 2.0))  # a constant batch
+    s, z = obs.calculate_qparams()
+    assert torch.isfinite(s).all() and float(s) > 0
+    bad = torch.randn(10)
+    bad[3] = float("inf")
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        obs(bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        obs(torch.ones(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="per-tensor"):
+        REQuantObserver(qscheme=torch.per_channel_affine)
+    with pytest.raises(ValueError, match="is_dynamic"):
+        REQuantObserver(is_dynamic=True)
+    half = REQuantObserver(quant_min=0, quant_max=127)
+    half(torch.randn(64, 64).half())
+    assert half.calculate_qparams()[0].dtype == torch.float32
+    obs.reset_min_max_vals()
+    assert obs.hist_count.numel() == 0 and float(obs.min_val) == float("inf")
+
+
+@pytest.mark.parametrize("first", ["zeros", "constant", "tiny"])
+def test_degenerate_first_batch_and_huge_range_growth(first: str) -> None:
+    """A constant first batch fixes no bin width; later batches (even 1e15 times wider) must
+    still be binned with exact totals, and alpha = 1 still equals MinMaxObserver."""
+    start = {"zeros": torch.zeros(100), "constant": torch.full((50,), 3.0), "tiny": torch.rand(100) * 1e-30}[first]
+    batches = [start, torch.rand(100), torch.rand(100) * 1e15, torch.zeros(7)]
+    ours, ref = REQuantObserver(search="minmax"), MinMaxObserver()
+    searched = REQuantObserver()
+    for x in batches:
+        ours(x)
+        ref(x)
+        searched(x)
+    assert all(torch.equal(a, b) for a, b in zip(ours.calculate_qparams(), ref.calculate_qparams(), strict=True))
+    assert float(ours.hist_count.sum()) == sum(x.numel() for x in batches)
+    total = sum(float(x.double().sum()) for x in batches)
+    assert float(ours.hist_sum.sum()) == pytest.approx(total, rel=1e-12)
+    assert torch.isfinite(searched.calculate_qparams()[0]).all()

@@ -1,0 +1,30 @@
+"""integrations/pt2e_quantize.py on a tiny subset (digits SmallCNN, so no shared data is needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "integrations" / "pt2e_quantize.py"
+
+
+def test_pt2e_script_runs_on_a_tiny_subset(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("pt2e_quantize_script", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    assert mod.main(["--model", "smallcnn", "--bits", "4", "--act-bits", "4", "--calib-batches", "2",
+                     "--batch-size", "16", "--test-limit", "120", "--variants"]) == 0
+    out = capsys.readouterr().out
+    assert "W4A4" in out
+    for label in ("FP32", "torchao default observers", "REQuant", "REQuant acts + min-max weights",
+                  "REQuant, sqrt-space weight range"):
+        assert label in out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith(("torchao default", "REQuant "))]
+    assert rows and all(int(r[-1]) > 0 for r in rows)  # q/dq nodes present in every converted model
