@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/requant demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

@@ -159,15 +159,17 @@ class OutputObjective:
         return np.asarray(self._quad(e, e).reshape(self.channels))
 
     def column_quantizer(
-        self, alpha: NDArray[np.float64]
+        self, alpha: NDArray[np.float64], channels: slice | None = None,
     ) -> Callable[[int, NDArray[np.float64]], NDArray[np.float64]]:
-        """``f(j, v)``: fake-quantize column ``j`` of the weight (values ``v``, one per channel)
-        on the grid of ``alpha`` (``(R,)``), for :func:`error_feedback_round`."""
+        """``f(j, v)``: fake-quantize column ``j`` of the weight (values ``v``, one per channel
+        of ``channels``, default all) on the grid of ``alpha`` (``(R,)``), for
+        :func:`error_feedback_round`."""
         alpha = np.asarray(alpha, dtype=np.float64).reshape(self.rows)
         per_ch = self.channels // self.rows
-        s = np.repeat(alpha * self.s1, per_ch)
-        z = np.repeat(self.z.astype(np.float64), per_ch)
-        m = np.repeat(self.transform.m, per_ch)
+        sel = slice(None) if channels is None else channels
+        s = np.repeat(alpha * self.s1, per_ch)[sel]
+        z = np.repeat(self.z.astype(np.float64), per_ch)[sel]
+        m = np.repeat(self.transform.m, per_ch)[sel]
         tf = PowerTransform(self.transform.p, m)
         lo, hi = self.grid.quant_min, self.grid.quant_max
 
@@ -212,7 +214,7 @@ def output_mse(
 def error_feedback_round(
     weight: NDArray[np.floating], gram: NDArray[np.floating],
     quantize_column: Callable[[int, NDArray[np.float64]], NDArray[np.float64]],
-    *, damp: float = 0.01, block: int = 128,
+    *, damp: float = 0.01, block: int = 128, order: str = "input",
 ) -> NDArray[np.float64]:
     """Round the columns of ``weight`` ``(C, n)`` in order, feeding each error forward.
 
@@ -221,13 +223,20 @@ def error_feedback_round(
     factor of ``H^-1``, after rounding column ``j`` the remaining columns are updated by
     ``W[:, j+1:] -= ((w_j - q_j) / U_jj) * U[j, j+1:]``: the exact minimiser of the output
     error ``e^T H e`` over the columns still free, given the rounded ones. Returns the
-    fake-quantized weight. Only one Gram matrix (no groups) is supported.
+    fake-quantized weight. ``order="energy"`` rounds the columns with the largest input
+    energy ``G_jj`` first (their errors are then compensated by the others); ``"input"``
+    keeps the natural order. Only one Gram matrix (no groups) is supported.
     """
-    w = np.array(weight, dtype=np.float64)
-    h = np.array(gram, dtype=np.float64)
-    n = w.shape[1]
-    if h.shape != (n, n):
-        raise ValueError(f"gram must be ({n}, {n}), got {h.shape}")
+    if order not in ("input", "energy"):
+        raise ValueError(f"unknown order {order!r}: valid values are ['input', 'energy']")
+    w0 = np.asarray(weight, dtype=np.float64)
+    h0 = np.asarray(gram, dtype=np.float64)
+    n = w0.shape[1]
+    if h0.shape != (n, n):
+        raise ValueError(f"gram must be ({n}, {n}), got {h0.shape}")
+    perm = np.argsort(-np.diag(h0), kind="stable") if order == "energy" else np.arange(n)
+    w = w0[:, perm].copy()
+    h = h0[np.ix_(perm, perm)].copy()
     diag = np.diag(h).copy()
     dead = diag <= 0
     h[dead, dead] = 1.0  # inputs that are always zero: their weights do not matter
@@ -246,10 +255,12 @@ def error_feedback_round(
         err_blk = np.zeros((w.shape[0], b1 - b0))
         for j in range(b0, b1):
             col = w[:, j]
-            qc = np.asarray(quantize_column(j, col), dtype=np.float64)
+            qc = np.asarray(quantize_column(int(perm[j]), col), dtype=np.float64)
             q[:, j] = qc
             err = (col - qc) / u[j, j]
             w[:, j + 1:b1] -= np.outer(err, u[j, j + 1:b1])
             err_blk[:, j - b0] = err
         w[:, b1:] -= err_blk @ u[b0:b1, b1:]
-    return q
+    out = np.empty_like(q)
+    out[:, perm] = q
+    return out

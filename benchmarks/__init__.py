@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: run each script as ``python benchmarks/<name>.py [--quick]``."""

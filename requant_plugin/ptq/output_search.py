@@ -1,0 +1,215 @@
+"""REQuant's range search driven by the layer-OUTPUT error instead of the weight error.
+
+For one layer with weight rows ``W`` (``(C, n)``) and input Gram matrix ``G`` (see
+:mod:`.calibration`), :func:`search_layer_output` picks ``alpha`` minimising the mean output
+MSE ``mean_c e_c^T G e_c`` with the same grid and transform as the weight objective
+(:class:`requant_plugin.core.output_objective.OutputObjective`) and the same convexity-aware
+search (bracketing scan + golden-section refinement + exact least-squares polish). Optionally
+
+* ``p`` is a sequence: the transform exponent is searched too (the best ``p`` per layer);
+* ``rounding="feedback"``: after the range is fixed, the codes are chosen column by column
+  with error feedback (:func:`~requant_plugin.core.output_objective.error_feedback_round`);
+  the grid, hence the uniform per-channel ranges, stay exactly those found by the search.
+
+The result carries a :class:`~requant_plugin.RangeEstimate` describing the grid (uniform
+ranges for ``p = 1``, the transform codebook otherwise), usable by the integrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..core import Grid, PowerTransform, golden_search, grid_search
+from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
+from ..core.search import check_search, minmax_search, scan_points
+from ..range import RangeEstimate
+from .report import LayerReport
+
+__all__ = ["ROUNDINGS", "LayerSolution", "OutputLayerReport", "feedback_round", "search_layer_output"]
+
+ROUNDINGS: tuple[str, ...] = ("nearest", "feedback")
+#: The scan of the output search: 8 geometric points below 0.25, 24 linear ones on [0.25, 1].
+OUTPUT_SCAN = scan_points(8, 24)
+
+
+@dataclass(frozen=True)
+class LayerSolution:
+    """The quantized weight of one layer and the grid it lies on.
+
+    Attributes:
+        weight: fake-quantized weight (same shape, dtype and device as the input weight).
+        estimate: the grid as a :class:`RangeEstimate` (``mse`` holds the output MSE of each
+            range for nearest rounding).
+        p: the transform exponent used (1 = uniform).
+        output_mse: mean over channels of ``e_c^T G e_c`` of the returned weight.
+        channel_output_mse: the same per channel, ``(C,)``.
+        evaluations: ``alpha`` candidates evaluated (summed over the ``p`` tried).
+    """
+
+    weight: torch.Tensor
+    estimate: RangeEstimate
+    p: float
+    output_mse: float
+    channel_output_mse: np.ndarray
+    evaluations: int
+
+
+@dataclass(frozen=True)
+class OutputLayerReport(LayerReport):
+    """A :class:`LayerReport` plus what the calibration-data modes measured.
+
+    Attributes:
+        objective: ``"weight"`` or ``"output"`` (what chose ``alpha`` for this layer).
+        output_mse: mean over channels of the layer-output MSE ``e_c^T G e_c`` of the final
+            weight on the calibration data (``None`` without a Gram matrix).
+        rel_output_mse: ``output_mse`` divided by the mean squared float output (bias excluded).
+        p: transform exponent used (1 = uniform grid).
+        bias_shift: mean ``|delta|`` added to the bias by bias correction (0 without).
+        estimate: the grid of this layer (uniform ranges when ``p = 1``).
+    """
+
+    objective: str = "weight"
+    output_mse: float | None = None
+    rel_output_mse: float | None = None
+    p: float = 1.0
+    bias_shift: float = 0.0
+    estimate: RangeEstimate | None = field(default=None, repr=False, compare=False)
+
+
+def _check_p(p: float | Sequence[float]) -> list[float]:
+    ps = [float(p)] if isinstance(p, (int, float)) else [float(v) for v in p]
+    if not ps or any(not 0.0 < v <= 1.0 for v in ps):
+        raise ValueError(f"transform exponent(s) p must lie in (0, 1], got {p!r}")
+    return ps
+
+
+def _estimate(
+    obj: OutputObjective, alpha: np.ndarray, mse: np.ndarray, evaluations: int, *, symmetric: bool,
+    convention: str, device: torch.device,
+) -> RangeEstimate:
+    scale = alpha * obj.s1
+    lo, hi = obj.grid.clip_range(scale, obj.z)
+    clip_lo = obj.transform.inverse(lo[:, None])[:, 0]
+    clip_hi = obj.transform.inverse(hi[:, None])[:, 0]
+
+    def t(a: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        out = torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+        return out if obj.per_channel else out.reshape(())
+
+    p = obj.transform.p
+    return RangeEstimate(
+        alpha=t(alpha), scale=t(scale), zero_point=t(obj.z, torch.int64),
+        quant_min=obj.grid.quant_min, quant_max=obj.grid.quant_max, mse=t(mse),
+        evaluations=evaluations, space="uniform" if p == 1.0 else "sqrt", p=p,
+        m=t(obj.transform.m if p != 1.0 else np.ones(obj.rows)), per_channel=obj.per_channel,
+        ch_axis=0, symmetric=symmetric, clip_min=t(clip_lo), clip_max=t(clip_hi),
+        convention=convention,
+    )
+
+
+def feedback_round(
+    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, *, order: str = "energy",
+    damp: float = 0.01,
+) -> torch.Tensor:
+    """Error-feedback rounding of ``weight`` (output channels on axis 0) on the grid of
+    ``estimate`` (any ``RangeEstimate``: per tensor or per channel, uniform or transform).
+
+    Each group of output channels of a grouped convolution uses its own Gram matrix. Returns
+    the fake-quantized weight (same shape, dtype, device); every value lies on the grid.
+    """
+    if estimate.per_channel and estimate.ch_axis != 0:
+        raise ValueError("feedback rounding needs the output channels on axis 0")
+    w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
+    c = w2.shape[0]
+
+    def per_channel(t: torch.Tensor) -> np.ndarray:
+        a = t.detach().double().cpu().numpy().reshape(-1)
+        return np.broadcast_to(a, (c,)).copy() if a.size == 1 else a
+
+    s, z, m = per_channel(estimate.scale), per_channel(estimate.zero_point), per_channel(estimate.m)
+    tf = PowerTransform(estimate.p, m)
+    lo, hi = estimate.quant_min, estimate.quant_max
+    g = np.asarray(gram, dtype=np.float64)
+    g = g[None] if g.ndim == 2 else g
+    per = c // g.shape[0]
+    out = np.empty_like(w2)
+    for gi in range(g.shape[0]):  # one Gram matrix per group of output channels
+        sl = slice(gi * per, (gi + 1) * per)
+        tg = PowerTransform(tf.p, tf.m[sl])
+
+        def quantize(_j: int, v: np.ndarray, sl: slice = sl, tg: PowerTransform = tg) -> np.ndarray:
+            q = np.clip(np.rint(tg.forward(v) / s[sl]) + z[sl], lo, hi)
+            return tg.inverse(s[sl] * (q - z[sl]))
+
+        out[sl] = error_feedback_round(w2[sl], g[gi], quantize, damp=damp, order=order)
+    return torch.as_tensor(out.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
+
+
+def search_layer_output(
+    weight: torch.Tensor,
+    gram: np.ndarray,
+    bits: int = 4,
+    *,
+    symmetric: bool = False,
+    per_channel: bool = True,
+    p: float | Sequence[float] = 1.0,
+    convention: str = "torch",
+    search: str = "golden",
+    rounding: str = "nearest",
+    grid_points: int = 2000,
+    feedback_order: str = "energy",
+    feedback_damp: float = 0.01,
+) -> LayerSolution:
+    """Output-error REQuant for one layer whose output channels lie along axis 0.
+
+    Args:
+        weight: ``(C, ...)`` weight; row ``c`` flattened must match the Gram's input order
+            (true for Linear and Conv weights with the im2col rows of :mod:`.calibration`).
+        gram: ``(n, n)`` or ``(groups, n, n)`` Gram matrix ``X^T X / N``.
+        bits, symmetric, convention: the grid (as in :func:`requant_plugin.estimate_range`).
+        per_channel: one range per output channel, or one per tensor.
+        p: transform exponent, or a sequence of exponents to choose from (per layer).
+        search: ``"golden"`` (fast) or ``"grid"`` (dense reference over ``grid_points``).
+        rounding: ``"nearest"`` or ``"feedback"`` (error-feedback rounding on the same grid,
+            per group of a grouped convolution).
+        feedback_order, feedback_damp: column order (``"energy"``: largest ``G_jj`` first,
+            measured better than ``"input"``) and relative damping of the feedback rounding.
+    """
+    check_search(search)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}: valid values are {list(ROUNDINGS)}")
+    grid = Grid.from_bits(bits, symmetric=symmetric, convention=convention)  # type: ignore[arg-type]
+    w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
+    best: tuple[float, OutputObjective, np.ndarray, np.ndarray] | None = None
+    evaluations = 0
+    for pv in _check_p(p):
+        obj = OutputObjective(w2, gram, grid, p=pv, per_channel=per_channel)
+        if search == "grid":
+            res = grid_search(obj, grid_points)
+        elif search == "minmax":
+            res = minmax_search(obj)
+        else:
+            res = golden_search(obj, n_brackets=2, tol=1e-3, max_iter=16, scan=OUTPUT_SCAN)
+        evaluations += res.evaluations
+        total = float(np.mean(res.mse))
+        if best is None or total < best[0]:
+            best = (total, obj, res.alpha, res.mse)
+    assert best is not None
+    _, obj, alpha, row_mse = best
+    est = _estimate(obj, alpha, row_mse, evaluations, symmetric=symmetric, convention=convention,
+                    device=weight.device)
+    if rounding == "feedback":
+        wq = feedback_round(weight, gram, est, order=feedback_order, damp=feedback_damp)
+        w_hat = wq.detach().double().reshape(w2.shape).cpu().numpy()
+    else:
+        w_hat = obj.dequantize(alpha)
+        wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
+    ch_mse = output_mse(w2, w_hat, gram)
+    return LayerSolution(
+        weight=wq, estimate=est, p=obj.transform.p, output_mse=float(ch_mse.mean()),
+        channel_output_mse=ch_mse, evaluations=evaluations,
+    )
