@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[all,test,docs]'
+	$(PIP) install -e '.[all,test,docs,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
