@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import (
+    DASH,
     DOCS,
     QUICK_OUT,
     RESULTS,
@@ -318,6 +319,8 @@ def write_doc(path: Path, res: Res, models: list[str], bits_list: list[int], row
             body.append([label, *cells])
         lines += [md_table(head, body), ""]
 
+    lines += findings(res, cols, fp32)
+
     # ablation: deltas against the beyond row and the paper row
     lines += ["## Ablation: each ingredient added or removed", "",
               "Differences in points; single runs (see the noise note above).", ""]
@@ -403,6 +406,48 @@ def write_doc(path: Path, res: Res, models: list[str], bits_list: list[int], row
     return text
 
 
+def _span(res: Res, a: str, b: str, cols: list[tuple[str, int]], bits: int | None = None) -> str:
+    """``"x to y"``: the range of ``acc(a) - acc(b)`` over the columns (optionally one bit width)."""
+    d = [res[(a, m, bb)]["acc"] - res[(b, m, bb)]["acc"] for m, bb in cols
+         if (bits is None or bb == bits) and (a, m, bb) in res and (b, m, bb) in res]
+    if not d:
+        return DASH
+    lo, hi = min(d), max(d)
+    return f"{lo:+.2f}" if abs(hi - lo) < 0.005 else f"{lo:+.2f} to {hi:+.2f}"
+
+
+def findings(res: Res, cols: list[tuple[str, int]], fp32: dict[str, float]) -> list[str]:
+    """The measured effect of each ingredient, as ranges over the table's columns."""
+    if ("beyond", cols[0][0], cols[0][1]) not in res:
+        return []
+    out = ["## Findings (from the table above; ranges over the columns)", ""]
+    out.append(f"* Bias correction on the paper's own setting: W4 {_span(res, 'paper-bc', 'paper', cols, 4)}, "
+               f"W3 {_span(res, 'paper-bc', 'paper', cols, 3)} points; the data-free BN variant: W4 "
+               f"{_span(res, 'paper-bn', 'paper', cols, 4)}, W3 {_span(res, 'paper-bn', 'paper', cols, 3)}.")
+    out.append(f"* The output objective on the paper's setting: W4 {_span(res, 'paper-out', 'paper', cols, 4)}, "
+               f"W3 {_span(res, 'paper-out', 'paper', cols, 3)}; with bias correction too: W4 "
+               f"{_span(res, 'paper-out-bc', 'paper', cols, 4)}, W3 {_span(res, 'paper-out-bc', 'paper', cols, 3)}; "
+               f"plus feedback rounding: W4 {_span(res, 'paper-out-bc-fb', 'paper', cols, 4)}, W3 "
+               f"{_span(res, 'paper-out-bc-fb', 'paper', cols, 3)}.")
+    out.append(f"* Sequential instead of plain bias correction (weight objective, per channel): W4 "
+               f"{_span(res, 'pc-seq', 'pc-bc', cols, 4)}, W3 {_span(res, 'pc-seq', 'pc-bc', cols, 3)}: matching "
+               "the float model's mean outputs layer by layer also pushes the upstream error into each bias, "
+               "which breaks down at 3 bits. Plain correction is the default.")
+    out.append(f"* Feedback rounding on top of output objective + bias correction: W4 "
+               f"{_span(res, 'beyond', 'pc-out-bc', cols, 4)}, W3 {_span(res, 'beyond', 'pc-out-bc', cols, 3)}: "
+               "the largest single step at 3 bits once the range is chosen by the output error.")
+    out.append(f"* Once feedback rounding is in, removing the output objective changes accuracy by "
+               f"{_span(res, 'pc-fb-bc', 'beyond', cols)} and removing bias correction by "
+               f"{_span(res, 'pc-out-fb', 'beyond', cols)} points, within the single-run noise; both are kept "
+               "(cheap, and the repeats table does not favour dropping them).")
+    out.append(f"* Grids: the symmetric TensorRT grid {_span(res, 'beyond-trt', 'beyond', cols)}, the transform "
+               f"codebook (p = 0.75) {_span(res, 'beyond-cb', 'beyond', cols)}, searching p "
+               f"{_span(res, 'beyond-cb-p', 'beyond-cb', cols)}, snapping the codebook to INT8 "
+               f"{_span(res, 'beyond-cb-int8', 'beyond-cb', cols)} points against their reference rows.")
+    out.append("")
+    return out
+
+
 _FP32_KIB: dict[str, float] = {}
 
 
@@ -428,8 +473,9 @@ def plot(path: Path, sweep: Res, models: list[str], fp32: dict[str, float], mixe
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-            for x, y, b in pts:
-                ax.annotate(f"W{b}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+            if key == "beyond":
+                for x, y, b in pts:
+                    ax.annotate(f"W{b}", (x, y), textcoords="offset points", xytext=(-4, 6), fontsize=8)
         mp = sorted((r["size_bits"] / 8192, r["acc"]) for (_, mm, _), r in (mixed or {}).items() if mm == m)
         if mp:
             ax.plot([p[0] for p in mp], [p[1] for p in mp], "k*", ms=9, label="beyond, mixed precision")
@@ -439,8 +485,8 @@ def plot(path: Path, sweep: Res, models: list[str], fp32: dict[str, float], mixe
         ax.set_xscale("log")
         ax.set_xlabel("model size (KiB, log scale)")
         ax.set_ylabel("top-1 (%)")
-        ax.set_ylim(max(40.0, ax.get_ylim()[0]), fp32[m] + 1.5)
-        ax.set_title(f"{m}: accuracy vs size (weights only)")
+        ax.set_ylim(fp32[m] - 8.0, fp32[m] + 1.0)
+        ax.set_title(f"{m}: accuracy vs size (weights only; lower points off the chart)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

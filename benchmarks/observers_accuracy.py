@@ -83,7 +83,7 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
         ("requant_w_minmax", get_requant_qconfig_mapping(weight_search="minmax")),
         ("requant_w_sqrt", get_requant_qconfig_mapping(weight_space="sqrt", weight_input_mean_ratio=0.0)),
     )
-    for cfg, mapping in fx_configs:
+    for cfg, mapping in fx_configs if args.only in (None, "fx") else ():
         def fx(mapping: Any = mapping) -> dict[str, Any]:
             q, sec = quantize_fx(task.model, mapping, task.calibration, "x86")
             n_int8 = check_quantized(q)
@@ -91,7 +91,7 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
             return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec, "int8_layers": n_int8,
                     "module_types": kinds}
         cached(f"fx_w8a8_{cfg}", fx)
-    for wb, ab in PT2E_BITS:
+    for wb, ab in PT2E_BITS if args.only in (None, "pt2e") else ():
         for cfg, _label, quantizer in configurations(wb, ab, "x86_inductor", variants=True):
             def pt(quantizer: Any = quantizer, wb: int = wb, ab: int = ab) -> dict[str, Any]:
                 q, sec = quantize_pt2e(task.model, quantizer, task.calibration)
@@ -102,7 +102,7 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
                 return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec, "qdq": qdq,
                         "act_ranges": ranges}
             cached(f"pt2e_w{wb}a{ab}_{cfg}", pt)
-    if not args.skip_diagnostics:
+    if not args.skip_diagnostics and args.only is None:
         cached("weights_w4_diagnostics", lambda: weight_diagnostics(task, 4, per_layer=name == "resnet20"))
     return out
 
@@ -255,6 +255,22 @@ def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: s
     return "\n".join(lines)
 
 
+def short_markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: str) -> str:
+    """One row per model and bit width of the flow in ``--only`` (FP32, default, REQuant, variants)."""
+    lines = [f"Command: `{cmd}` (calibration seed {args.seed}, {args.calib_batches} batches of {args.batch_size})",
+             "", "| model | bits | FP32 | torch default | REQuant | REQuant - default | rho = 0 "
+             "| acts + min-max weights | sqrt-space weights |",
+             "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    prefixes = [("W8A8", "fx_w8a8")] if args.only == "fx" else [(f"W{w}A{a}", f"pt2e_w{w}a{a}") for w, a in PT2E_BITS]
+    for name, r in models.items():
+        for bits, prefix in prefixes:
+            d, q = r[f"{prefix}_default"]["acc"], r[f"{prefix}_requant"]["acc"]
+            ex = [f"{r[f'{prefix}_{v}']['acc']:.2f}" for v in ("requant_mse", "requant_w_minmax", "requant_w_sqrt")]
+            lines.append(f"| {name} | {bits} | {r['fp32']:.2f} | {d:.2f} | **{q:.2f}** | {q - d:+.2f} | "
+                         + " | ".join(ex) + " |")
+    return "\n".join(lines)
+
+
 def environment() -> str:
     import torchao
 
@@ -272,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore cached results")
     p.add_argument("--skip-diagnostics", action="store_true", help="skip the weights-only W4 diagnostics")
+    p.add_argument("--only", choices=("fx", "pt2e"), default=None,
+                   help="one flow only (a short table in its own section, e.g. for other --seed values)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -282,10 +300,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache: dict[str, Any] = {} if args.fresh or not CACHE.is_file() else json.loads(CACHE.read_text())
     models = {name: run_model(name, args, cache) for name in args.models}
     argv_s = " ".join(sys.argv[1:] if argv is None else argv)
-    md = markdown(models, args, f"python benchmarks/observers_accuracy.py {argv_s}".strip())
+    cmd = f"python benchmarks/observers_accuracy.py {argv_s}".strip()
+    if args.only is not None:
+        md = short_markdown(models, args, cmd)
+        section = f"accuracy-{args.only}-seed{args.seed}"
+    else:
+        md = markdown(models, args, cmd)
+        section = "accuracy-quick" if args.quick else "accuracy"
     print(md)
     if not args.no_write:
-        write_section(DOC, "accuracy-quick" if args.quick else "accuracy", md)
+        write_section(DOC, section, md)
     return 0
 
 
