@@ -26,7 +26,7 @@ def test_venv_installs_pinned_cpu_torch_first() -> None:
     assert dry_run("venv") == [
         "python3 -m venv .venv",
         ".venv/bin/pip install torch==2.13.0",
-        ".venv/bin/pip install -e '.[all,test,docs]'",
+        ".venv/bin/pip install -e '.[all,test,docs,bench]'",
         "touch .venv/.requant-installed",
     ]
 
@@ -35,4 +35,4 @@ def test_demo_and_test_depend_on_the_installed_venv() -> None:
     demo = dry_run("demo")
     assert demo[0] == "python3 -m venv .venv" and demo[-1] == ".venv/bin/requant demo"
     test = dry_run("test")
-    assert test[0] == "python3 -m venv .venv" and test[-1] == ".venv/bin/python -m pytest -q"
+    assert test[0] == "python3 -m venv .venv" and test[-1] == ".venv/bin/python -m pytest -q -n 2"
