@@ -17,7 +17,9 @@ Drop-in replacements for torch's observers in a ``QConfig``::
 All three accept torch's observer arguments (``dtype``, ``qscheme``, ``quant_min``,
 ``quant_max``, ``eps``, ...) plus ``search="golden"|"grid"|"minmax"`` and ``alpha`` (pin the
 range factor; ``search="minmax"`` reproduces ``MinMaxObserver`` exactly). The weight observers
-also take ``space="uniform"|"sqrt"`` and ``p``; the activation observer takes ``bins``. See
+also take ``space="uniform"|"sqrt"``, ``p`` and ``input_mean_ratio`` (the coherent output-error
+term, 0 = REQuant's plain weight MSE; the factories of :mod:`requant_plugin.qconfig` use 0.467);
+the activation observer takes ``bins``. See
 :mod:`requant_plugin._observer_base` for the algorithm and :mod:`requant_plugin.pt2e` for the
 torchao twins (torch.ao observers are ignored by ``convert_pt2e``).
 """

@@ -133,6 +133,8 @@ def test_transform_exponent_search_picks_from_the_candidates() -> None:
     assert both.p in (0.5, 0.75, 1.0)
     assert both.output_mse == pytest.approx(min(s.output_mse for s in sols.values()), rel=1e-12)
     assert sols[0.75].estimate.space == "sqrt" and sols[1.0].estimate.space == "uniform"
+    for sol in sols.values():  # the RangeEstimate reproduces the searched weight (nearest rounding)
+        torch.testing.assert_close(sol.estimate.fake_quantize(w), sol.weight, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="p must"):
         search_layer_output(w, g, 3, p=(0.0,))
 
