@@ -61,8 +61,10 @@ class StreamingHistogram:
         """Make the window cover ``[lo, hi]`` (doubling ``width`` as needed), merging bins."""
         if self.empty:
             span = hi - lo
-            scale = max(abs(lo), abs(hi), 1e-30)
-            self.width = span / (self.bins - 2) if span > 0 else scale * 1e-6
+            # a constant first batch has no span: start from a width that later growth can
+            # reach by doubling without overflowing the int64 merge factor
+            scale = max(abs(lo), abs(hi), 1e-6)
+            self.width = span / (self.bins - 2) if span > 0 else scale / self.bins
             self.offset = math.floor(lo / self.width)
             return
         factor = 1

@@ -83,3 +83,14 @@ def test_histogram_search_close_to_raw_data_optimum(bits: int, symmetric: bool) 
     best = min(ref_mse(allv, k / 400, bits, symmetric, "uniform") for k in range(1, 401))
     assert got <= best * 1.02
     assert got <= ref_mse(allv, 1.0, bits, symmetric, "uniform") * (1 + 1e-9)
+
+
+def test_constant_first_batch_then_real_data() -> None:
+    h = StreamingHistogram(256)
+    h.update(np.zeros(100))
+    data = np.abs(np.random.default_rng(0).normal(size=1000)) * 50
+    h.update(data)
+    assert h.total == 1100 and np.isfinite(h.width)
+    assert h.sum.sum() == pytest.approx(data.sum(), rel=1e-12)
+    est = h.estimate(Grid.from_bits(8))
+    assert 0 < est.alpha[0] <= 1 and np.isfinite(est.mse[0])
