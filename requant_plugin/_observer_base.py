@@ -20,9 +20,8 @@ exactly. ``alpha`` minimises the quantization MSE on the grid that torch will us
   ``space="sqrt"`` searches the grid of ``T(w) = sign(w) * (|w| / m) ** p`` and hands the
   uniform backend its clipping range mapped back to ``w``:
   ``T^-1(alpha * T([lo, hi])) = alpha ** (1 / p) * [lo, hi]``.
-* **activations** (:class:`ActivationObserverMixin`): per-bin counts and sums streamed over the
-  calibration batches into a :class:`~requant_plugin.core.StreamingHistogram` (whose range grows
-  by exact bin merging), then the same alpha search on the histogram at ``calculate_qparams``.
+* **activations**: :class:`requant_plugin._activation_observer.ActivationObserverMixin` (its own
+  module) streams histogram statistics and runs the same search at ``calculate_qparams``.
 """
 
 from __future__ import annotations
@@ -31,12 +30,10 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
-from numpy.typing import NDArray
 from torch import Tensor
 
-from .core import Grid, RangeObjective, StreamingHistogram, golden_search, grid_search, objective_for_rows
+from .core import CoherentErrorObjective, Grid, golden_search, grid_search, objective_for_rows
 from .range import estimate_range, rows_of
 
 Search = Literal["golden", "grid", "minmax"]
@@ -46,10 +43,6 @@ _SYMMETRIC = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
 _PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric)
 _UNSIGNED = (torch.quint8, torch.uint8)
-#: Use a float32 index computation while the window's bin indices stay exactly representable.
-_F32_INDEX_LIMIT = 1 << 16
-#: Drop exact zeros before binning (and count them separately) above this fraction of zeros.
-_ZERO_SKIP_FRACTION = 0.25
 #: ``E[x]**2 / Var[x]`` of a ReLU of a standard normal: ``(1 / 2pi) / (1/2 - 1/2pi)``.
 RELU_MEAN_RATIO = (1.0 / (2.0 * math.pi)) / (0.5 - 1.0 / (2.0 * math.pi))
 _NO_DATA = (
@@ -190,47 +183,6 @@ class _REQuantMixinBase(torch.nn.Module):
 
 
 # --------------------------------------------------------------------------- weights
-
-
-class CoherentErrorObjective:
-    """Weight MSE plus the coherent part of the layer's output error, per row (channel).
-
-    For output channel weights ``w_i`` with errors ``d_i = w_hat_i - w_i`` and inputs ``x_i``
-    that are independent with mean ``mu`` and variance ``sigma**2``, the output error
-    ``e = sum_i d_i x_i`` has ``E[e**2] = sigma**2 * sum_i d_i**2 + mu**2 * (sum_i d_i)**2``.
-    Divided by ``sigma**2 * n`` this is ``L(alpha) = (sum_i d_i**2 + rho * (sum_i d_i)**2) / n``
-    with ``rho = mu**2 / sigma**2`` (``rho = 0``: REQuant's weight MSE). Rounding errors are
-    zero-mean and cancel in ``sum_i d_i``; clipping errors all shrink the large weights and do
-    not, which the plain weight MSE does not see. Both sums come exactly from the core
-    objective's per-code statistics: ``sum_i d_i = sum_k (v_k n_k - S1_k)``. Implements the
-    core search's ``Objective`` protocol (no least-squares polish: ``refit`` returns ``alpha``).
-    """
-
-    def __init__(self, base: RangeObjective, rho: float) -> None:
-        self.base, self.rho = base, float(rho)
-        self.rows, self.n, self.grid = base.rows, base.n, base.grid
-        self.evaluations = base.evaluations
-
-    def __call__(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        alpha = np.asarray(alpha, dtype=np.float64)
-        if alpha.ndim == 1:
-            alpha = np.broadcast_to(alpha[None, :], (self.rows, alpha.shape[0]))
-        per = self.rows * self.grid.levels * (64 if getattr(self.base, "_blocked", False) else 1)
-        step = max(1, (1 << 22) // max(1, per))
-        parts = []
-        for i in range(0, alpha.shape[1], step):
-            a = alpha[:, i:i + step]
-            c = self.base.codes(a)
-            v = (a ** self.base.exponent)[:, :, None] * c.level_coef
-            sse = np.maximum(np.sum(c.sum2 - 2.0 * v * c.sum1 + v * v * c.count, axis=2), 0.0)
-            bias = np.sum(v * c.count - c.sum1, axis=2)
-            parts.append((sse + self.rho * bias * bias) / self.base.total_weight[:, None])
-        self.evaluations = self.base.evaluations
-        return np.concatenate(parts, axis=1)
-
-    def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.asarray(alpha, dtype=np.float64)
-
 
 
 class WeightObserverMixin(_REQuantMixinBase):
@@ -457,298 +409,7 @@ class PerChannelWeightObserverMixin(WeightObserverMixin):
         return self.ch_axis % x.dim()
 
 
-# --------------------------------------------------------------------------- activations
-
-
-#: Rebuild the window instead of doubling the bin width more than this many times.
-_MAX_DOUBLINGS = 40
-
-
-def _fresh_width(lo: float, hi: float, bins: int) -> float:
-    """The core's initial bin width for data in ``[lo, hi]``."""
-    span = hi - lo
-    return span / (bins - 2) if span > 0 else max(abs(lo), abs(hi), 1e-30) * 1e-6
-
-
-def _batch_window(hist: StreamingHistogram, lo: float, hi: float, bins: int) -> tuple[float, int, bool]:
-    """Bin width, first bin index and a rebuild flag for a batch with range ``[lo, hi]``.
-
-    An empty histogram gets the core's initial width ``(hi - lo) / (bins - 2)``; otherwise the
-    running width doubled until the batch fits, so the batch histogram lies on the running
-    histogram's power-of-two ladder and :meth:`StreamingHistogram.merge` combines them by exact
-    bin merging. When the running histogram holds a single value (its width is arbitrary) or the
-    range grows by more than ``2**40``, the flag asks to rebuild the window from the union range
-    (the old bins move by their means: moments stay exact).
-    """
-    if hist.empty:
-        width = _fresh_width(lo, hi, bins)
-        return width, math.floor(lo / width), False
-    width = hist.width
-    for _ in range(_MAX_DOUBLINGS):
-        if math.floor(hi / width) - math.floor(lo / width) + 1 <= bins:
-            if hist.max > hist.min or (lo == hi == hist.min):
-                return width, math.floor(lo / width), False
-            break
-        width *= 2.0
-    u_lo, u_hi = min(lo, hist.min), max(hi, hist.max)
-    width = _fresh_width(u_lo, u_hi, bins)
-    return width, math.floor(lo / width), True
-
-
-def _rebase(hist: StreamingHistogram, width: float, bins: int) -> StreamingHistogram:
-    """``hist`` re-binned at ``width`` by its bin means (exact counts, sums and sums of squares)."""
-    keep = hist.count > 0
-    means = np.clip(hist.sum[keep] / hist.count[keep], hist.min, hist.max)
-    offset = math.floor(hist.min / width)
-    idx = np.clip(np.floor(means / width).astype(np.int64) - offset, 0, bins - 1)
-    return StreamingHistogram.from_state({
-        "meta": np.array([width, float(offset), hist.min, hist.max, float(bins)]),
-        "count": np.bincount(idx, hist.count[keep], bins).astype(np.float64),
-        "sum": np.bincount(idx, hist.sum[keep], bins).astype(np.float64),
-        "sumsq": np.bincount(idx, hist.sumsq[keep], bins).astype(np.float64),
-    })
-
-
-def _bin_numpy(v: NDArray[np.floating], width: float, offset: int, bins: int
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
-    """Per-bin count and sum and the total sum of squares of a flat CPU array (vectorised)."""
-    zeros = 0
-    if v.size > 4096:
-        nonzero = int(np.count_nonzero(v))
-        if nonzero < (1.0 - _ZERO_SKIP_FRACTION) * v.size:  # post-ReLU data: bin zeros in O(1)
-            zeros = v.size - nonzero
-            v = v[v != 0]
-    if v.dtype == np.float32 and abs(offset) + bins < _F32_INDEX_LIMIT:
-        t = v * np.float32(1.0 / width)
-        t -= np.float32(offset)
-    else:
-        t = v.astype(np.float64) / width
-        t -= float(offset)
-    np.clip(t, 0, bins - 1, out=t)
-    idx = t.astype(np.intp)
-    v64 = v.astype(np.float64)
-    count = np.bincount(idx, minlength=bins).astype(np.float64)
-    total = np.bincount(idx, v64, bins).astype(np.float64, copy=False)
-    sumsq = float(np.einsum("i,i->", v64, v64))
-    if zeros:
-        count[min(max(-offset, 0), bins - 1)] += zeros
-    return count, total, sumsq
-
-
-def _bin_torch(x: Tensor, width: float, offset: int, bins: int
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
-    """The same statistics computed on the tensor's own device (CUDA): only ``bins``-sized
-    arrays and one scalar are copied to the CPU."""
-    y = x.reshape(-1).to(torch.float64)
-    idx = (y / width - float(offset)).clamp_(0, bins - 1).to(torch.int64)
-    count = torch.bincount(idx, minlength=bins).to(torch.float64)
-    total = torch.zeros(bins, dtype=torch.float64, device=x.device).index_add_(0, idx, y)
-    sumsq = float(torch.dot(y, y))
-    return count.cpu().numpy().astype(np.float64), total.cpu().numpy(), sumsq
-
-
-def _spread_sumsq(count: NDArray[np.float64], total: NDArray[np.float64], sumsq: float
-                  ) -> NDArray[np.float64]:
-    """Per-bin sums of squares with the exact total: ``S1_b**2 / n_b`` plus the batch's
-    within-bin scatter spread evenly over its values.
-
-    ``L(alpha)`` only depends on the total sum of squares (the per-code ``S2_k`` telescope to
-    it), so the search result and the reported MSE are the same as with exact per-bin sums of
-    squares, while the update avoids a third scatter pass over the data.
-    """
-    keep = count > 0
-    base = np.zeros_like(total)
-    base[keep] = total[keep] ** 2 / count[keep]
-    n = float(count.sum())
-    resid = max(0.0, sumsq - float(base.sum())) / n if n > 0 else 0.0
-    return base + count * resid
-
-
-class ActivationObserverMixin(_REQuantMixinBase):
-    """REQuant for activations: streamed histogram statistics, alpha search at the end.
-
-    ``forward`` adds each batch to a :class:`~requant_plugin.core.StreamingHistogram` (``bins``
-    bins anchored at zero with exact per-bin counts and sums; when a batch falls outside the
-    window the width doubles and bins merge exactly). The binning is vectorised: NumPy on the
-    CPU (``np.bincount``), torch on other devices. ``calculate_qparams`` runs the alpha search
-    on the histogram (``L(alpha)`` with each bin collapsed to its mean for the code assignment)
-    and returns ``_calculate_qparams(alpha * min, alpha * max)``.
-
-    Buffers (saved in ``state_dict``): ``min_val``/``max_val`` (running range, ``+-inf`` before
-    data), ``hist_meta`` (width, offset, min, max, bins) and ``hist_count``, ``hist_sum``,
-    ``hist_sumsq`` (empty before data).
-    """
-
-    _resizable = ("hist_count", "hist_sum", "hist_sumsq")
-    min_val: Tensor
-    max_val: Tensor
-    hist_meta: Tensor
-    hist_count: Tensor
-    hist_sum: Tensor
-    hist_sumsq: Tensor
-
-    def __init__(
-        self,
-        dtype: torch.dtype = torch.quint8,
-        qscheme: torch.qscheme = torch.per_tensor_affine,
-        reduce_range: bool = False,
-        quant_min: int | None = None,
-        quant_max: int | None = None,
-        factory_kwargs: dict[str, Any] | None = None,
-        eps: float = torch.finfo(torch.float32).eps,
-        is_dynamic: bool = False,
-        *,
-        search: Search = "golden",
-        alpha: float | None = None,
-        bins: int = 2048,
-        grid_points: int = 2000,
-        **kwargs: Any,
-    ) -> None:
-        """Args beyond torch's observer arguments:
-
-        search: ``"golden"`` (default), ``"grid"`` (dense reference over ``grid_points``
-            alphas) or ``"minmax"`` (``alpha = 1``: exactly torch's ``MinMaxObserver``).
-        alpha: pin the range factor instead of searching.
-        bins: histogram resolution (the range itself grows without limit).
-        """
-        super().__init__(  # type: ignore[call-arg]
-            dtype=dtype, qscheme=qscheme, reduce_range=reduce_range, quant_min=quant_min,
-            quant_max=quant_max, factory_kwargs=factory_kwargs, eps=eps, is_dynamic=is_dynamic, **kwargs,
-        )
-        if self.qscheme not in _PER_TENSOR:
-            raise ValueError(
-                f"{type(self).__name__} is a per-tensor activation observer: qscheme must be "
-                f"per_tensor_affine or per_tensor_symmetric, got {self.qscheme}"
-            )
-        self._setup_requant(search, alpha, grid_points)
-        if int(bins) < 16:
-            raise ValueError(f"bins must be at least 16, got {bins}")
-        self.bins = int(bins)
-        fk = torch.nn.factory_kwargs(factory_kwargs)
-        self.register_buffer("min_val", torch.tensor(float("inf"), **fk))
-        self.register_buffer("max_val", torch.tensor(float("-inf"), **fk))
-        dev = fk.get("device")
-        meta = torch.tensor([0.0, 0.0, math.inf, -math.inf, float(self.bins)], dtype=torch.float64,
-                            device=dev)
-        self.register_buffer("hist_meta", meta)
-        for name in self._resizable:
-            self.register_buffer(name, torch.tensor([], dtype=torch.float64, device=dev))
-        self._cache: tuple[tuple[float, ...], tuple[Tensor, Tensor], float] | None = None
-        self.force_torch_binning = False  # use the torch binning path on the CPU too (tests)
-
-    def _invalidate(self) -> None:
-        self._cache = None
-
-    def histogram(self) -> StreamingHistogram:
-        """The statistics so far as a core :class:`StreamingHistogram` (a copy)."""
-        meta = self.hist_meta.detach().cpu().double().numpy()
-        if meta[0] == 0.0 or self.hist_count.numel() == 0:
-            return StreamingHistogram(self.bins)
-        return StreamingHistogram.from_state({
-            "meta": meta.copy(), "count": self.hist_count.detach().cpu().numpy(),
-            "sum": self.hist_sum.detach().cpu().numpy(), "sumsq": self.hist_sumsq.detach().cpu().numpy(),
-        })
-
-    def _store(self, hist: StreamingHistogram) -> None:
-        state = hist.state()
-        self._set_buffer("hist_meta", torch.from_numpy(state["meta"]))
-        for name, key in (("hist_count", "count"), ("hist_sum", "sum"), ("hist_sumsq", "sumsq")):
-            self._set_buffer(name, torch.from_numpy(state[key]))
-        self._set_buffer("min_val", torch.tensor(hist.min))
-        self._set_buffer("max_val", torch.tensor(hist.max))
-
-    def forward(self, x_orig: Tensor) -> Tensor:
-        """Add the batch to the histogram; returns ``x_orig`` unchanged."""
-        if x_orig.numel() == 0:
-            return x_orig
-        _check_float(x_orig, type(self).__name__)
-        with torch.no_grad():
-            x = x_orig.detach()
-            on_cpu = x.device.type == "cpu" and not self.force_torch_binning
-            if on_cpu:
-                v = x.to(torch.float32 if x.dtype != torch.float64 else torch.float64).contiguous()
-                arr = v.numpy().reshape(-1)
-                lo, hi = float(arr.min()), float(arr.max())
-            else:
-                lo_t, hi_t = torch.aminmax(x.reshape(-1).to(torch.float32))
-                lo, hi = float(lo_t), float(hi_t)
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise ValueError(
-                    f"{type(self).__name__} received NaN/Inf activations: REQuant needs finite values "
-                    "(check the model's numerics or the calibration inputs)"
-                )
-            hist = self.histogram()
-            width, offset, rebuild = _batch_window(hist, lo, hi, self.bins)
-            if rebuild:
-                hist = _rebase(hist, width, self.bins)
-            if on_cpu:
-                count, total, sumsq = _bin_numpy(arr, width, offset, self.bins)
-            else:
-                count, total, sumsq = _bin_torch(x, width, offset, self.bins)
-            batch = StreamingHistogram.from_state({
-                "meta": np.array([width, float(offset), lo, hi, float(self.bins)]),
-                "count": count, "sum": total, "sumsq": _spread_sumsq(count, total, sumsq),
-            })
-            hist.merge(batch)
-            self._store(hist)
-        self._cache = None
-        return x_orig
-
-    def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """Search alpha on the histogram; ``_calculate_qparams(alpha * min, alpha * max)``."""
-        hist = self.histogram()
-        if hist.empty:
-            return self._default_qparams()
-        key = (hist.total, hist.width, float(hist.offset), hist.min, hist.max)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        if self.fixed_alpha is not None:
-            alpha = self.fixed_alpha
-        else:
-            est = hist.estimate(self.grid, search=self._core_search(), grid_points=self.grid_points)
-            alpha = float(est.alpha[0])
-        dev = self.eps.device
-        lo = torch.tensor(alpha * hist.min, dtype=torch.float64, device=dev)
-        hi = torch.tensor(alpha * hist.max, dtype=torch.float64, device=dev)
-        result = self._qparams_for_range(lo, hi)
-        self._cache = (key, result, alpha)
-        return result
-
-    def merge(self, other: ActivationObserverMixin) -> None:
-        """Add another observer's statistics (e.g. another process's) by exact histogram merging."""
-        if not isinstance(other, ActivationObserverMixin):
-            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
-        theirs = other.histogram()
-        if theirs.empty:
-            return
-        with torch.no_grad():
-            hist = self.histogram()
-            hist.merge(theirs)
-            self._store(hist)
-        self._cache = None
-
-    @property
-    def last_alpha(self) -> float | None:
-        """The range factor of the last ``calculate_qparams`` (``None`` before it ran)."""
-        return None if self._cache is None else self._cache[2]
-
-    def reset_min_max_vals(self) -> None:
-        """Forget every statistic."""
-        self.min_val.fill_(float("inf"))
-        self.max_val.fill_(float("-inf"))
-        self.hist_meta.copy_(torch.tensor([0.0, 0.0, math.inf, -math.inf, float(self.bins)]))
-        for name in self._resizable:
-            getattr(self, name).resize_(0)
-        self._cache = None
-
-    def extra_repr(self) -> str:
-        return (f"search={self.search}, bins={self.bins}, quant_min={self.quant_min}, "
-                f"quant_max={self.quant_max}, qscheme={self.qscheme}, min_val={float(self.min_val)}, "
-                f"max_val={float(self.max_val)}")
-
-
 __all__ = [
-    "RELU_MEAN_RATIO", "SEARCH_CHOICES", "ActivationObserverMixin", "CoherentErrorObjective",
-    "PerChannelWeightObserverMixin", "Search", "WeightObserverMixin", "WeightSpace", "observer_grid",
-    "symmetric_zero_point",
+    "RELU_MEAN_RATIO", "SEARCH_CHOICES", "CoherentErrorObjective", "PerChannelWeightObserverMixin", "Search",
+    "WeightObserverMixin", "WeightSpace", "observer_grid", "symmetric_zero_point",
 ]

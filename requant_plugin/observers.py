@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from torch.ao.quantization.observer import UniformQuantizationObserverBase
 
-from ._observer_base import ActivationObserverMixin, PerChannelWeightObserverMixin, WeightObserverMixin
+from ._activation_observer import ActivationObserverMixin
+from ._observer_base import PerChannelWeightObserverMixin, WeightObserverMixin
 
 
 class REQuantObserver(ActivationObserverMixin, UniformQuantizationObserverBase):

@@ -36,10 +36,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "pip install 'requant-plugin[pt2e]'"
     ) from exc
 
+from ._activation_observer import ActivationObserverMixin
 from ._observer_base import (
     RELU_MEAN_RATIO,
     SEARCH_CHOICES,
-    ActivationObserverMixin,
     PerChannelWeightObserverMixin,
     Search,
     WeightObserverMixin,

@@ -14,6 +14,7 @@ import torch
 from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
 from requant_plugin.core import StreamingHistogram
+from requant_plugin._activation_observer import sample_batch, sample_stride
 from requant_plugin.observers import REQuantObserver
 
 ALPHAS = torch.arange(1, 2001, dtype=torch.float64) / 2000
@@ -57,7 +58,7 @@ def _hist_loss(obs: REQuantObserver, qmin: int, qmax: int) -> tuple[torch.Tensor
 
 @pytest.mark.parametrize("kind", ["relu", "heavy", "shifted"])
 def test_streaming_state_matches_core_histogram(kind: str) -> None:
-    obs = REQuantObserver(quant_min=0, quant_max=255, bins=256)
+    obs = REQuantObserver(quant_min=0, quant_max=255, bins=256, sample_size=None)
     ref = StreamingHistogram(256)
     for x in _stream(kind):
         obs(x)
@@ -102,7 +103,9 @@ def test_search_against_dense_grid_on_the_same_histogram(kind: str, qmin: int, q
 @pytest.mark.parametrize("kind", ["relu", "heavy", "shifted"])
 def test_output_range_mse_beats_histogram_observer(kind: str, qmin: int, qmax: int) -> None:
     data = _stream(kind, seed=3)
-    ours = REQuantObserver(quant_min=qmin, quant_max=qmax)
+    # every value binned: the search itself against HistogramObserver (the subsampled default
+    # is checked against this exact mode in test_subsampled_batches_* below)
+    ours = REQuantObserver(quant_min=qmin, quant_max=qmax, sample_size=None)
     theirs = HistogramObserver(quant_min=qmin, quant_max=qmax)
     for x in data:
         ours(x)
@@ -154,7 +157,7 @@ def test_numpy_and_torch_binning_agree(kind: str) -> None:
 
 def test_merge_equals_observing_everything() -> None:
     data = _stream("heavy", seed=5)
-    whole, left, right = (REQuantObserver(quant_min=0, quant_max=255) for _ in range(3))
+    whole, left, right = (REQuantObserver(quant_min=0, quant_max=255, sample_size=None) for _ in range(3))
     for i, x in enumerate(data):
         whole(x)
         (left if i % 2 else right)(x)
@@ -210,3 +213,87 @@ def test_degenerate_first_batch_and_huge_range_growth(first: str) -> None:
     total = sum(float(x.double().sum()) for x in batches)
     assert float(ours.hist_sum.sum()) == pytest.approx(total, rel=1e-12)
     assert torch.isfinite(searched.calculate_qparams()[0]).all()
+
+
+@pytest.mark.parametrize("n", [1, 1023, 16384, 16385, 100_000, 524_288, 3 * 2**20 + 7])
+def test_sample_stride_bounds_the_work_and_is_coprime_with_powers_of_two(n: int) -> None:
+    size = 16384
+    k = sample_stride(n, size)
+    if n <= size:
+        assert k == 1
+        return
+    assert k >= 2 and all(k % d for d in range(2, int(k ** 0.5) + 1))  # a prime
+    assert k % 2 == 1 or k == 2
+    for start in range(k):
+        m = len(range(start, n, k))
+        assert m <= size
+    assert sample_stride(n, None) == 1
+
+
+def test_subsample_visits_every_channel_row_and_column() -> None:
+    x = torch.arange(32 * 16 * 32 * 32, dtype=torch.float32)  # each value is its own flat index
+    seen = []
+    for batch_index in range(2):
+        b = sample_batch(x, 4096, batch_index, on_numpy=True)
+        assert 0 < len(b.bulk) <= 4096 and b.zeros <= 1
+        assert np.all(b.exact > b.bulk.max())  # the exact tail lies above every sampled value
+        assert float(b.weight) * (len(b.bulk) + b.zeros) + len(b.exact) == pytest.approx(x.numel())
+        seen.append(b.bulk.astype(np.int64))
+    idx = seen[0]
+    assert len(np.unique((idx // (32 * 32)) % 16)) == 16  # channels
+    assert len(np.unique(idx % 32)) == 32  # columns
+    assert len(np.unique((idx // 32) % 32)) == 32  # rows
+    assert not np.array_equal(seen[0], seen[1])  # the start moves from batch to batch
+
+
+def test_tails_are_exact_for_signed_data() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, generator=g) ** 3
+    for hint in (False, True):
+        b = sample_batch(x, 4096, 0, on_numpy=True, signed_hint=hint)
+        assert b.lo == float(x.min()) and b.hi == float(x.max())
+        v = np.sort(x.numpy())
+        # the exact part is precisely the top and bottom of the data (each value once), and
+        # the sampled bulk lies between them
+        ex = np.sort(b.exact)
+        n_lo, n_hi = int(np.sum(ex < b.bulk.min())), int(np.sum(ex > b.bulk.max()))
+        assert n_lo + n_hi == len(ex) and n_lo >= 63 and n_hi >= 63
+        np.testing.assert_array_equal(ex[:n_lo], v[:n_lo])
+        np.testing.assert_array_equal(ex[len(ex) - n_hi:], v[len(v) - n_hi:])
+        assert b.weight * len(b.bulk) + len(b.exact) == pytest.approx(x.numel())
+
+
+def _big_stream(seed: int, n_batches: int = 6) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.relu(torch.randn(16, 32, 16, 16, generator=g) * (1 + 0.2 * i) + 0.1) for i in range(n_batches)]
+
+
+@pytest.mark.parametrize(("qmin", "qmax"), [(0, 127), (0, 15)])
+def test_subsampled_batches_keep_exact_range_and_total_and_near_exact_ranges(qmin: int, qmax: int) -> None:
+    data = _big_stream(7)
+    sampled = REQuantObserver(quant_min=qmin, quant_max=qmax)
+    exact = REQuantObserver(quant_min=qmin, quant_max=qmax, sample_size=None)
+    minmax, ref = REQuantObserver(quant_min=qmin, quant_max=qmax, search="minmax"), MinMaxObserver(
+        quant_min=qmin, quant_max=qmax)
+    hist = HistogramObserver(quant_min=qmin, quant_max=qmax)
+    for x in data:
+        for obs in (sampled, exact, minmax, ref, hist):
+            obs(x)
+    n = sum(x.numel() for x in data)
+    assert n > 6 * 16384 and float(sampled.hist_count.sum()) == pytest.approx(n, rel=1e-12)
+    assert float(sampled.min_val) == float(exact.min_val) and float(sampled.max_val) == float(exact.max_val)
+    assert all(torch.equal(a, b) for a, b in zip(minmax.calculate_qparams(), ref.calculate_qparams(), strict=True))
+    flat = torch.cat([x.reshape(-1) for x in data])
+    mse_s = _qp_mse(flat, *sampled.calculate_qparams(), qmin, qmax)
+    mse_e = _qp_mse(flat, *exact.calculate_qparams(), qmin, qmax)
+    assert mse_s <= mse_e * 1.01  # the subsample costs at most 1 % of output-range MSE
+    mse_h = _qp_mse(flat, *hist.calculate_qparams(), qmin, qmax)
+    if qmax == 15:  # 4 bits: HistogramObserver's 256-level error model is far off
+        assert mse_s < 0.7 * mse_h
+    else:  # 7 bits on Gaussian data: both are near-optimal (exact REQuant ties within 0.4 %)
+        assert mse_s <= mse_h * 1.005
+
+
+def test_bad_sample_size() -> None:
+    with pytest.raises(ValueError, match="sample_size"):
+        REQuantObserver(sample_size=10)

@@ -1,0 +1,477 @@
+"""REQuant for activations: streamed histogram statistics, the alpha search at the end.
+
+Mixed into torch.ao's and torchao's observer bases by :mod:`requant_plugin.observers` and
+:mod:`requant_plugin.pt2e` (see :mod:`requant_plugin._observer_base` for the shared contract).
+
+Per batch the observer makes two passes over the tensor (the maxima of chunks of 64 values and
+the minimum, or the chunk minima for signed data) and then works on ``O(sample_size)`` values
+(:func:`sample_batch`): the tails -- every value above the ``K``-th largest chunk maximum (and
+below the ``K``-th smallest chunk minimum), ``K = sample_size / 64`` -- are binned exactly,
+because they decide the clipping error; the rest is represented by a systematic subsample
+(runs of 16 consecutive values at a prime stride of runs, coprime with the power-of-two extents
+of NCHW activations, starting at a run that moves from batch to batch) whose counts and sums
+are scaled so that every batch weighs its true size. Exact zeros of post-ReLU data are counted,
+not binned. The range ``[min, max]`` is always exact (``alpha = 1`` equals torch's
+``MinMaxObserver``); batches of at most ``sample_size`` values, or ``sample_size=None``, bin
+every value.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ._observer_base import _PER_TENSOR, Search, _check_float, _REQuantMixinBase
+from .core import StreamingHistogram
+
+#: Use a float32 index computation while the window's bin indices stay exactly representable.
+_F32_INDEX_LIMIT = 1 << 16
+#: Values binned per batch by default (larger batches are subsampled, see the module docstring).
+DEFAULT_SAMPLE_SIZE = 4096
+#: Chunk length of the tail search (``amax`` over chunks, then ``topk`` of the chunk maxima).
+_CHUNK = 64
+#: Values per run of the subsample (64 bytes of float32: one cache line).
+_RUN = 16
+#: Weyl step that moves the subsample's start from batch to batch.
+_START_STEP = 2654435761
+
+
+def _is_prime(k: int) -> bool:
+    if k < 2:
+        return False
+    return all(k % d for d in range(2, math.isqrt(k) + 1))
+
+
+@functools.lru_cache(maxsize=256)
+def sample_stride(n: int, sample_size: int | None) -> int:
+    """Stride of the per-batch subsample: 1 (every value) when ``n <= sample_size`` or
+    ``sample_size`` is ``None``, else the smallest prime ``>= ceil(n / sample_size)``."""
+    if sample_size is None or n <= sample_size:
+        return 1
+    k = max(2, -(-n // sample_size))
+    while not _is_prime(k):
+        k += 1
+    return k
+
+
+#: Rebuild the window instead of doubling the bin width more than this many times.
+_MAX_DOUBLINGS = 40
+
+
+def _fresh_width(lo: float, hi: float, bins: int) -> float:
+    """The core's initial bin width for data in ``[lo, hi]``."""
+    span = hi - lo
+    return span / (bins - 2) if span > 0 else max(abs(lo), abs(hi), 1e-30) * 1e-6
+
+
+def grown_window(meta: list[float], lo: float, hi: float, bins: int) -> tuple[float, int, int]:
+    """Bin width, first bin index and merge factor of a window covering the running range
+    (``meta`` = width, offset, min, max, bins) and a batch with range ``[lo, hi]``.
+
+    An empty histogram gets the core's initial width ``(hi - lo) / (bins - 2)``. Otherwise the
+    running width doubles until the union range fits (the core :class:`StreamingHistogram`'s
+    rule), so ``factor = 2**j`` old bins merge exactly into one new bin. ``factor = 0`` asks to
+    move the old bins by their means instead: when the running histogram holds a single value
+    (its width is arbitrary) or the range grows by more than ``2**40``.
+    """
+    width, cur_lo, cur_hi = meta[0], meta[2], meta[3]
+    u_lo, u_hi = min(lo, cur_lo), max(hi, cur_hi)
+    if width == 0.0:
+        w = _fresh_width(u_lo, u_hi, bins)
+        return w, math.floor(u_lo / w), 1
+    if cur_hi > cur_lo or lo == hi == cur_lo:
+        factor = 1
+        for _ in range(_MAX_DOUBLINGS):
+            if math.floor(u_hi / width) - math.floor(u_lo / width) + 1 <= bins:
+                return width, math.floor(u_lo / width), factor
+            width *= 2.0
+            factor *= 2
+    w = _fresh_width(u_lo, u_hi, bins)
+    return w, math.floor(u_lo / w), 0
+
+
+def _moved_bins(stats: NDArray[np.float64], meta: list[float], width: float, offset: int, factor: int
+                ) -> NDArray[np.float64]:
+    """The running statistics (rows count, sum, sum of squares) on the window ``(width, offset)``:
+    ``factor`` old bins per new bin (exact), or, with ``factor = 0``, each bin placed by its mean."""
+    bins = stats.shape[1]
+    keep = stats[0] > 0
+    if factor > 0:
+        idx = np.floor_divide(int(meta[1]) + np.flatnonzero(keep), factor) - offset
+    else:
+        means = np.clip(stats[1, keep] / stats[0, keep], meta[2], meta[3])
+        idx = np.floor(means / width).astype(np.int64) - offset
+    idx = np.clip(idx, 0, bins - 1)
+    flat_idx = (idx[None, :] + np.arange(3)[:, None] * bins).ravel()
+    return np.bincount(flat_idx, stats[:, keep].ravel(), 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
+
+
+def _bin_numpy(v: NDArray[np.floating], weights: NDArray[np.float64] | None, width: float, offset: int,
+               bins: int) -> NDArray[np.float64]:
+    """Per-bin (weighted) count, sum and sum of squares of a flat array, as rows of a ``(3, bins)``
+    array (one ``np.bincount`` over the three stacked index ranges)."""
+    if v.dtype == np.float32 and abs(offset) + bins < _F32_INDEX_LIMIT:
+        t = v * np.float32(1.0 / width)
+        t -= np.float32(offset)
+    else:
+        t = v.astype(np.float64) / width
+        t -= float(offset)
+    np.clip(t, 0, bins - 1, out=t)
+    idx = t.astype(np.intp)
+    m = len(idx)
+    stacked_idx = np.empty(3 * m, dtype=np.intp)
+    stacked_idx[:m] = idx
+    np.add(idx, bins, out=stacked_idx[m:2 * m])
+    np.add(idx, 2 * bins, out=stacked_idx[2 * m:])
+    w = np.empty(3 * m)
+    if weights is None:
+        w[:m] = 1.0
+    else:
+        w[:m] = weights
+    np.multiply(w[:m], v, out=w[m:2 * m])
+    np.multiply(w[m:2 * m], v, out=w[2 * m:])
+    return np.bincount(stacked_idx, w, 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
+
+
+def _bin_torch(x: Tensor, weights: Tensor | None, width: float, offset: int, bins: int) -> NDArray[np.float64]:
+    """The same statistics computed on the tensor's own device (CUDA): only the ``(3, bins)``
+    result is copied to the CPU."""
+    y = x.reshape(-1).to(torch.float64)
+    idx = (y / width - float(offset)).clamp_(0, bins - 1).to(torch.int64)
+    w = torch.ones_like(y) if weights is None else weights.to(torch.float64)
+    out = torch.zeros(3, bins, dtype=torch.float64, device=x.device)
+    out[0].index_add_(0, idx, w)
+    wy = w * y
+    out[1].index_add_(0, idx, wy)
+    out[2].index_add_(0, idx, wy * y)
+    return out.cpu().numpy()
+
+
+class BatchSample(NamedTuple):
+    """What one batch contributes: its exact range, the values binned with weight 1 (``exact``)
+    and the subsampled rest (``bulk``, each value standing for ``weight`` values)."""
+
+    lo: float
+    hi: float
+    exact: Any  # 1-D NumPy array (CPU) or tensor (other devices)
+    bulk: Any
+    weight: float
+    zeros: int = 0  # sampled exact zeros left out of ``bulk`` (each also stands for ``weight`` values)
+
+
+def _to_numpy(t: Tensor) -> Any:
+    return t.numpy()
+
+
+def _identity(t: Tensor) -> Any:
+    return t
+
+
+def _cat(parts: list[Any]) -> Any:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return torch.cat(parts)
+
+
+def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_numpy: bool,
+                 signed_hint: bool = False) -> BatchSample:
+    """Split a flat batch into exactly binned tails and a weighted strided subsample.
+
+    With ``n <= sample_size`` (or ``sample_size=None``) every value is exact. Otherwise the
+    batch is cut into chunks of :data:`_CHUNK` values; ``t_hi`` is the ``K``-th largest chunk
+    maximum (``K * _CHUNK = sample_size``), so every value above ``t_hi`` lies in
+    the top-K chunks and is found without a mask pass over the batch (likewise ``t_lo`` below,
+    from the chunk minima, when the batch has negative values). Those tail values -- the ones
+    that decide the clipping error -- are binned exactly. The values in ``[t_lo, t_hi]`` are
+    represented by a systematic subsample: runs of :data:`_RUN` consecutive values (one cache
+    line) at a prime stride of runs, starting at a run that moves from batch to batch; each
+    sampled value in the interval stands for ``n_bulk / m_bulk`` values, so the total count is
+    exact. Costs two passes over the batch (chunk maxima, and the minimum or the chunk minima:
+    ``signed_hint`` says which one to expect) plus work on ``O(sample_size)`` values.
+    """
+    n = flat.numel()
+    stride = sample_stride(n // _RUN, None if sample_size is None else sample_size // _RUN)
+    if stride == 1 or sample_size is None or n <= sample_size:
+        lo_t, hi_t = torch.aminmax(flat)
+        return BatchSample(float(lo_t), float(hi_t), flat.numpy() if on_numpy else flat, None, 1.0)
+    full = n - n % _CHUNK
+    rows = flat[:full].view(-1, _CHUNK)
+    k = max(1, min(rows.shape[0], sample_size // _CHUNK))
+    top_v, top_i = torch.topk(rows.amax(dim=1), k, sorted=False)
+    conv = _to_numpy if on_numpy else _identity
+    rest = conv(flat[full:])
+    cmin = rows.amin(dim=1) if signed_hint else None
+    lo = float(cmin.min()) if cmin is not None else float(torch.amin(rows))
+    if len(rest):
+        lo = min(lo, float(rest.min()))
+    top = _cat([conv(rows[top_i].reshape(-1)), rest])
+    hi = float(top.max())
+    t_hi = float(top_v.min())
+    n_runs = n // _RUN
+    run_rows = flat[:n_runs * _RUN].view(-1, _RUN)
+    sample = conv(run_rows[(batch_index * _START_STEP) % stride::stride].reshape(-1))
+    zeros = 0
+    if lo >= 0.0:  # post-ReLU data: the sample's zeros are counted, not binned
+        ex = top[top > t_hi]  # every value above t_hi is in the top chunks or the remainder
+        pos = sample[sample > 0.0]
+        zeros = len(sample) - len(pos)
+        bulk = pos[pos <= t_hi]
+    else:
+        if cmin is None:
+            cmin = rows.amin(dim=1)
+        bot_v, bot_i = torch.topk(cmin, k, largest=False, sorted=False)
+        bot = _cat([conv(rows[bot_i].reshape(-1)), rest])
+        t_lo = float(bot_v.max())
+        if not t_lo < t_hi:  # (nearly) constant data: nothing to gain, bin everything
+            return BatchSample(lo, hi, conv(flat), None, 1.0)
+        ex = _cat([top[top > t_hi], bot[bot < t_lo]])  # disjoint: t_lo < t_hi
+        bulk = sample[(sample <= t_hi) & (sample >= t_lo)]
+    if len(bulk) + zeros == 0:
+        return BatchSample(lo, hi, conv(flat), None, 1.0)
+    return BatchSample(lo, hi, ex, bulk, (n - len(ex)) / (len(bulk) + zeros), zeros)
+
+
+def _fits(meta: list[float], lo: float, hi: float, bins: int) -> bool:
+    """True when a batch with range ``[lo, hi]`` can be binned into the running window as it is
+    (``meta`` = width, offset, min, max, bins of the running histogram)."""
+    width, offset, cur_lo, cur_hi = meta[0], int(meta[1]), meta[2], meta[3]
+    if width == 0.0 or not (cur_hi > cur_lo or lo == hi == cur_lo):
+        return False
+    return math.floor(min(lo, cur_lo) / width) >= offset and math.floor(max(hi, cur_hi) / width) < offset + bins
+
+
+class ActivationObserverMixin(_REQuantMixinBase):
+    """REQuant for activations: streamed histogram statistics, alpha search at the end.
+
+    ``forward`` adds each batch to a :class:`~requant_plugin.core.StreamingHistogram` (``bins``
+    bins anchored at zero with exact per-bin counts and sums; when a batch falls outside the
+    window the width doubles and bins merge exactly). The binning is vectorised: NumPy on the
+    CPU (``np.bincount``), torch on other devices. ``calculate_qparams`` runs the alpha search
+    on the histogram (``L(alpha)`` with each bin collapsed to its mean for the code assignment)
+    and returns ``_calculate_qparams(alpha * min, alpha * max)``.
+
+    Buffers (saved in ``state_dict``): ``min_val``/``max_val`` (running range, ``+-inf`` before
+    data), ``hist_meta`` (width, offset, min, max, bins) and ``hist_count``, ``hist_sum``,
+    ``hist_sumsq`` (empty before data).
+    """
+
+    _resizable = ("hist_count", "hist_sum", "hist_sumsq")
+    min_val: Tensor
+    max_val: Tensor
+    hist_meta: Tensor
+    hist_count: Tensor
+    hist_sum: Tensor
+    hist_sumsq: Tensor
+
+    def __init__(
+        self,
+        dtype: torch.dtype = torch.quint8,
+        qscheme: torch.qscheme = torch.per_tensor_affine,
+        reduce_range: bool = False,
+        quant_min: int | None = None,
+        quant_max: int | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        eps: float = torch.finfo(torch.float32).eps,
+        is_dynamic: bool = False,
+        *,
+        search: Search = "golden",
+        alpha: float | None = None,
+        bins: int = 2048,
+        grid_points: int = 2000,
+        sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        """Args beyond torch's observer arguments:
+
+        search: ``"golden"`` (default), ``"grid"`` (dense reference over ``grid_points``
+            alphas) or ``"minmax"`` (``alpha = 1``: exactly torch's ``MinMaxObserver``).
+        alpha: pin the range factor instead of searching.
+        bins: histogram resolution (the range itself grows without limit).
+        sample_size: values binned per batch; a larger batch is binned from an evenly strided
+            subsample with counts and sums scaled to the batch size (the range stays exact);
+            ``None`` bins every value.
+        """
+        super().__init__(  # type: ignore[call-arg]
+            dtype=dtype, qscheme=qscheme, reduce_range=reduce_range, quant_min=quant_min,
+            quant_max=quant_max, factory_kwargs=factory_kwargs, eps=eps, is_dynamic=is_dynamic, **kwargs,
+        )
+        if self.qscheme not in _PER_TENSOR:
+            raise ValueError(
+                f"{type(self).__name__} is a per-tensor activation observer: qscheme must be "
+                f"per_tensor_affine or per_tensor_symmetric, got {self.qscheme}"
+            )
+        self._setup_requant(search, alpha, grid_points)
+        if int(bins) < 16:
+            raise ValueError(f"bins must be at least 16, got {bins}")
+        self.bins = int(bins)
+        if sample_size is not None and int(sample_size) < 1024:
+            raise ValueError(f"sample_size must be at least 1024 (or None to bin every value), got {sample_size}")
+        self.sample_size = None if sample_size is None else int(sample_size)
+        self._counter = [0]  # batches seen (moves the subsample's start); a list: no Module.__setattr__ per batch
+        fk = torch.nn.factory_kwargs(factory_kwargs)
+        self.register_buffer("min_val", torch.tensor(float("inf"), **fk))
+        self.register_buffer("max_val", torch.tensor(float("-inf"), **fk))
+        dev = fk.get("device")
+        meta = torch.tensor([0.0, 0.0, math.inf, -math.inf, float(self.bins)], dtype=torch.float64,
+                            device=dev)
+        self.register_buffer("hist_meta", meta)
+        for name in self._resizable:
+            self.register_buffer(name, torch.tensor([], dtype=torch.float64, device=dev))
+        self._cache: tuple[tuple[float, ...], tuple[Tensor, Tensor], float] | None = None
+        self.force_torch_binning = False  # use the torch binning path on the CPU too (tests)
+
+    def _invalidate(self) -> None:
+        self._cache = None
+
+    def histogram(self) -> StreamingHistogram:
+        """The statistics so far as a core :class:`StreamingHistogram` (a copy)."""
+        meta = self.hist_meta.detach().cpu().double().numpy()
+        if meta[0] == 0.0 or self.hist_count.numel() == 0:
+            return StreamingHistogram(self.bins)
+        return StreamingHistogram.from_state({
+            "meta": meta.copy(), "count": self.hist_count.detach().cpu().numpy(),
+            "sum": self.hist_sum.detach().cpu().numpy(), "sumsq": self.hist_sumsq.detach().cpu().numpy(),
+        })
+
+    def _store(self, hist: StreamingHistogram) -> None:
+        state = hist.state()
+        self._set_buffer("hist_meta", torch.from_numpy(state["meta"]))
+        for name, key in (("hist_count", "count"), ("hist_sum", "sum"), ("hist_sumsq", "sumsq")):
+            self._set_buffer(name, torch.from_numpy(state[key]))
+        self._set_buffer("min_val", torch.tensor(hist.min))
+        self._set_buffer("max_val", torch.tensor(hist.max))
+
+    def forward(self, x_orig: Tensor) -> Tensor:
+        """Add the batch to the histogram; returns ``x_orig`` unchanged."""
+        if x_orig.numel() == 0:
+            return x_orig
+        _check_float(x_orig, type(self).__name__)
+        with torch.no_grad():
+            flat = x_orig.detach().reshape(-1)
+            if flat.dtype not in (torch.float32, torch.float64):
+                flat = flat.to(torch.float32)
+            on_numpy = flat.device.type == "cpu" and not self.force_torch_binning
+            meta = self.hist_meta.tolist()
+            batch = sample_batch(flat, self.sample_size, self._counter[0], on_numpy=on_numpy,
+                                 signed_hint=meta[2] < 0.0)
+            self._counter[0] += 1
+            if not (math.isfinite(batch.lo) and math.isfinite(batch.hi)):
+                raise ValueError(
+                    f"{type(self).__name__} received NaN/Inf activations: REQuant needs finite values "
+                    "(check the model's numerics or the calibration inputs)"
+                )
+            self._accumulate(batch, meta)
+        if self._cache is not None:
+            self._cache = None
+        return x_orig
+
+    def _bin(self, batch: BatchSample, width: float, offset: int) -> NDArray[np.float64]:
+        """Per-bin count, sum and sum of squares (rows of a ``(3, bins)`` array) of the batch on the
+        window ``(width, offset)``, the subsample weighted by ``batch.weight``."""
+        values: Any = batch.exact
+        weights: Any = None
+        if batch.bulk is not None and len(batch.bulk):
+            values = _cat([batch.exact, batch.bulk])
+            if isinstance(values, np.ndarray):
+                weights = np.full(len(values), batch.weight)
+            else:
+                weights = torch.full((len(values),), batch.weight, dtype=torch.float64, device=values.device)
+            weights[:len(batch.exact)] = 1.0
+        if isinstance(values, np.ndarray):
+            stats = _bin_numpy(values, weights, width, offset, self.bins)
+        else:
+            stats = _bin_torch(values, weights, width, offset, self.bins)
+        if batch.zeros:
+            stats[0, min(max(-offset, 0), self.bins - 1)] += batch.zeros * batch.weight
+        return stats
+
+    def _accumulate(self, batch: BatchSample, meta: list[float]) -> None:
+        """Add the batch to the running histogram (``meta``: the ``hist_meta`` buffer as a list):
+        in place while it fits the window, else on the grown window (old bins merged exactly
+        ``factor`` to one, or moved by their means)."""
+        lo, hi = min(batch.lo, meta[2]), max(batch.hi, meta[3])
+        bufs = (self.hist_count, self.hist_sum, self.hist_sumsq)
+        if _fits(meta, batch.lo, batch.hi, self.bins):
+            width, offset = meta[0], int(meta[1])
+            stats = self._bin(batch, width, offset)
+            if self.hist_count.device.type == "cpu":
+                for buf, row in zip(bufs, stats, strict=True):
+                    view = buf.numpy()
+                    view += row
+            else:
+                for buf, row in zip(bufs, stats, strict=True):
+                    buf.add_(torch.from_numpy(row).to(buf.device))
+        else:
+            width, offset, factor = grown_window(meta, batch.lo, batch.hi, self.bins)
+            stats = self._bin(batch, width, offset)
+            if meta[0] != 0.0 and self.hist_count.numel():
+                old = np.stack([b.detach().cpu().numpy() for b in bufs])
+                stats += _moved_bins(old, meta, width, offset, factor)
+            for name, row in zip(self._resizable, stats, strict=True):
+                self._set_buffer(name, torch.from_numpy(row))
+        if (width, offset, lo, hi) != (meta[0], int(meta[1]), meta[2], meta[3]):
+            self._set_buffer("hist_meta", torch.tensor([width, float(offset), lo, hi, float(self.bins)],
+                                                       dtype=torch.float64))
+            self._set_buffer("min_val", torch.tensor(lo))
+            self._set_buffer("max_val", torch.tensor(hi))
+
+    def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """Search alpha on the histogram; ``_calculate_qparams(alpha * min, alpha * max)``."""
+        hist = self.histogram()
+        if hist.empty:
+            return self._default_qparams()
+        key = (hist.total, hist.width, float(hist.offset), hist.min, hist.max)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        if self.fixed_alpha is not None:
+            alpha = self.fixed_alpha
+        else:
+            est = hist.estimate(self.grid, search=self._core_search(), grid_points=self.grid_points)
+            alpha = float(est.alpha[0])
+        dev = self.eps.device
+        lo = torch.tensor(alpha * hist.min, dtype=torch.float64, device=dev)
+        hi = torch.tensor(alpha * hist.max, dtype=torch.float64, device=dev)
+        result = self._qparams_for_range(lo, hi)
+        self._cache = (key, result, alpha)
+        return result
+
+    def merge(self, other: ActivationObserverMixin) -> None:
+        """Add another observer's statistics (e.g. another process's) by exact histogram merging."""
+        if not isinstance(other, ActivationObserverMixin):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        theirs = other.histogram()
+        if theirs.empty:
+            return
+        with torch.no_grad():
+            hist = self.histogram()
+            hist.merge(theirs)
+            self._store(hist)
+        self._cache = None
+
+    @property
+    def last_alpha(self) -> float | None:
+        """The range factor of the last ``calculate_qparams`` (``None`` before it ran)."""
+        return None if self._cache is None else self._cache[2]
+
+    def reset_min_max_vals(self) -> None:
+        """Forget every statistic."""
+        self.min_val.fill_(float("inf"))
+        self.max_val.fill_(float("-inf"))
+        self.hist_meta.copy_(torch.tensor([0.0, 0.0, math.inf, -math.inf, float(self.bins)]))
+        for name in self._resizable:
+            getattr(self, name).resize_(0)
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        return (f"search={self.search}, bins={self.bins}, quant_min={self.quant_min}, "
+                f"quant_max={self.quant_max}, qscheme={self.qscheme}, min_val={float(self.min_val)}, "
+                f"max_val={float(self.max_val)}")
+
+
+__all__ = ["DEFAULT_SAMPLE_SIZE", "ActivationObserverMixin", "BatchSample", "sample_batch", "sample_stride"]
