@@ -11,6 +11,7 @@ Examples::
 
     python integrations/tensorrt_export.py --model resnet20 --out build/trt
     python integrations/tensorrt_export.py --model resnet56 --weight-bits 4 --space sqrt --out build/trt
+    python integrations/tensorrt_export.py --model resnet56 --weight-bits 4 --recipe beyond-tensorrt --out build/trt
     python integrations/tensorrt_export.py --model smallcnn --weights cnn.pt --data digits --out build/trt
 
 Exit status: 0 when every check passed, 1 when a check failed, 2 for bad arguments.
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--space", choices=("uniform", "sqrt"), default="uniform")
+    p.add_argument("--recipe", choices=("beyond-tensorrt",), default=None,
+                   help="weights from quantize_weights(recipe=..., fold_bn=True) on the calibration images "
+                        "(output objective, error-feedback codes, bias correction), exported as they are")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--fp16", action="store_true", help="float16 for the unquantized layers (opset >= 19)")
@@ -85,15 +89,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = f"w{args.weight_bits}a8{'-sqrt' if args.space == 'sqrt' else ''}{'-fp16' if args.fp16 else ''}"
+    tag = (f"w{args.weight_bits}a8{'-sqrt' if args.space == 'sqrt' else ''}"
+           f"{'-' + args.recipe if args.recipe else ''}{'-fp16' if args.fp16 else ''}")
     stem = f"{args.model}.{tag}"
     qdq_path, fp32_path = out / f"{stem}.onnx", out / f"{args.model}.fp32.onnx"
     calib = data.calibration_batches(min(args.calib_images, len(data.y_train)), args.batch_size, args.seed)
     try:
+        ranges, exported = None, model
+        if args.recipe:
+            from requant_plugin import quantize_weights
+            from requant_plugin.export.torch_export import export_fp32_onnx
+
+            exported, ranges = quantize_weights(model, args.weight_bits, recipe=args.recipe, fold_bn=True,
+                                                per_channel=not args.per_tensor, calibration_data=calib)
+            # the FP32 reference stays the float model (the export's own would carry the W4 weights)
+            proto, _, _ = export_fp32_onnx(model, calib[0][:1], opset=args.opset)
+            fp32_path.write_bytes(proto.SerializeToString())
         report = export_onnx_qdq(
-            model, calib, qdq_path, weight_bits=args.weight_bits, space=args.space,
-            per_channel=not args.per_tensor, opset=args.opset, fp16=args.fp16, fp32_path=fp32_path,
-            progress=True,
+            exported, calib, qdq_path, weight_bits=args.weight_bits, space=args.space,
+            per_channel=not args.per_tensor, opset=args.opset, fp16=args.fp16,
+            fp32_path=None if args.recipe else fp32_path, progress=True, weight_ranges=ranges,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -104,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     n_eval = min(args.eval_images, len(data.y_test))
     loader = data.loader("test", 500, limit=n_eval) if n_eval > 0 else None
     x_check = data.x_test[: min(64, len(data.y_test))]
-    res = verify_export(report, model=model, images=x_check, fp32_path=fp32_path, test_loader=loader,
+    res = verify_export(report, model=exported, images=x_check, fp32_path=fp32_path, test_loader=loader,
                         lint=not args.no_lint, progress=True)
     print(report)
     ok = res.get("onnx_checker") == "ok" and res.get("trt_rule_errors", 1) == 0

@@ -31,7 +31,7 @@ from .placement import QdqPlan, plan_qdq
 from .qdq_graph import insert_qdq
 from .report import ActivationInfo, ExportReport, WeightInfo
 from .trt_rules import check_tensorrt_compat
-from .weights import FP16_MIN_NORMAL, QuantizedWeight, quantize_weight
+from .weights import FP16_MIN_NORMAL, QuantizedWeight, pinned_weight, quantize_weight
 
 MIN_OPSET, MAX_OPSET, FP16_MIN_OPSET = 13, 20, 19
 OVERRIDE_KEYS = frozenset({"bits", "space", "skip"})
@@ -141,6 +141,25 @@ def _load_fp32(model: Any, example: np.ndarray, opset: int) -> tuple[Any, dict[s
     return proto, {}, False
 
 
+def _weight_table(weight_ranges: Any, layers: list[str]) -> dict[str, Any]:
+    """``{layer: RangeEstimate}`` from a ``QuantizationReport`` or a mapping (``None``: empty)."""
+    if weight_ranges is None:
+        return {}
+    if hasattr(weight_ranges, "layers"):
+        table = {x.name: x.estimate for x in weight_ranges.layers if getattr(x, "estimate", None) is not None}
+    elif isinstance(weight_ranges, Mapping):
+        table = dict(weight_ranges)
+    else:
+        raise TypeError(
+            f"weight_ranges must be a QuantizationReport or a mapping of layer names to RangeEstimate, "
+            f"got {type(weight_ranges).__name__}"
+        )
+    unknown = sorted(set(table) - set(layers))
+    if unknown:
+        raise ValueError(f"weight_ranges names unknown layers {unknown}; quantizable layers are: {layers}")
+    return table
+
+
 def _check_overrides(overrides: Mapping[str, Mapping[str, Any]], layers: list[str]) -> None:
     for name, ov in overrides.items():
         if name not in layers:
@@ -168,8 +187,10 @@ def _quantize_weights(
     search: str,
     transform_first_last: bool,
     scale_dtype: type,
+    pinned: Mapping[str, Any],
 ) -> tuple[dict[str, QuantizedWeight], list[WeightInfo]]:
-    """REQuant every constant weight of the plan onto the int8 grid (one entry per initializer)."""
+    """REQuant every constant weight of the plan onto the int8 grid (one entry per initializer);
+    layers in ``pinned`` keep the given grid (their weights must already lie on it)."""
     index = GraphIndex(fp32)
     with_w = [s for s in plan.weighted if s.weight is not None]
     ends = {with_w[0].layer, with_w[-1].layer} if with_w else set()
@@ -190,17 +211,23 @@ def _quantize_weights(
                     f"layer {site.layer!r} has NaN/Inf weights; fix the checkpoint or "
                     f"exclude the layer (exclude=[{site.layer!r}])"
                 )
-            qweights[site.weight] = quantize_weight(
-                value,
-                layer=site.layer,
-                tensor=site.weight,
-                axis=site.axis if per_channel else None,
-                bits=bits,
-                space=lspace,
-                p=p,
-                search=search,
-                scale_dtype=scale_dtype,
-            )
+            if site.layer in pinned:
+                qweights[site.weight] = pinned_weight(
+                    value, pinned[site.layer], layer=site.layer, tensor=site.weight,
+                    axis=site.axis if per_channel else None, scale_dtype=scale_dtype,
+                )
+            else:
+                qweights[site.weight] = quantize_weight(
+                    value,
+                    layer=site.layer,
+                    tensor=site.weight,
+                    axis=site.axis if per_channel else None,
+                    bits=bits,
+                    space=lspace,
+                    p=p,
+                    search=search,
+                    scale_dtype=scale_dtype,
+                )
         qw = qweights[site.weight]
         infos.append(
             WeightInfo(
@@ -264,6 +291,7 @@ def export_onnx_qdq(
     strict: bool = True,
     fp32_path: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    weight_ranges: Any = None,
 ) -> ExportReport:
     """Write an explicitly quantized ONNX (Q/DQ) with REQuant ranges, ready for TensorRT.
 
@@ -291,6 +319,12 @@ def export_onnx_qdq(
         strict: raise (writing nothing) when the TensorRT rules check finds an error.
         fp32_path: also write the FP32 ONNX (BN folded) there, for comparisons.
         progress: tqdm bar during calibration.
+        weight_ranges: keep given weight grids instead of searching: the report of
+            :func:`requant_plugin.quantize_weights` (or ``{layer name: RangeEstimate}``) whose
+            quantized model is ``model``, e.g. ``recipe="beyond-tensorrt"`` with
+            ``fold_bn=True`` (uniform symmetric grids, zero point 0, error-feedback codes and
+            bias correction included). The codes are read back exactly; a weight off its grid
+            or an asymmetric grid raises.
 
     Returns:
         An :class:`ExportReport`.
@@ -326,6 +360,9 @@ def export_onnx_qdq(
     if not plan.weighted:
         raise ValueError("the model has no Conv/ConvTranspose/Gemm/MatMul layer to quantize")
 
+    pinned = _weight_table(weight_ranges, layers + list(names.values()))
+    if pinned and fp16:
+        raise ValueError("weight_ranges keeps exact float32 weight scales: it cannot be combined with fp16=True")
     scale_dtype: type = np.float16 if fp16 else np.float32
     qweights, infos = _quantize_weights(
         fp32,
@@ -338,6 +375,7 @@ def export_onnx_qdq(
         search=search,
         transform_first_last=transform_first_last,
         scale_dtype=scale_dtype,
+        pinned=pinned,
     )
 
     hists, seen = collect_histograms(fp32, plan.calibrated, batches, bins=bins, progress=progress)
@@ -360,6 +398,7 @@ def export_onnx_qdq(
         fold_bn=folded,
         overrides={k: dict(v) for k, v in (overrides or {}).items()},
         exclude=sorted(excluded),
+        weight_ranges=sorted(pinned),
     )
     qdq.producer_name = "requant-plugin"
     meta = qdq.metadata_props.add()

@@ -23,6 +23,7 @@ for ``fp16=True``), so ``DequantizeLinear(q)`` is the weight the simulator uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,5 +181,66 @@ def quantize_weight(
         mse=mse,
         snap_extra_mse=mse - fq_mse,
         rel_mse=mse / mean_sq if mean_sq > 0 else 0.0,
+        distinct=int(np.unique(q).size),
+    )
+
+
+def pinned_weight(
+    w: np.ndarray,
+    est: Any,
+    *,
+    layer: str,
+    tensor: str,
+    axis: int | None,
+    scale_dtype: type = np.float32,
+) -> QuantizedWeight:
+    """Write a weight that is already on a given symmetric grid as int8 codes + its scales.
+
+    ``est`` is the layer's :class:`~requant_plugin.RangeEstimate` (``report[name].estimate``
+    of :func:`requant_plugin.quantize_weights`, e.g. ``recipe="beyond-tensorrt"``), and ``w``
+    the quantized weight in ONNX layout, so ``w = scale * q`` holds exactly: the codes are
+    ``q = rint(w / scale)`` and nothing is searched again. Raises ``ValueError`` (naming the
+    layer) when the grid is not TensorRT's (uniform, symmetric, zero point 0, at most 8 bits)
+    or when ``w`` is not on it (for example BatchNorm folded after quantization).
+    """
+    where = f"layer {layer!r}"
+    if est.space != "uniform" or not est.symmetric or bool((est.zero_point != 0).any()):
+        raise ValueError(
+            f"{where}: TensorRT needs a uniform symmetric weight grid with zero point 0, the given range is "
+            f"space={est.space!r}, symmetric={est.symmetric}; quantize with recipe='beyond-tensorrt' "
+            "(or space='uniform', symmetric=True, convention='tensorrt')"
+        )
+    if est.quant_min < -128 or est.quant_max > 127:
+        raise ValueError(f"{where}: codes [{est.quant_min}, {est.quant_max}] do not fit int8")
+    per_channel = bool(est.per_channel)
+    if per_channel != (axis is not None):
+        raise ValueError(
+            f"{where}: the given range is {'per-channel' if per_channel else 'per-tensor'} but the export "
+            f"is {'per-channel' if axis is not None else 'per-tensor'}; pass per_channel={per_channel}"
+        )
+    w64 = np.asarray(w, dtype=np.float64)
+    rows = _rows(w64, axis)
+    scale64 = est.scale.detach().double().cpu().numpy().reshape(-1)
+    if scale64.size != rows.shape[0]:
+        raise ValueError(f"{where}: {scale64.size} scales for {rows.shape[0]} output channels")
+    stored = _store_scale(scale64, scale_dtype)
+    ratio = rows / stored.astype(np.float64)[:, None]
+    codes = np.rint(ratio)
+    off = float(np.max(np.abs(ratio - codes))) if ratio.size else 0.0
+    if off > 1e-3 or (ratio.size and (codes.min() < est.quant_min or codes.max() > est.quant_max)):
+        raise ValueError(
+            f"{where}: the weight is not on the given grid (largest distance {off:.3g} codes): pass the "
+            "model returned by quantize_weights together with its report, quantized with fold_bn=True "
+            "(the export folds BatchNorm, which moves weights off the grid)"
+        )
+    q = _unrows(codes, w64.shape, axis).astype(np.int8)
+    out_scale = stored if per_channel else stored.reshape(())
+    deq = q.astype(np.float64) * _bcast(out_scale.astype(np.float64), q.ndim, axis)
+    mse = float(np.mean((w64 - deq) ** 2)) if w64.size else 0.0
+    return QuantizedWeight(
+        layer=layer, tensor=tensor, axis=axis, bits=(est.quant_max - est.quant_min + 1).bit_length() - 1,
+        space="uniform", alpha=float(est.alpha.double().mean()), q=q, scale=out_scale,
+        fq_mse=mse, mse=mse, snap_extra_mse=0.0,
+        rel_mse=mse / float(np.mean(w64**2)) if w64.size and float(np.mean(w64**2)) > 0 else 0.0,
         distinct=int(np.unique(q).size),
     )

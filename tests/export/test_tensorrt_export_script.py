@@ -68,3 +68,21 @@ def test_script_end_to_end(digits: Any, tmp_path: Path, capsys: pytest.CaptureFi
 def test_script_bad_arguments(tmp_path: Path) -> None:
     assert _script().main(["--model", "vgg", "--out", str(tmp_path)]) == 2
     assert _script().main(["--model", "smallcnn", "--data", "digits", "--out", str(tmp_path)]) == 2
+
+
+def test_script_beyond_recipe(digits: Any, tmp_path: Path) -> None:
+    """--recipe beyond-tensorrt: W4 weights from quantize_weights exported as they are; the
+    FP32 reference stays the float model and ORT matches the fake-quant model of the W4 one."""
+    _, model = digits
+    weights = tmp_path / "cnn.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "out"
+    rc = _script().main(["--model", "smallcnn", "--weights", str(weights), "--data", "digits", "--out", str(out),
+                         "--calib-images", "128", "--eval-images", "300", "--no-lint", "--no-engine",
+                         "--weight-bits", "4", "--recipe", "beyond-tensorrt"])
+    assert rc == 0
+    rep = json.loads((out / "smallcnn.w4a8-beyond-tensorrt.report.json").read_text())
+    assert rep["settings"]["weight_ranges"] and all(w["bits"] == 4 for w in rep["weights"])
+    ver = rep["verification"]
+    assert ver["vs_fake_quant"]["teacher_forced"]["unexplained"] == 0
+    assert ver["accuracy_fp32"] > 90 and abs(ver["accuracy_qdq"] - ver["accuracy_fp32"]) < 3

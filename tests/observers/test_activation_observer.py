@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
-from requant_plugin.core import StreamingHistogram
 from requant_plugin._activation_observer import sample_batch, sample_stride
+from requant_plugin.core import StreamingHistogram
 from requant_plugin.observers import REQuantObserver
 
 ALPHAS = torch.arange(1, 2001, dtype=torch.float64) / 2000
