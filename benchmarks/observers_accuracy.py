@@ -61,6 +61,8 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
     key_base = f"{name}|test={args.test_limit}|calib={args.calib_batches}x{args.batch_size}|seed={args.seed}"
     task = load_task(name, test_limit=args.test_limit, calib_batches=args.calib_batches,
                      batch_size=args.batch_size, seed=args.seed, eval_batch_size=500)
+    if args.fresh:  # this model and calibration sample only; other cached runs stay
+        cache.pop(key_base, None)
     out: dict[str, Any] = cache.setdefault(key_base, {})
     out["dataset"] = task.dataset
     out["test_images"] = sum(len(b[1]) for b in task.test)
@@ -102,9 +104,37 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
                 return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec, "qdq": qdq,
                         "act_ranges": ranges}
             cached(f"pt2e_w{wb}a{ab}_{cfg}", pt)
+    if args.only is None:
+        beyond_rows(task, cached)
     if not args.skip_diagnostics and args.only is None:
         cached("weights_w4_diagnostics", lambda: weight_diagnostics(task, 4, per_layer=name == "resnet20"))
     return out
+
+
+def beyond_rows(task: Any, cached: Any) -> None:
+    """W4 weights from ``quantize_weights(recipe=..., fold_bn=True)`` on the calibration batches,
+    carried into the observers with ``weight_ranges=report`` (pinned grids): FX x86 int8 kernels
+    (asymmetric per-channel ``"beyond"``) and pt2e W4A8 / W4A4 (symmetric ``"beyond-tensorrt"``)."""
+    from requant_plugin import get_requant_qconfig_mapping, quantize_weights
+    from requant_plugin.pt2e import get_requant_quantizer
+
+    def weights(recipe: str) -> tuple[torch.nn.Module, Any, float]:
+        t0 = time.perf_counter()
+        qm, rep = quantize_weights(task.model, 4, recipe=recipe, fold_bn=True, calibration_data=task.calibration)
+        return qm, rep, time.perf_counter() - t0
+
+    def fx() -> dict[str, Any]:
+        qm, rep, w_s = weights("beyond")
+        q, sec = quantize_fx(qm, get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep), task.calibration,
+                             "x86")
+        return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec + w_s, "int8_layers": check_quantized(q)}
+    cached("fx_w4a8_beyond", fx)
+    for ab in (8, 4):
+        def pt(ab: int = ab) -> dict[str, Any]:
+            qm, rep, w_s = weights("beyond-tensorrt")
+            q, sec = quantize_pt2e(qm, get_requant_quantizer(4, ab, weight_ranges=rep), task.calibration)
+            return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec + w_s, "qdq": count_qdq(q)}
+        cached(f"pt2e_w4a{ab}_beyond", pt)
 
 
 def _fake_quant_weights(model: torch.nn.Module, make_observer: Any) -> tuple[torch.nn.Module, float]:
@@ -220,6 +250,23 @@ def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: s
                               f"{'met' if q > d else 'NOT met'}); activation (quant_min, quant_max) in the "
                               f"graph {r[f'{prefix}_requant']['act_ranges']}")
     lines += ["", "Acceptance checks:", ""] + [f"- {c}" for c in checks]
+    lines += ["", "W4 weights from `quantize_weights(model, 4, recipe=..., fold_bn=True, calibration_data=<the same "
+              "batches>)` carried into the observers with `weight_ranges=report` (pinned per-channel grids, REQuant "
+              "activations); the pt2e columns to compare are the factories' rows above. FX: `\"beyond\"` "
+              "(asymmetric) through `convert_fx` with real x86 int8 kernels; pt2e: `\"beyond-tensorrt\"` "
+              "(symmetric, as both pt2e backends need):", "",
+              "| model | FP32 | FX x86 int8, W4A8 beyond | pt2e W4A8: default / REQuant / beyond "
+              "| pt2e W4A4: default / REQuant / beyond |", "| :--- | ---: | ---: | ---: | ---: |"]
+    for name, r in models.items():
+        if "fx_w4a8_beyond" not in r:
+            continue
+        fp32 = r["fp32"]
+        cells = [f"{r['fx_w4a8_beyond']['acc']:.2f} ({r['fx_w4a8_beyond']['acc'] - fp32:+.2f})"]
+        for ab in (8, 4):
+            p = f"pt2e_w4a{ab}"
+            cells.append(f"{r[p + '_default']['acc']:.2f} / {r[p + '_requant']['acc']:.2f} / "
+                         f"**{r[p + '_beyond']['acc']:.2f}**")
+        lines.append(f"| {name} | {fp32:.2f} | " + " | ".join(cells) + " |")
     keys = ("minmax", "requant", "requant_coherent", "requant_sqrt")
     lines += ["", "Weights only, W4 per-channel symmetric (`-8..7`), BN folded, activations FP32 (same test "
               "images): top-1 % (summed per-layer weight MSE):", "",
@@ -286,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="ignore cached results")
+    p.add_argument("--fresh", action="store_true", help="recompute this run's cached results")
     p.add_argument("--skip-diagnostics", action="store_true", help="skip the weights-only W4 diagnostics")
     p.add_argument("--only", choices=("fx", "pt2e"), default=None,
                    help="one flow only (a short table in its own section, e.g. for other --seed values)")
@@ -297,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     quiet()
-    cache: dict[str, Any] = {} if args.fresh or not CACHE.is_file() else json.loads(CACHE.read_text())
+    cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
     models = {name: run_model(name, args, cache) for name in args.models}
     argv_s = " ".join(sys.argv[1:] if argv is None else argv)
     cmd = f"python benchmarks/observers_accuracy.py {argv_s}".strip()

@@ -30,6 +30,7 @@ from torch.ao.quantization.observer import UniformQuantizationObserverBase
 
 from ._activation_observer import ActivationObserverMixin
 from ._observer_base import PerChannelWeightObserverMixin, WeightObserverMixin
+from ._pinned_observer import PinnedWeightObserverMixin
 
 
 class REQuantObserver(ActivationObserverMixin, UniformQuantizationObserverBase):
@@ -44,4 +45,8 @@ class PerChannelREQuantObserver(PerChannelWeightObserverMixin, UniformQuantizati
     """Per-channel REQuant weight observer for torch.ao (see :class:`PerChannelWeightObserverMixin`)."""
 
 
-__all__ = ["PerChannelREQuantObserver", "REQuantObserver", "REQuantWeightObserver"]
+class PinnedWeightObserver(PinnedWeightObserverMixin, UniformQuantizationObserverBase):
+    """A given weight grid (a ``quantize_weights`` result) for torch.ao (see :class:`PinnedWeightObserverMixin`)."""
+
+
+__all__ = ["PerChannelREQuantObserver", "PinnedWeightObserver", "REQuantObserver", "REQuantWeightObserver"]

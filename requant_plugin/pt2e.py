@@ -22,6 +22,7 @@ the install hint ``pip install 'requant-plugin[pt2e]'``.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ from ._observer_base import (
     WeightObserverMixin,
     WeightSpace,
 )
+from ._pinned_observer import PinnedWeightObserverMixin, pinned_grids
 from .core import check_bits
 
 Backend = Literal["x86_inductor", "xnnpack"]
@@ -65,6 +67,10 @@ class REQuantWeightObserver(WeightObserverMixin, _TorchaoObserverBase):
 
 class PerChannelREQuantObserver(PerChannelWeightObserverMixin, _TorchaoObserverBase):
     """Per-channel REQuant weight observer for torchao pt2e (search cached per weight)."""
+
+
+class PinnedWeightObserver(PinnedWeightObserverMixin, _TorchaoObserverBase):
+    """A given weight grid (a ``quantize_weights`` result) for torchao pt2e."""
 
 
 def _backend(backend: str) -> str:
@@ -217,15 +223,40 @@ def make_quantizer(config: QuantizationConfig, backend: str = "x86_inductor") ->
 
 
 def get_requant_quantizer(
-    weight_bits: int = 8, act_bits: int = 8, *, backend: str = "x86_inductor", **kwargs: Any
+    weight_bits: int = 8, act_bits: int = 8, *, backend: str = "x86_inductor", weight_ranges: Any = None,
+    **kwargs: Any,
 ) -> Quantizer:
-    """``make_quantizer(get_requant_quantization_config(...), backend)``."""
+    """``make_quantizer(get_requant_quantization_config(...), backend)``.
+
+    ``weight_ranges``: the report of :func:`requant_plugin.quantize_weights` (or
+    ``{layer name: RangeEstimate}``) for the model being quantized, which must be the model that
+    call returned (``fold_bn=True``): the weight observer becomes :class:`PinnedWeightObserver`
+    over the reported grids (each weight is matched to the grid it lies on; the graph is annotated
+    as without ``weight_ranges``), so the chosen codes (e.g. ``recipe="beyond-tensorrt"``: output
+    objective, error-feedback rounding, bias correction) reach the graph unchanged. Both backends
+    need symmetric grids (zero point 0); an asymmetric grid raises ValueError.
+    """
     config = get_requant_quantization_config(weight_bits, act_bits, backend=backend, **kwargs)
+    grids = pinned_grids(weight_ranges)
+    if grids:
+        if any(any(g["zero_point"]) for g in grids):
+            raise ValueError(
+                f"the {_backend(backend)} backend runs symmetric weights only, the grids of weight_ranges have "
+                "non-zero zero points; quantize with recipe='beyond-tensorrt' (or symmetric=True)"
+            )
+        spec = config.weight
+        assert spec is not None
+        wspec = dataclasses.replace(
+            spec, quant_min=min(g["quant_min"] for g in grids), quant_max=max(g["quant_max"] for g in grids),
+            observer_or_fake_quant_ctr=PinnedWeightObserver.with_args(grids=grids),
+        )
+        config = dataclasses.replace(config, weight=wspec)
     return make_quantizer(config, backend)
 
 
 __all__ = [
-    "BACKENDS", "DEFAULT_EPS", "RELU_MEAN_RATIO", "PerChannelREQuantObserver", "REQuantObserver",
+    "BACKENDS", "DEFAULT_EPS", "RELU_MEAN_RATIO", "PerChannelREQuantObserver", "PinnedWeightObserver",
+    "REQuantObserver",
     "REQuantWeightObserver", "get_requant_quantization_config", "get_requant_quantizer",
     "get_torchao_default_quantization_config", "make_quantizer",
 ]

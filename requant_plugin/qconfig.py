@@ -154,6 +154,36 @@ def get_requant_qconfig(
     return QConfig(activation=activation, weight=weight)
 
 
+def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> None:
+    """Every REQuant weight observer of ``mapping`` becomes a :class:`PinnedWeightObserver` over the
+    grids of ``weight_ranges`` (the observer finds the grid its weight lies on)."""
+    from ._pinned_observer import pinned_grids
+    from .observers import PinnedWeightObserver
+
+    grids = pinned_grids(weight_ranges)
+    if not grids:
+        return
+    symmetric = all(not any(g["zero_point"]) for g in grids)
+    if backend in SYMMETRIC_WEIGHT_BACKENDS and not symmetric:
+        raise ValueError(
+            f"backend {backend!r} runs symmetric weights only (zero point 0), the grids of weight_ranges have "
+            "zero points; quantize with symmetric=True (recipe='beyond-tensorrt') or use x86/fbgemm"
+        )
+    per_channel = any(len(g["scale"]) > 1 for g in grids)
+    qscheme = {(True, True): torch.per_channel_symmetric, (True, False): torch.per_channel_affine,
+               (False, True): torch.per_tensor_symmetric, (False, False): torch.per_tensor_affine}[
+        (per_channel, symmetric)]
+    pinned = PinnedWeightObserver.with_args(
+        grids=grids, dtype=torch.qint8, qscheme=qscheme, quant_min=min(g["quant_min"] for g in grids),
+        quant_max=max(g["quant_max"] for g in grids))
+    ours = (PerChannelREQuantObserver, REQuantWeightObserver)
+    if mapping.global_qconfig is not None:
+        mapping.set_global(QConfig(activation=mapping.global_qconfig.activation, weight=pinned))
+    for key, qc in list(mapping.object_type_qconfigs.items()):
+        if qc is not None and _observer_class(qc.weight) in ours:
+            mapping.set_object_type(key, QConfig(activation=qc.activation, weight=pinned))
+
+
 def _observer_class(ctr: Any) -> Any:
     """The observer class behind a constructor (``with_args`` partial or a bare class)."""
     inner = getattr(ctr, "p", None)
@@ -174,10 +204,20 @@ def get_requant_qconfig_mapping(
     transposed convolutions, as torch does); fixed-qparams entries (sigmoid, tanh, softmax,
     hardsigmoid) and ``reshape``'s reuse-input entry are kept unchanged. ``tensorrt`` gets a
     global-only mapping.
+
+    ``weight_ranges``: the report of :func:`requant_plugin.quantize_weights` (or
+    ``{layer name: RangeEstimate}``) for the model being prepared, which must be the model that
+    call returned (``fold_bn=True``, uniform grids, e.g. ``recipe="beyond"``): each reported
+    weight observer becomes :class:`~requant_plugin.observers.PinnedWeightObserver` over the
+    reported grids (each weight is matched to the grid it lies on), so the chosen codes reach the
+    converted int8 modules unchanged and the graph is annotated as without ``weight_ranges``.
+    Backends that need symmetric weights (onednn, tensorrt) refuse grids with zero points.
     """
+    weight_ranges = kwargs.pop("weight_ranges", None)
     qconfig = get_requant_qconfig(weight_bits, act_bits, backend, per_channel, **kwargs)
     mapping = QConfigMapping().set_global(qconfig)
     if backend == "tensorrt":
+        _pin_weights(mapping, weight_ranges, backend)
         return mapping
     per_tensor = get_requant_qconfig(weight_bits, act_bits, backend, False, **kwargs)
     default = get_default_qconfig_mapping(backend)
@@ -194,6 +234,7 @@ def get_requant_qconfig_mapping(
             mapping.set_object_type(key, qconfig)
         else:  # e.g. layer_norm: keep torch's weight placeholder
             mapping.set_object_type(key, QConfig(activation=qconfig.activation, weight=qc.weight))
+    _pin_weights(mapping, weight_ranges, backend)
     return mapping
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..core import check_bits, check_space
 from ..core.search import check_search
+from ..ptq.report import range_table
 from . import _deps
 from ._io import write_bytes_atomic
 from .calibrate import as_batch, collect_histograms, int8_scale
@@ -139,25 +140,6 @@ def _load_fp32(model: Any, example: np.ndarray, opset: int) -> tuple[Any, dict[s
             "(onnx.version_converter.convert_version)"
         )
     return proto, {}, False
-
-
-def _weight_table(weight_ranges: Any, layers: list[str]) -> dict[str, Any]:
-    """``{layer: RangeEstimate}`` from a ``QuantizationReport`` or a mapping (``None``: empty)."""
-    if weight_ranges is None:
-        return {}
-    if hasattr(weight_ranges, "layers"):
-        table = {x.name: x.estimate for x in weight_ranges.layers if getattr(x, "estimate", None) is not None}
-    elif isinstance(weight_ranges, Mapping):
-        table = dict(weight_ranges)
-    else:
-        raise TypeError(
-            f"weight_ranges must be a QuantizationReport or a mapping of layer names to RangeEstimate, "
-            f"got {type(weight_ranges).__name__}"
-        )
-    unknown = sorted(set(table) - set(layers))
-    if unknown:
-        raise ValueError(f"weight_ranges names unknown layers {unknown}; quantizable layers are: {layers}")
-    return table
 
 
 def _check_overrides(overrides: Mapping[str, Mapping[str, Any]], layers: list[str]) -> None:
@@ -360,7 +342,7 @@ def export_onnx_qdq(
     if not plan.weighted:
         raise ValueError("the model has no Conv/ConvTranspose/Gemm/MatMul layer to quantize")
 
-    pinned = _weight_table(weight_ranges, layers + list(names.values()))
+    pinned = range_table(weight_ranges, layers + list(names.values()))
     if pinned and fp16:
         raise ValueError("weight_ranges keeps exact float32 weight scales: it cannot be combined with fp16=True")
     scale_dtype: type = np.float16 if fp16 else np.float32

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,25 @@ class QuantizationReport:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def range_table(weight_ranges: Any, known: list[str] | None = None) -> dict[str, Any]:
+    """``{layer: RangeEstimate}`` from a :class:`QuantizationReport` (its layers' ``estimate``)
+    or a mapping; ``None`` gives ``{}``. With ``known``, names outside it raise ValueError."""
+    if weight_ranges is None:
+        return {}
+    if isinstance(weight_ranges, QuantizationReport):
+        estimates = ((x.name, getattr(x, "estimate", None)) for x in weight_ranges.layers)
+        table = {name: est for name, est in estimates if est is not None}
+    elif isinstance(weight_ranges, Mapping):
+        table = dict(weight_ranges)
+    else:
+        raise TypeError(
+            "weight_ranges must be a QuantizationReport or a mapping of layer names to RangeEstimate, "
+            f"got {type(weight_ranges).__name__}"
+        )
+    if known is not None:
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ValueError(f"weight_ranges names unknown layers {unknown}; quantizable layers are: {known}")
+    return table

@@ -1,0 +1,135 @@
+"""A ``quantize_weights`` result (``recipe="beyond"``) carried through torch.ao FX:
+``get_requant_qconfig_mapping(weight_ranges=report)`` pins every layer's grid, and the converted
+x86 int8 modules hold exactly the codes REQuant chose.
+
+References: the quantized float model's own weights (codes recomputed here from its grid) and
+the int8 weights torch's converted modules store; errors for off-grid weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from requant_plugin import quantize_weights
+from requant_plugin._pinned_observer import pinned_grids, pinned_weight_args
+from requant_plugin.observers import PinnedWeightObserver
+from requant_plugin.qconfig import get_requant_qconfig_mapping
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.conv2(y))
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+CALIB = [torch.randn(16, 3, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    model = Net().eval()
+    with torch.no_grad():
+        model.bn1.running_mean.uniform_(-0.5, 0.5)
+        model.bn1.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def _convert(model: nn.Module, mapping) -> nn.Module:
+    prepared = prepare_fx(copy.deepcopy(model), mapping, (CALIB[0],))
+    with torch.no_grad():
+        for x in CALIB:
+            prepared(x)
+    return convert_fx(prepared)
+
+
+@pytest.mark.parametrize("recipe", ["beyond", "beyond-tensorrt"])
+def test_converted_int8_modules_hold_the_chosen_codes(net: nn.Module, recipe: str) -> None:
+    qmodel, rep = quantize_weights(net, 4, recipe=recipe, fold_bn=True, calibration_data=CALIB)
+    converted = _convert(qmodel, get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep))
+    plain = _convert(qmodel, get_requant_qconfig_mapping(weight_bits=4))
+    kinds = [type(m).__name__ for m in converted.modules()]
+    assert kinds == [type(m).__name__ for m in plain.modules()]  # the same quantized graph
+    for layer in rep.layers:
+        est = layer.estimate
+        qw = converted.get_submodule(layer.name).weight()
+        assert qw.is_quantized and qw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+        w = qmodel.get_submodule(layer.name).weight.detach().double()
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        args = pinned_weight_args(est)
+        s = torch.tensor(args["scale"], dtype=torch.float64).reshape(shape)
+        z = torch.tensor(args["zero_point"], dtype=torch.float64).reshape(shape)
+        codes = torch.round(w / s + z)
+        assert torch.equal(qw.int_repr().double(), codes)
+        assert int(codes.min()) >= args["quant_min"] and int(codes.max()) <= args["quant_max"]
+        torch.testing.assert_close(qw.dequantize().double(), w, rtol=1e-6, atol=1e-7)
+    # the pinned model tracks the weight-quantized float model (only activations are added)
+    with torch.no_grad():
+        ref, out = qmodel(CALIB[0]), converted(CALIB[0])
+    assert float((out - ref).abs().max()) < 0.1 * float(ref.abs().max())
+
+
+def _observer(rep) -> PinnedWeightObserver:
+    return PinnedWeightObserver(grids=pinned_grids(rep), qscheme=torch.per_channel_affine, quant_min=-8, quant_max=7)
+
+
+def test_each_weight_finds_its_own_grid_and_state_round_trips(net: nn.Module) -> None:
+    qmodel, rep = quantize_weights(net, 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
+    for layer in rep.layers:
+        obs = _observer(rep)
+        with pytest.warns(UserWarning, match="must run observer"):
+            obs.calculate_qparams()  # nothing observed yet: torch's default qparams
+        w = qmodel.get_submodule(layer.name).weight
+        assert obs(w) is w and obs.layer == layer.name
+        scale, zp = obs.calculate_qparams()
+        args = pinned_weight_args(layer.estimate)
+        assert scale.tolist() == torch.tensor(args["scale"], dtype=torch.float32).tolist()
+        assert zp.tolist() == args["zero_point"]
+        fresh = _observer(rep)
+        fresh.load_state_dict(obs.state_dict())
+        assert torch.equal(fresh.calculate_qparams()[0], scale) and torch.equal(fresh.calculate_qparams()[1], zp)
+        assert layer.name in repr(obs)
+    with pytest.raises(ValueError, match="lies on no grid"):
+        _observer(rep)(net.conv2.weight)  # the float weight
+
+
+def test_weights_off_the_grid_are_refused(net: nn.Module) -> None:
+    """Quantized without folding BN: FX folds conv+bn at prepare, the weight leaves its grid."""
+    qmodel, rep = quantize_weights(net, 4, recipe="beyond", calibration_data=CALIB)
+    mapping = get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep)
+    with pytest.raises(ValueError, match=r"conv1.*lies on no grid.*fold_bn=True"):
+        _convert(qmodel, mapping)
+
+
+def test_bad_arguments(net: nn.Module) -> None:
+    _, rep = quantize_weights(net, 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
+    with pytest.raises(ValueError, match="symmetric weights only"):
+        get_requant_qconfig_mapping(weight_bits=4, backend="onednn", weight_ranges=rep)
+    with pytest.raises(TypeError, match="QuantizationReport"):
+        get_requant_qconfig_mapping(weight_bits=4, weight_ranges=[1])
+    _, sq = quantize_weights(net, 4, calibration_data=CALIB)  # the paper's sqrt space: not uniform
+    with pytest.raises(ValueError, match="non-uniform"):
+        get_requant_qconfig_mapping(weight_bits=4, weight_ranges={"conv2": sq["conv2"].estimate})
+    grid = dict(pinned_grids(rep)[0])
+    with pytest.raises(ValueError, match="zero points outside"):
+        PinnedWeightObserver(grids=[dict(grid, zero_point=[99] * len(grid["scale"]))], quant_min=-8, quant_max=7)
+    with pytest.raises(ValueError, match="positive"):
+        PinnedWeightObserver(grids=[dict(grid, scale=[0.0] * len(grid["scale"]))], quant_min=-8, quant_max=7)
+    with pytest.raises(ValueError, match="exceed the observer's range"):
+        PinnedWeightObserver(grids=[grid], quant_min=-4, quant_max=3)
+    with pytest.raises(ValueError, match="needs the grids"):
+        PinnedWeightObserver(grids=[])
