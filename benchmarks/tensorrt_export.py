@@ -37,6 +37,9 @@ BEGIN, END = "<!-- BENCHMARK:BEGIN -->", "<!-- BENCHMARK:END -->"
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("W8A8", {"weight_bits": 8}), ("W4A8", {"weight_bits": 4}),
     ("W4A8-sqrt", {"weight_bits": 4, "space": "sqrt"}),
+    # W4 weights of quantize_weights(recipe="beyond-tensorrt", fold_bn=True) on the calibration
+    # images, exported as they are (weight_ranges=report)
+    ("W4A8-beyond", {"weight_bits": 4, "recipe": "beyond-tensorrt"}),
 ]
 
 
@@ -101,10 +104,19 @@ def run_model(name: str, data: Any, args: argparse.Namespace, folder: Path) -> d
     res["fp32_torch"] = _torch_accuracy(model, loader)
     for tag, kw in CONFIGS:
         path = folder / f"{name}.{tag}.onnx"
+        kw = dict(kw)
+        recipe = kw.pop("recipe", None)
         t0 = time.perf_counter()
-        report = export_onnx_qdq(model, calib, path, fp32_path=fp32, progress=args.progress, **kw)
+        src, extra = model, {"fp32_path": fp32}
+        if recipe is not None:
+            from requant_plugin import quantize_weights
+
+            src, ranges = quantize_weights(model, kw["weight_bits"], recipe=recipe, fold_bn=True,
+                                           calibration_data=calib)
+            extra = {"weight_ranges": ranges}
+        report = export_onnx_qdq(src, calib, path, progress=args.progress, **extra, **kw)
         secs = time.perf_counter() - t0
-        ref = fake_quant_reference(model, report)
+        ref = fake_quant_reference(src, report)
         tf = compare_with_reference(path, ref, data.x_test[:256])["teacher_forced"]
         row = {
             "ort": ort_accuracy(path, loader, optimize=False, threads=2, progress=args.progress),
@@ -140,11 +152,14 @@ def tables(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) ->
         "",
         "**Accuracy (top-1 %).** ORT = the Q/DQ ONNX in ONNX Runtime with optimizations off; "
         "fake-quant = the PyTorch simulator of the same file (`fake_quant_reference`); for W4-sqrt, "
-        "*unsnapped* = REQuant's own sqrt-space weights before snapping to int8.",
+        "*unsnapped* = REQuant's own sqrt-space weights before snapping to int8; *beyond* = the W4 "
+        "weights of `quantize_weights(model, 4, recipe=\"beyond-tensorrt\", fold_bn=True, calibration_data=...)` "
+        "(the same calibration images) exported with `weight_ranges=report`.",
         "",
         "| model | FP32 (torch) | FP32 (ORT) | W8A8 ORT | W8A8 fake-quant | W4A8 ORT | W4A8 fake-quant "
-        "| W4A8-sqrt ORT (snapped) | W4A8-sqrt fake-quant (snapped) | W4A8-sqrt unsnapped |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| W4A8-sqrt ORT (snapped) | W4A8-sqrt fake-quant (snapped) | W4A8-sqrt unsnapped "
+        "| W4A8-beyond ORT | W4A8-beyond fake-quant |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         c = r["configs"]
@@ -152,7 +167,8 @@ def tables(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) ->
             f"| {r['model']} | {r['fp32_torch']:.2f} | {r['fp32_ort']:.2f} | {c['W8A8']['ort']:.2f} | "
             f"{c['W8A8']['fake_quant']:.2f} | {c['W4A8']['ort']:.2f} | {c['W4A8']['fake_quant']:.2f} | "
             f"{c['W4A8-sqrt']['ort']:.2f} | {c['W4A8-sqrt']['fake_quant']:.2f} | "
-            f"{c['W4A8-sqrt']['fake_quant_unsnapped']:.2f} |"
+            f"{c['W4A8-sqrt']['fake_quant_unsnapped']:.2f} | {c['W4A8-beyond']['ort']:.2f} | "
+            f"{c['W4A8-beyond']['fake_quant']:.2f} |"
         )
     lines += [
         "",
