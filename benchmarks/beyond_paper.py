@@ -403,6 +403,15 @@ def write_doc(path: Path, res: Res, models: list[str], bits_list: list[int], row
                   "oversubscribed and multi-threaded BLAS calls slow down sharply):", ""]
         body = [[str(t["threads"]), f"{t['seconds']:.1f}", f"{t['load']:.1f} / {t['load_after']:.1f}"] for t in timing]
         lines += [md_table(["torch + BLAS threads", "seconds", "load average before / after"], body), ""]
+    lines += ["## Into the integrations", "",
+              "The beyond modes on uniform grids are carried on unchanged with `weight_ranges=report` (the model "
+              "quantized with `fold_bn=True`): `get_requant_qconfig_mapping(..., weight_ranges=rep)` (FX, the 4-bit "
+              "codes in x86 int8 kernels), `get_requant_quantizer(..., weight_ranges=rep)` (pt2e, symmetric "
+              "`\"beyond-tensorrt\"` grids) and `export_onnx_qdq(..., weight_ranges=rep)` (TensorRT Q/DQ ONNX, "
+              "`integrations/tensorrt_export.py --recipe beyond-tensorrt`). Their accuracies with quantized "
+              "activations are in [observers-results.md](observers-results.md) "
+              "(`benchmarks/observers_accuracy.py`) and [tensorrt.md](tensorrt.md#results) "
+              "(`benchmarks/tensorrt_export.py`).", ""]
     lines += ["## Environment", "", environment(), ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
