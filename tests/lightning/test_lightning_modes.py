@@ -40,15 +40,20 @@ def test_same_class_name_in_both_flavours():
 
 
 def test_core_does_not_import_lightning():
-    """No import of lightning / pytorch_lightning anywhere in the core module (static check)."""
+    """No import of lightning / pytorch_lightning anywhere in the core modules (static check):
+    ``_lightning_core`` and every ``requant_plugin/_lightning_*.py`` it is built from."""
     import ast
 
     import requant_plugin._lightning_core as core
 
-    tree = ast.parse(Path(core.__file__).read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert names and not [m for m in names if m.split(".")[0] in ("lightning", "pytorch_lightning")]
+    files = sorted(Path(core.__file__).parent.glob("_lightning_*.py"))
+    assert Path(core.__file__) in files and len(files) > 1
+    for path in files:
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert names, path.name
+        assert not [m for m in names if m.split(".")[0] in ("lightning", "pytorch_lightning")], path.name
 
 
 def test_weights_only_w4_needs_no_data(trained_state):
