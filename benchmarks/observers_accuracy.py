@@ -123,12 +123,16 @@ def beyond_rows(task: Any, cached: Any) -> None:
         qm, rep = quantize_weights(task.model, 4, recipe=recipe, fold_bn=True, calibration_data=task.calibration)
         return qm, rep, time.perf_counter() - t0
 
-    def fx() -> dict[str, Any]:
-        qm, rep, w_s = weights("beyond")
-        q, sec = quantize_fx(qm, get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep), task.calibration,
-                             "x86")
-        return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec + w_s, "int8_layers": check_quantized(q)}
-    cached("fx_w4a8_beyond", fx)
+    for wb in (4, 8):
+        def fx(wb: int = wb) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            qm, rep = quantize_weights(task.model, wb, recipe="beyond", fold_bn=True,
+                                       calibration_data=task.calibration)
+            w_s = time.perf_counter() - t0
+            q, sec = quantize_fx(qm, get_requant_qconfig_mapping(weight_bits=wb, weight_ranges=rep),
+                                 task.calibration, "x86")
+            return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec + w_s, "int8_layers": check_quantized(q)}
+        cached(f"fx_w{wb}a8_beyond", fx)
     for ab in (8, 4):
         def pt(ab: int = ab) -> dict[str, Any]:
             qm, rep, w_s = weights("beyond-tensorrt")
@@ -255,13 +259,16 @@ def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: s
               "activations); the pt2e columns to compare are the factories' rows above. FX: `\"beyond\"` "
               "(asymmetric) through `convert_fx` with real x86 int8 kernels; pt2e: `\"beyond-tensorrt\"` "
               "(symmetric, as both pt2e backends need):", "",
-              "| model | FP32 | FX x86 int8, W4A8 beyond | pt2e W4A8: default / REQuant / beyond "
-              "| pt2e W4A4: default / REQuant / beyond |", "| :--- | ---: | ---: | ---: | ---: |"]
+              "| model | FP32 | FX x86 int8, W8A8: default / REQuant / beyond | FX x86 int8, W4A8 beyond "
+              "| pt2e W4A8: default / REQuant / beyond | pt2e W4A4: default / REQuant / beyond |",
+              "| :--- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in models.items():
         if "fx_w4a8_beyond" not in r:
             continue
         fp32 = r["fp32"]
-        cells = [f"{r['fx_w4a8_beyond']['acc']:.2f} ({r['fx_w4a8_beyond']['acc'] - fp32:+.2f})"]
+        cells = [f"{r['fx_w8a8_default']['acc']:.2f} / {r['fx_w8a8_requant']['acc']:.2f} / "
+                 f"**{r['fx_w8a8_beyond']['acc']:.2f}**",
+                 f"{r['fx_w4a8_beyond']['acc']:.2f} ({r['fx_w4a8_beyond']['acc'] - fp32:+.2f})"]
         for ab in (8, 4):
             p = f"pt2e_w4a{ab}"
             cells.append(f"{r[p + '_default']['acc']:.2f} / {r[p + '_requant']['acc']:.2f} / "
