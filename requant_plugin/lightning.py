@@ -1,8 +1,7 @@
 """``REQuantCalibration`` for ``lightning.pytorch`` (``pip install 'requant-plugin[lightning]'``).
 
 All logic lives in :mod:`requant_plugin._lightning_core` (and its ``_lightning_*`` helpers); this is
-the ``lightning.pytorch``
-flavour (``requant_plugin.pytorch_lightning`` has the same class for ``pytorch_lightning``).
+the ``lightning.pytorch`` flavour (``requant_plugin.pytorch_lightning`` has the same class for ``pytorch_lightning``).
 
 Example::
 

@@ -1,8 +1,7 @@
 """``REQuantCalibration`` for ``pytorch_lightning`` (``pip install 'requant-plugin[pytorch-lightning]'``).
 
 All logic lives in :mod:`requant_plugin._lightning_core` (and its ``_lightning_*`` helpers); this is
-the ``pytorch_lightning``
-flavour (``requant_plugin.lightning`` has the same class for ``lightning.pytorch``). Both
+the ``pytorch_lightning`` flavour (``requant_plugin.lightning`` has the same class for ``lightning.pytorch``). Both
 classes share the checkpoint state key ``"REQuantCalibration"``, so a checkpoint written with
 one flavour restores into the other.
 
