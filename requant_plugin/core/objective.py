@@ -89,6 +89,7 @@ class RangeObjective:
         self.rows, self.n = values.shape
         self.s1, self.z = grid.base_qparams(lo, hi)
         self.exponent = 1.0 if (loss_space == "transformed" or transform.is_identity) else 1.0 / transform.p
+        self._values = values
         self._build_keys(values)
         self._build_prefix(values, weights, sums, sumsq)
         k = np.arange(grid.quant_min, grid.quant_max + 1, dtype=np.float64)
@@ -220,6 +221,23 @@ class RangeObjective:
         step = max(1, _CHUNK // max(1, per))
         parts = [self._mse_chunk(alpha[:, i:i + step]) for i in range(0, alpha.shape[1], step)]
         return np.concatenate(parts, axis=1)
+
+    def breakpoints(self, max_points: int) -> NDArray[np.float64] | None:
+        """The ``alpha`` in (0, 1] at which some value changes code, ``(R, n * (L - 1))`` (NaN
+        where none), or ``None`` when that is more than ``max_points`` per row.
+
+        Value ``y = T(x)`` crosses the rounding threshold ``(k - z + 1/2) * s`` at
+        ``alpha = y / ((k - z + 1/2) * s1)``; between two such points the code assignment is
+        fixed and ``L`` is smooth, so on short rows (a jagged, sawtooth-like ``L``) the search
+        also evaluates both sides of every one of them.
+        """
+        if self.n * self._half.shape[1] > max_points:
+            return None
+        y = self.transform.forward(self._values)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = y[:, :, None] / (self.s1[:, None, None] * self._half[:, None, :])
+        a = np.where((a > 0) & (a <= 1), a, np.nan)
+        return a.reshape(self.rows, -1)
 
     def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """Least-squares ``alpha`` for the code assignment at ``alpha`` (shape ``(R,)``).

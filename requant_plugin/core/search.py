@@ -76,6 +76,11 @@ SCAN_BUDGET = 1 << 20  # rows * scan points * levels evaluated by the scan
 
 
 LARGE_ROW = 1 << 16  # rows longer than this have a smooth L(alpha): a coarse scan suffices
+#: rows with at most this many code changes (``n * (levels - 1)``) also get both sides of each
+BREAKPOINT_BUDGET = 1 << 13
+#: relative offset of those evaluations from the code change: far above float32 rounding, so
+#: that every fake-quantizer assigns the codes the objective counted
+SIDE = 1e-5
 
 
 def scan_size(rows: int, levels: int, n: int) -> int:
@@ -117,7 +122,12 @@ def golden_search(
     obj: Objective, *, n_brackets: int = 4, tol: float = 1e-3, max_iter: int = 40,
     refine_steps: int = 3, scan: NDArray[np.float64] | None = None,
 ) -> SearchResult:
-    """Bracketing scan + golden-section search in the best brackets + least-squares polish."""
+    """Bracketing scan + golden-section search in the best brackets + least-squares polish.
+
+    Rows with at most :data:`BREAKPOINT_BUDGET` code changes (short rows at low bit widths,
+    where ``L`` is a sawtooth whose minima sit just beside a code change) also evaluate both
+    sides of every code change (the objective's ``breakpoints``, when it has them).
+    """
     start = obj.evaluations
     if scan is None:
         k = scan_size(obj.rows, obj.grid.levels, obj.n)
@@ -159,6 +169,12 @@ def golden_search(
             np.where(go_left, x, d), np.where(go_left, c, x),
             np.where(go_left, lx, ld), np.where(go_left, lc, lx),
         )
+    breakpoints = getattr(obj, "breakpoints", None)
+    bp = breakpoints(BREAKPOINT_BUDGET) if callable(breakpoints) else None
+    if bp is not None:  # short rows: both sides of every code change (sawtooth minima sit there)
+        side = np.concatenate([bp * (1.0 - SIDE), np.minimum(bp * (1.0 + SIDE), 1.0)], axis=1)
+        side = np.where(np.isfinite(side), side, 1.0)
+        best.update(side, obj(side))
     for _ in range(refine_steps):
         cand = obj.refit(best.alpha)
         lc1 = obj(cand[:, None])
