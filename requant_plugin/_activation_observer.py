@@ -201,21 +201,25 @@ def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_
         lo_t, hi_t = torch.aminmax(flat)
         return BatchSample(float(lo_t), float(hi_t), flat.numpy() if on_numpy else flat, None, 1.0)
     full = n - n % _CHUNK
-    rows = flat[:full].view(-1, _CHUNK)
-    k = max(1, min(rows.shape[0], sample_size // _CHUNK))
-    top_v, top_i = torch.topk(rows.amax(dim=1), k, sorted=False)
+    rows_t = flat[:full].view(-1, _CHUNK)
+    k = max(1, min(rows_t.shape[0], sample_size // _CHUNK))
+    top_v, top_i = torch.topk(rows_t.amax(dim=1), k, sorted=False)
+    cmin = rows_t.amin(dim=1) if signed_hint else None
+    lo = float(cmin.min()) if cmin is not None else float(torch.amin(rows_t))
+    # the rest is small-array work: on the CPU in NumPy (views of the same memory, no torch
+    # dispatch per step), elsewhere in torch on the tensor's device
     conv = _to_numpy if on_numpy else _identity
-    rest = conv(flat[full:])
-    cmin = rows.amin(dim=1) if signed_hint else None
-    lo = float(cmin.min()) if cmin is not None else float(torch.amin(rows))
+    arr = conv(flat)
+    rows = arr[:full].reshape(-1, _CHUNK)
+    rest = arr[full:]
+    top = rows[conv(top_i)].reshape(-1)
     if len(rest):
         lo = min(lo, float(rest.min()))
-    top = _cat([conv(rows[top_i].reshape(-1)), rest])
+        top = _cat([top, rest])
     hi = float(top.max())
-    t_hi = float(top_v.min())
+    t_hi = float(conv(top_v).min())
     n_runs = n // _RUN
-    run_rows = flat[:n_runs * _RUN].view(-1, _RUN)
-    sample = conv(run_rows[(batch_index * _START_STEP) % stride::stride].reshape(-1))
+    sample = arr[:n_runs * _RUN].reshape(-1, _RUN)[(batch_index * _START_STEP) % stride::stride].reshape(-1)
     zeros = 0
     if lo >= 0.0:  # post-ReLU data: the sample's zeros are counted, not binned
         ex = top[top > t_hi]  # every value above t_hi is in the top chunks or the remainder
@@ -224,16 +228,18 @@ def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_
         bulk = pos[pos <= t_hi]
     else:
         if cmin is None:
-            cmin = rows.amin(dim=1)
+            cmin = rows_t.amin(dim=1)
         bot_v, bot_i = torch.topk(cmin, k, largest=False, sorted=False)
-        bot = _cat([conv(rows[bot_i].reshape(-1)), rest])
-        t_lo = float(bot_v.max())
+        bot = rows[conv(bot_i)].reshape(-1)
+        if len(rest):
+            bot = _cat([bot, rest])
+        t_lo = float(conv(bot_v).max())
         if not t_lo < t_hi:  # (nearly) constant data: nothing to gain, bin everything
-            return BatchSample(lo, hi, conv(flat), None, 1.0)
+            return BatchSample(lo, hi, arr, None, 1.0)
         ex = _cat([top[top > t_hi], bot[bot < t_lo]])  # disjoint: t_lo < t_hi
         bulk = sample[(sample <= t_hi) & (sample >= t_lo)]
     if len(bulk) + zeros == 0:
-        return BatchSample(lo, hi, conv(flat), None, 1.0)
+        return BatchSample(lo, hi, arr, None, 1.0)
     return BatchSample(lo, hi, ex, bulk, (n - len(ex)) / (len(bulk) + zeros), zeros)
 
 
