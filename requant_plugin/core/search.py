@@ -101,6 +101,23 @@ def scan_points(n_geometric: int = 12, n_linear: int = 36, low: float = 1e-3) ->
     return np.concatenate([geo, lin])
 
 
+#: a range factor below 1 must lower the loss by more than this (relative) to replace min-max
+MINMAX_MARGIN = 1e-5
+
+
+def _prefer_minmax(obj: Objective, best: _Best, start: int) -> SearchResult:
+    """``alpha = 1`` where the best ``alpha`` gains less than :data:`MINMAX_MARGIN` over it.
+
+    Such gains come from a handful of values sitting within float rounding of a rounding
+    threshold, so a fake-quantizer computing in float32 may not reproduce them; min-max is then
+    the safe choice (it is never worse than itself).
+    """
+    one = np.ones((obj.rows, 1))
+    l1 = obj(one)[:, 0]
+    keep = best.mse < l1 * (1.0 - MINMAX_MARGIN)
+    return SearchResult(np.where(keep, best.alpha, 1.0), np.where(keep, best.mse, l1), obj.evaluations - start)
+
+
 def minmax_search(obj: Objective) -> SearchResult:
     """No search: ``alpha = 1`` (plain min-max / max-abs ranges), for baselines and tests."""
     start = obj.evaluations
@@ -182,4 +199,4 @@ def golden_search(
         best.update(cand[:, None], lc1)
         if np.all(best.mse >= before):
             break
-    return SearchResult(best.alpha, best.mse, obj.evaluations - start)
+    return _prefer_minmax(obj, best, start)
