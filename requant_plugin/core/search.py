@@ -76,8 +76,13 @@ SCAN_BUDGET = 1 << 20  # rows * scan points * levels evaluated by the scan
 
 
 LARGE_ROW = 1 << 16  # rows longer than this have a smooth L(alpha): a coarse scan suffices
-#: rows with at most this many code changes (``n * (levels - 1)``) also get both sides of each
-BREAKPOINT_BUDGET = 1 << 13
+#: rows with at most this many code changes (``n * (levels - 1)``) also try both sides of each
+BREAKPOINT_BUDGET = 1 << 11
+#: longer rows (up to this many code changes) try the code changes near the best alpha found:
+#: within LOCAL_WINDOW (relative), at most LOCAL_POINTS per row
+LOCAL_BUDGET = 1 << 17
+LOCAL_WINDOW = 0.01
+LOCAL_POINTS = 2048
 #: relative offset of those evaluations from the code change: far above float32 rounding, so
 #: that every fake-quantizer assigns the codes the objective counted
 SIDE = 1e-5
@@ -118,6 +123,13 @@ def _prefer_minmax(obj: Objective, best: _Best, start: int) -> SearchResult:
     return SearchResult(np.where(keep, best.alpha, 1.0), np.where(keep, best.mse, l1), obj.evaluations - start)
 
 
+def _try_sides(obj: Objective, best: _Best, bp: NDArray[np.float64]) -> None:
+    """Evaluate both sides (relative offset :data:`SIDE`) of the code changes ``bp`` (NaN: none)."""
+    side = np.concatenate([bp * (1.0 - SIDE), np.minimum(bp * (1.0 + SIDE), 1.0)], axis=1)
+    side = np.where(np.isfinite(side), side, 1.0)
+    best.update(side, obj(side))
+
+
 def minmax_search(obj: Objective) -> SearchResult:
     """No search: ``alpha = 1`` (plain min-max / max-abs ranges), for baselines and tests."""
     start = obj.evaluations
@@ -143,7 +155,9 @@ def golden_search(
 
     Rows with at most :data:`BREAKPOINT_BUDGET` code changes (short rows at low bit widths,
     where ``L`` is a sawtooth whose minima sit just beside a code change) also evaluate both
-    sides of every code change (the objective's ``breakpoints``, when it has them).
+    sides of every code change (the objective's ``breakpoints``, when it has them); rows with at
+    most :data:`LOCAL_BUDGET` do so for the code changes within :data:`LOCAL_WINDOW` of the best
+    ``alpha`` found.
     """
     start = obj.evaluations
     if scan is None:
@@ -187,11 +201,19 @@ def golden_search(
             np.where(go_left, lx, ld), np.where(go_left, lc, lx),
         )
     breakpoints = getattr(obj, "breakpoints", None)
-    bp = breakpoints(BREAKPOINT_BUDGET) if callable(breakpoints) else None
-    if bp is not None:  # short rows: both sides of every code change (sawtooth minima sit there)
-        side = np.concatenate([bp * (1.0 - SIDE), np.minimum(bp * (1.0 + SIDE), 1.0)], axis=1)
-        side = np.where(np.isfinite(side), side, 1.0)
-        best.update(side, obj(side))
+    if callable(breakpoints):
+        bp = breakpoints(BREAKPOINT_BUDGET)
+        if bp is not None:  # short rows: both sides of every code change (sawtooth minima sit there)
+            _try_sides(obj, best, bp)
+        else:  # longer rows: the code changes within LOCAL_WINDOW of the best alpha found
+            bp = breakpoints(LOCAL_BUDGET)
+            if bp is not None:
+                near = np.abs(bp - best.alpha[:, None]) <= LOCAL_WINDOW * best.alpha[:, None]
+                bp = np.where(near, bp, np.nan)
+                keep = min(bp.shape[1], int(np.max(np.sum(near, axis=1), initial=0)))
+                if keep:
+                    order = np.argsort(np.isnan(bp), axis=1, kind="stable")[:, :min(keep, LOCAL_POINTS)]
+                    _try_sides(obj, best, np.take_along_axis(bp, order, axis=1))
     for _ in range(refine_steps):
         cand = obj.refit(best.alpha)
         lc1 = obj(cand[:, None])

@@ -32,9 +32,11 @@ def test_within_0p1_percent_of_dense_grid(dist: str, bits: int, space: str, symm
 def test_never_worse_than_min_max(dist: str, bits: int, space: str, symmetric: bool, seed: int) -> None:
     w = sample(dist, 700, seed, scale=0.05)
     est = estimate_range(torch.from_numpy(w), bits, symmetric=symmetric, space=space)  # type: ignore[arg-type]
-    # the chosen alpha and alpha = 1, both through the independent float64 reference quantizer
+    # the chosen alpha and alpha = 1, both through the independent float64 reference quantizer;
+    # 1e-4: torch's symmetric grid puts max|w| exactly on a rounding tie (+-(qmax - qmin) / 2) at
+    # alpha = 1, which two float64 evaluations may resolve differently (one value, one code)
     got = ref_mse(w, float(est.alpha), bits, symmetric, space)
-    assert got <= ref_mse(w, 1.0, bits, symmetric, space) * (1 + 1e-9) + 1e-18
+    assert got <= ref_mse(w, 1.0, bits, symmetric, space) * (1 + 1e-4) + 1e-18
     # and the estimate's own (float32) fake quantization agrees with the reference to float rounding
     fq = float(np.mean((est.fake_quantize(torch.from_numpy(w)).double().numpy() - w) ** 2))
     assert abs(fq - got) <= 1e-4 * got + 1e-18
