@@ -150,32 +150,44 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         results[key] = evaluate_accuracy(quantized, task.test)
         results[f"{key}_calib_s"] = seconds
         rows.append((label, results[key], f"{seconds:.2f}", str(n_q)))
-    n_test = sum(len(b[1]) for b in task.test)
-    print(f"{task.name} on {task.dataset} ({n_test} test images, {len(task.calibration)} calibration "
-          f"batches of {task.calibration[0].shape[0]}), FX convert_fx lowered to {args.backend}, "
-          f"W{args.bits}A{args.act_bits}")
-    print(f"{'model':30s} {'top-1 %':>8s} {'calib s':>8s} {'int8 layers':>11s}")
-    for label, acc, sec, nq in rows:
-        print(f"{label:30s} {acc:8.2f} {sec:>8s} {nq:>11s}")
+    print_rows(task, f"FX convert_fx lowered to {args.backend}, W{args.bits}A{args.act_bits}", rows,
+               "int8 layers")
     return results
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def print_rows(task: Task, flow: str, rows: Sequence[tuple[str, float, str, str]], count_label: str) -> None:
+    """The result table of an integration script: one line per configuration (label, top-1 %,
+    calibration seconds, a count of quantized nodes or modules under ``count_label``)."""
+    n_test = sum(len(b[1]) for b in task.test)
+    print(f"{task.name} on {task.dataset} ({n_test} test images, {len(task.calibration)} calibration "
+          f"batches of {task.calibration[0].shape[0]}), {flow}")
+    width = max(30, *(len(r[0]) for r in rows))
+    print(f"{'model':{width}s} {'top-1 %':>8s} {'calib s':>8s} {count_label:>11s}")
+    for label, acc, sec, n in rows:
+        print(f"{label:{width}s} {acc:8.2f} {sec:>8s} {n:>11s}")
+
+
+def common_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every integration script shares: data, calibration sample, seed, threads."""
     p.add_argument("--model", default="resnet20", choices=MODELS)
-    p.add_argument("--bits", type=int, default=8, help="weight bits (8: the lowered FX graph is 8-bit)")
-    p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: --bits)")
-    p.add_argument("--backend", default="x86", choices=("x86", "fbgemm", "qnnpack", "onednn"))
     p.add_argument("--calib-batches", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=32, help="calibration batch size")
     p.add_argument("--test-limit", type=int, default=None, help="stratified test subset (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None))
+    p.add_argument("--bits", type=int, default=8, help="weight bits (8: the lowered FX graph is 8-bit)")
+    p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: --bits)")
+    p.add_argument("--backend", default="x86", choices=("x86", "fbgemm", "qnnpack", "onednn"))
     p.add_argument("--search", default="golden", choices=("golden", "grid", "minmax"))
     p.add_argument("--weight-search", default=None, choices=("golden", "grid", "minmax"))
     p.add_argument("--weight-space", default="uniform", choices=("uniform", "sqrt"))
     p.add_argument("--weight-input-mean-ratio", type=float, default=0.467,
                    help="rho of the weight search (0: REQuant's plain weight MSE)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     return p
 
 

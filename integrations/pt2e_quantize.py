@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from fx_qconfig import MODELS, forward_arg, load_task, quiet  # noqa: E402
+from fx_qconfig import common_args, forward_arg, load_task, print_rows, quiet  # noqa: E402
 
 from requant_plugin.data import evaluate_accuracy  # noqa: E402
 
@@ -115,27 +115,16 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         results[key] = evaluate_accuracy(quantized, task.test)
         results[f"{key}_calib_s"] = seconds
         rows.append((label, results[key], f"{seconds:.2f}", str(sum(qdq.values()))))
-    n_test = sum(len(b[1]) for b in task.test)
-    print(f"{task.name} on {task.dataset} ({n_test} test images, {len(task.calibration)} calibration "
-          f"batches of {task.calibration[0].shape[0]}), pt2e {args.backend}, W{args.bits}A{args.act_bits}")
-    print(f"{'model':34s} {'top-1 %':>8s} {'calib s':>8s} {'q/dq nodes':>10s}")
-    for label, acc, sec, n in rows:
-        print(f"{label:34s} {acc:8.2f} {sec:>8s} {n:>10s}")
+    print_rows(task, f"pt2e {args.backend}, W{args.bits}A{args.act_bits}", rows, "q/dq nodes")
     return results
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--model", default="resnet20", choices=MODELS)
+    p = common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None))
     p.add_argument("--bits", type=int, default=4, help="weight bits (2..8)")
     p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: 8)")
     p.add_argument("--backend", default="x86_inductor", choices=("x86_inductor", "xnnpack"))
-    p.add_argument("--calib-batches", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32, help="calibration batch size")
-    p.add_argument("--test-limit", type=int, default=None, help="stratified test subset (default: all)")
     p.add_argument("--variants", action="store_true", help="also rho=0, min-max and sqrt-space weights")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     return p
 
 
