@@ -110,15 +110,16 @@ def scan_points(n_geometric: int = 12, n_linear: int = 36, low: float = 1e-3) ->
 MINMAX_MARGIN = 1e-5
 
 
-def _prefer_minmax(obj: Objective, best: _Best, start: int) -> SearchResult:
+def _prefer_minmax(obj: Objective, best: _Best, start: int, l1: NDArray[np.float64] | None = None) -> SearchResult:
     """``alpha = 1`` where the best ``alpha`` gains less than :data:`MINMAX_MARGIN` over it.
 
     Such gains come from a handful of values sitting within float rounding of a rounding
     threshold, so a fake-quantizer computing in float32 may not reproduce them; min-max is then
-    the safe choice (it is never worse than itself).
+    the safe choice (it is never worse than itself). ``l1``: ``L(1)`` per row when the caller
+    already evaluated it (else it is evaluated here).
     """
-    one = np.ones((obj.rows, 1))
-    l1 = obj(one)[:, 0]
+    if l1 is None:
+        l1 = obj(np.ones((obj.rows, 1)))[:, 0]
     keep = best.mse < l1 * (1.0 - MINMAX_MARGIN)
     return SearchResult(np.where(keep, best.alpha, 1.0), np.where(keep, best.mse, l1), obj.evaluations - start)
 
@@ -170,6 +171,8 @@ def golden_search(
     a_scan = np.broadcast_to(pts[None, :], (rows, pts.size))
     l_scan = obj(a_scan)
     best.update(a_scan, l_scan)
+    at_one = np.flatnonzero(pts == 1.0)
+    l1 = l_scan[:, at_one[0]].copy() if at_one.size else None
 
     # Local minima of the scan (ties count), best first.
     padded = np.concatenate([np.full((rows, 1), np.inf), l_scan, np.full((rows, 1), np.inf)], axis=1)
@@ -221,4 +224,4 @@ def golden_search(
         best.update(cand[:, None], lc1)
         if np.all(best.mse >= before):
             break
-    return _prefer_minmax(obj, best, start)
+    return _prefer_minmax(obj, best, start, l1)
