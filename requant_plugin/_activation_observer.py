@@ -3,10 +3,10 @@
 Mixed into torch.ao's and torchao's observer bases by :mod:`requant_plugin.observers` and
 :mod:`requant_plugin.pt2e` (see :mod:`requant_plugin._observer_base` for the shared contract).
 
-Per batch the observer makes two passes over the tensor (the maxima of chunks of 64 values and
+Per batch the observer makes two passes over the tensor (the maxima of chunks of 128 values and
 the minimum, or the chunk minima for signed data) and then works on ``O(sample_size)`` values
 (:func:`sample_batch`): the tails -- every value above the ``K``-th largest chunk maximum (and
-below the ``K``-th smallest chunk minimum), ``K = sample_size / 64`` -- are binned exactly,
+below the ``K``-th smallest chunk minimum), ``K = sample_size / 128`` -- are binned exactly,
 because they decide the clipping error; the rest is represented by a systematic subsample
 (runs of 16 consecutive values at a prime stride of runs, coprime with the power-of-two extents
 of NCHW activations, starting at a run that moves from batch to batch) whose counts and sums
@@ -34,8 +34,10 @@ from .core import StreamingHistogram
 _F32_INDEX_LIMIT = 1 << 16
 #: Values binned per batch by default (larger batches are subsampled, see the module docstring).
 DEFAULT_SAMPLE_SIZE = 4096
-#: Chunk length of the tail search (``amax`` over chunks, then ``topk`` of the chunk maxima).
-_CHUNK = 64
+#: Chunk length of the tail search (``amax`` over chunks, then the ``K`` largest chunk maxima).
+_CHUNK = 128
+#: Chunk maxima per group in the two-level selection of the ``K`` largest (:func:`_top_chunks`).
+_GROUP = 64
 #: Values per run of the subsample (64 bytes of float32: one cache line).
 _RUN = 16
 #: Weyl step that moves the subsample's start from batch to batch.
@@ -101,28 +103,32 @@ def _moved_bins(stats: NDArray[np.float64], meta: list[float], width: float, off
     """The running statistics (rows count, sum, sum of squares) on the window ``(width, offset)``:
     ``factor`` old bins per new bin (exact), or, with ``factor = 0``, each bin placed by its mean."""
     bins = stats.shape[1]
-    keep = stats[0] > 0
-    if factor > 0:
-        idx = np.floor_divide(int(meta[1]) + np.flatnonzero(keep), factor) - offset
+    if factor > 0:  # every old bin (empty ones add zeros): no mask needed
+        idx = np.floor_divide(int(meta[1]) + np.arange(bins), factor) - offset
+        moved = stats
     else:
+        keep = stats[0] > 0
         means = np.clip(stats[1, keep] / stats[0, keep], meta[2], meta[3])
         idx = np.floor(means / width).astype(np.int64) - offset
-    idx = np.clip(idx, 0, bins - 1)
+        moved = stats[:, keep]
+    np.clip(idx, 0, bins - 1, out=idx)
     flat_idx = (idx[None, :] + np.arange(3)[:, None] * bins).ravel()
-    return np.bincount(flat_idx, stats[:, keep].ravel(), 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
+    return np.bincount(flat_idx, moved.ravel(), 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
 
 
-def _bin_numpy(v: NDArray[np.floating], weights: NDArray[np.float64] | None, width: float, offset: int,
+def _bin_numpy(v: NDArray[np.floating], n_exact: int, weight: float, width: float, offset: int,
                bins: int) -> NDArray[np.float64]:
     """Per-bin (weighted) count, sum and sum of squares of a flat array, as rows of a ``(3, bins)``
-    array (one ``np.bincount`` over the three stacked index ranges)."""
+    array (one ``np.bincount`` over the three stacked index ranges): the first ``n_exact``
+    values weigh 1, the others ``weight`` each."""
     if v.dtype == np.float32 and abs(offset) + bins < _F32_INDEX_LIMIT:
         t = v * np.float32(1.0 / width)
         t -= np.float32(offset)
     else:
         t = v.astype(np.float64) / width
         t -= float(offset)
-    np.clip(t, 0, bins - 1, out=t)
+    np.maximum(t, 0, out=t)
+    np.minimum(t, bins - 1, out=t)
     idx = t.astype(np.intp)
     m = len(idx)
     stacked_idx = np.empty(3 * m, dtype=np.intp)
@@ -130,10 +136,8 @@ def _bin_numpy(v: NDArray[np.floating], weights: NDArray[np.float64] | None, wid
     np.add(idx, bins, out=stacked_idx[m:2 * m])
     np.add(idx, 2 * bins, out=stacked_idx[2 * m:])
     w = np.empty(3 * m)
-    if weights is None:
-        w[:m] = 1.0
-    else:
-        w[:m] = weights
+    w[:n_exact] = 1.0
+    w[n_exact:m] = weight
     np.multiply(w[:m], v, out=w[m:2 * m])
     np.multiply(w[m:2 * m], v, out=w[2 * m:])
     return np.bincount(stacked_idx, w, 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
@@ -179,6 +183,38 @@ def _cat(parts: list[Any]) -> Any:
     return torch.cat(parts)
 
 
+def _top_chunks(cmax: Any, k: int) -> tuple[Any, float, float]:
+    """``t``, the ``k``-th largest chunk maximum, the indices of chunks that hold every value
+    above it (those whose maximum exceeds ``t``: at most ``k - 1``) and the largest maximum.
+
+    NumPy (CPU) selects in two levels, exactly: the chunk maxima form strided groups of
+    :data:`_GROUP` (a vectorised column maximum); ``k`` groups have a maximum of at least ``T_g``, the
+    ``k``-th largest group maximum, so ``t >= T_g`` and every chunk at or above ``t`` lies in a
+    group whose maximum is at least ``T_g``. ``t`` is then selected (``np.partition``, no
+    sort) among those groups' chunks and the ungrouped remainder only. Other devices use
+    ``torch.topk``.
+    """
+    if not isinstance(cmax, np.ndarray):
+        top_v, top_i = torch.topk(cmax, k, sorted=False)
+        return top_i, float(top_v.min()), float(top_v.max())
+    m = len(cmax)
+    per = m // _GROUP  # groups (of _GROUP chunk maxima each)
+    if per < 2 * k:  # too few groups to pay: select among all chunk maxima
+        t = float(np.partition(cmax, m - k)[m - k])
+        return np.flatnonzero(cmax > t), t, float(cmax.max())
+    full = per * _GROUP
+    gmax = cmax[:full].reshape(_GROUP, per).max(axis=0)  # group j: chunks j, j + per, j + 2 per, ...
+    t_g = float(np.partition(gmax, per - k)[per - k])
+    groups = np.flatnonzero(gmax >= t_g)
+    cand = (np.arange(0, full, per)[:, None] + groups[None, :]).reshape(-1)
+    if full < m:
+        cand = np.concatenate([cand, np.arange(full, m)])
+    values = cmax[cand]
+    mc = len(values)
+    t = float(np.partition(values, mc - k)[mc - k])
+    return cand[values > t], t, float(values.max())
+
+
 def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_numpy: bool,
                  signed_hint: bool = False) -> BatchSample:
     """Split a flat batch into exactly binned tails and a weighted strided subsample.
@@ -201,23 +237,23 @@ def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_
         lo_t, hi_t = torch.aminmax(flat)
         return BatchSample(float(lo_t), float(hi_t), flat.numpy() if on_numpy else flat, None, 1.0)
     full = n - n % _CHUNK
-    rows_t = flat[:full].view(-1, _CHUNK)
+    rows_t = (flat if full == n else flat[:full]).view(-1, _CHUNK)
     k = max(1, min(rows_t.shape[0], sample_size // _CHUNK))
-    top_v, top_i = torch.topk(rows_t.amax(dim=1), k, sorted=False)
-    cmin = rows_t.amin(dim=1) if signed_hint else None
-    lo = float(cmin.min()) if cmin is not None else float(torch.amin(rows_t))
+    cmax_t = rows_t.amax(dim=1)
+    cmin_t = rows_t.amin(dim=1) if signed_hint else None
+    lo = float(cmin_t.min()) if cmin_t is not None else float(torch.amin(rows_t))
     # the rest is small-array work: on the CPU in NumPy (views of the same memory, no torch
     # dispatch per step), elsewhere in torch on the tensor's device
     conv = _to_numpy if on_numpy else _identity
     arr = conv(flat)
     rows = arr[:full].reshape(-1, _CHUNK)
     rest = arr[full:]
-    top = rows[conv(top_i)].reshape(-1)
+    top_i, t_hi, hi = _top_chunks(conv(cmax_t), k)
+    top = rows[top_i].reshape(-1)
     if len(rest):
         lo = min(lo, float(rest.min()))
+        hi = max(hi, float(rest.max()))
         top = _cat([top, rest])
-    hi = float(top.max())
-    t_hi = float(conv(top_v).min())
     n_runs = n // _RUN
     sample = arr[:n_runs * _RUN].reshape(-1, _RUN)[(batch_index * _START_STEP) % stride::stride].reshape(-1)
     zeros = 0
@@ -227,13 +263,13 @@ def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_
         zeros = len(sample) - len(pos)
         bulk = pos[pos <= t_hi]
     else:
-        if cmin is None:
-            cmin = rows_t.amin(dim=1)
-        bot_v, bot_i = torch.topk(cmin, k, largest=False, sorted=False)
-        bot = rows[conv(bot_i)].reshape(-1)
+        if cmin_t is None:
+            cmin_t = rows_t.amin(dim=1)
+        bot_i, t_lo, _ = _top_chunks(-conv(cmin_t), k)
+        t_lo = -t_lo
+        bot = rows[bot_i].reshape(-1)
         if len(rest):
             bot = _cat([bot, rest])
-        t_lo = float(conv(bot_v).max())
         if not t_lo < t_hi:  # (nearly) constant data: nothing to gain, bin everything
             return BatchSample(lo, hi, arr, None, 1.0)
         ex = _cat([top[top > t_hi], bot[bot < t_lo]])  # disjoint: t_lo < t_hi
@@ -358,21 +394,21 @@ class ActivationObserverMixin(_REQuantMixinBase):
         if x_orig.numel() == 0:
             return x_orig
         _check_float(x_orig, type(self).__name__)
-        with torch.no_grad():
-            flat = x_orig.detach().reshape(-1)
-            if flat.dtype not in (torch.float32, torch.float64):
-                flat = flat.to(torch.float32)
-            on_numpy = flat.device.type == "cpu" and not self.force_torch_binning
-            meta = self.hist_meta.tolist()
-            batch = sample_batch(flat, self.sample_size, self._counter[0], on_numpy=on_numpy,
-                                 signed_hint=meta[2] < 0.0)
-            self._counter[0] += 1
-            if not (math.isfinite(batch.lo) and math.isfinite(batch.hi)):
-                raise ValueError(
-                    f"{type(self).__name__} received NaN/Inf activations: REQuant needs finite values "
-                    "(check the model's numerics or the calibration inputs)"
-                )
-            self._accumulate(batch, meta)
+        # no autograd context needed: the input is detached and the buffers never require grad
+        flat = x_orig.detach().reshape(-1)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.to(torch.float32)
+        on_numpy = flat.device.type == "cpu" and not self.force_torch_binning
+        meta = self.hist_meta.tolist()
+        batch = sample_batch(flat, self.sample_size, self._counter[0], on_numpy=on_numpy,
+                             signed_hint=meta[2] < 0.0)
+        self._counter[0] += 1
+        if not (math.isfinite(batch.lo) and math.isfinite(batch.hi)):
+            raise ValueError(
+                f"{type(self).__name__} received NaN/Inf activations: REQuant needs finite values "
+                "(check the model's numerics or the calibration inputs)"
+            )
+        self._accumulate(batch, meta)
         if self._cache is not None:
             self._cache = None
         return x_orig
@@ -381,17 +417,16 @@ class ActivationObserverMixin(_REQuantMixinBase):
         """Per-bin count, sum and sum of squares (rows of a ``(3, bins)`` array) of the batch on the
         window ``(width, offset)``, the subsample weighted by ``batch.weight``."""
         values: Any = batch.exact
-        weights: Any = None
+        n_exact = len(values)
         if batch.bulk is not None and len(batch.bulk):
             values = _cat([batch.exact, batch.bulk])
-            if isinstance(values, np.ndarray):
-                weights = np.full(len(values), batch.weight)
-            else:
-                weights = torch.full((len(values),), batch.weight, dtype=torch.float64, device=values.device)
-            weights[:len(batch.exact)] = 1.0
         if isinstance(values, np.ndarray):
-            stats = _bin_numpy(values, weights, width, offset, self.bins)
+            stats = _bin_numpy(values, n_exact, batch.weight, width, offset, self.bins)
         else:
+            weights = None
+            if len(values) > n_exact:
+                weights = torch.full((len(values),), batch.weight, dtype=torch.float64, device=values.device)
+                weights[:n_exact] = 1.0
             stats = _bin_torch(values, weights, width, offset, self.bins)
         if batch.zeros:
             stats[0, min(max(-offset, 0), self.bins - 1)] += batch.zeros * batch.weight
@@ -402,11 +437,14 @@ class ActivationObserverMixin(_REQuantMixinBase):
         in place while it fits the window, else on the grown window (old bins merged exactly
         ``factor`` to one, or moved by their means)."""
         lo, hi = min(batch.lo, meta[2]), max(batch.hi, meta[3])
-        bufs = (self.hist_count, self.hist_sum, self.hist_sumsq)
+        buffers = self._buffers
+        bufs: tuple[Tensor, Tensor, Tensor] = (buffers["hist_count"], buffers["hist_sum"],  # type: ignore[assignment]
+                                               buffers["hist_sumsq"])
+        on_cpu = bufs[0].device.type == "cpu"
         if _fits(meta, batch.lo, batch.hi, self.bins):
             width, offset = meta[0], int(meta[1])
             stats = self._bin(batch, width, offset)
-            if self.hist_count.device.type == "cpu":
+            if on_cpu:
                 for buf, row in zip(bufs, stats, strict=True):
                     view = buf.numpy()
                     view += row
@@ -416,16 +454,25 @@ class ActivationObserverMixin(_REQuantMixinBase):
         else:
             width, offset, factor = grown_window(meta, batch.lo, batch.hi, self.bins)
             stats = self._bin(batch, width, offset)
-            if meta[0] != 0.0 and self.hist_count.numel():
-                old = np.stack([b.detach().cpu().numpy() for b in bufs])
+            if meta[0] != 0.0 and bufs[0].numel():
+                old = np.stack([b.numpy() if on_cpu else b.detach().cpu().numpy() for b in bufs])
                 stats += _moved_bins(old, meta, width, offset, factor)
-            for name, row in zip(self._resizable, stats, strict=True):
-                self._set_buffer(name, torch.from_numpy(row))
+            if on_cpu and bufs[0].numel() == self.bins:
+                for buf, row in zip(bufs, stats, strict=True):
+                    buf.numpy()[:] = row
+            else:
+                for name, row in zip(self._resizable, stats, strict=True):
+                    self._set_buffer(name, torch.from_numpy(row))
         if (width, offset, lo, hi) != (meta[0], int(meta[1]), meta[2], meta[3]):
-            self._set_buffer("hist_meta", torch.tensor([width, float(offset), lo, hi, float(self.bins)],
-                                                       dtype=torch.float64))
-            self._set_buffer("min_val", torch.tensor(lo))
-            self._set_buffer("max_val", torch.tensor(hi))
+            new_meta = (width, float(offset), lo, hi, float(self.bins))
+            if on_cpu:  # in place through NumPy views: no tensor construction per batch
+                buffers["hist_meta"].numpy()[:] = new_meta  # type: ignore[union-attr]
+                buffers["min_val"].numpy()[...] = lo  # type: ignore[union-attr]
+                buffers["max_val"].numpy()[...] = hi  # type: ignore[union-attr]
+            else:
+                self._set_buffer("hist_meta", torch.tensor(new_meta, dtype=torch.float64))
+                self._set_buffer("min_val", torch.tensor(lo))
+                self._set_buffer("max_val", torch.tensor(hi))
 
     def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """Search alpha on the histogram; ``_calculate_qparams(alpha * min, alpha * max)``."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
-from requant_plugin._activation_observer import sample_batch, sample_stride
+from requant_plugin._activation_observer import _CHUNK, _top_chunks, sample_batch, sample_stride
 from requant_plugin.core import StreamingHistogram
 from requant_plugin.observers import REQuantObserver
 
@@ -230,6 +232,37 @@ def test_sample_stride_bounds_the_work_and_is_coprime_with_powers_of_two(n: int)
     assert sample_stride(n, None) == 1
 
 
+@settings(max_examples=300, deadline=None)
+@given(m=st.integers(1, 20_000), k=st.integers(1, 200), kind=st.sampled_from(["normal", "ties", "sorted", "skewed"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_top_chunks_selects_exactly_like_a_sort(m: int, k: int, kind: str, seed: int) -> None:
+    """The two-level selection finds the k-th largest chunk maximum, every chunk above it and
+    the largest maximum exactly (reference: a full sort), on the NumPy and the torch path."""
+    k = min(k, m)
+    rng = np.random.default_rng(seed)
+    c = {"normal": rng.standard_normal(m), "ties": rng.integers(0, 4, m), "sorted": np.sort(rng.random(m)),
+         "skewed": rng.random(m) ** 8}[kind].astype(np.float32)
+    ref = np.sort(c)[::-1]
+    idx, t, hi = _top_chunks(c, k)
+    assert t == float(ref[k - 1]) and hi == float(ref[0])
+    np.testing.assert_array_equal(np.sort(idx), np.flatnonzero(c > t))
+    idx_t, t_t, hi_t = _top_chunks(torch.from_numpy(c), k)
+    assert (t_t, hi_t) == (t, hi)
+    assert set(np.flatnonzero(c > t)) <= set(idx_t.tolist())
+
+
+@pytest.mark.parametrize(("m", "k"), [(16384, 64), (8192, 64), (100_003, 64), (40_000, 7)])
+def test_top_chunks_two_level_path_on_activation_sizes(m: int, k: int) -> None:
+    """The grouped path (at least 2k groups) on the sizes the observer meets, remainder included."""
+    x = torch.relu(torch.randn(m, generator=torch.Generator().manual_seed(m))).numpy()
+    x[m // 3] = 50.0  # one outlier, and a tie block at the threshold region
+    x[-5:] = np.sort(x)[-k]
+    ref = np.sort(x)[::-1]
+    idx, t, hi = _top_chunks(x, k)
+    assert t == float(ref[k - 1]) and hi == 50.0
+    np.testing.assert_array_equal(np.sort(idx), np.flatnonzero(x > t))
+
+
 def test_subsample_visits_every_channel_row_and_column() -> None:
     x = torch.arange(32 * 16 * 32 * 32, dtype=torch.float32)  # each value is its own flat index
     seen = []
@@ -257,7 +290,8 @@ def test_tails_are_exact_for_signed_data() -> None:
         # the sampled bulk lies between them
         ex = np.sort(b.exact)
         n_lo, n_hi = int(np.sum(ex < b.bulk.min())), int(np.sum(ex > b.bulk.max()))
-        assert n_lo + n_hi == len(ex) and n_lo >= 63 and n_hi >= 63
+        k = 4096 // _CHUNK  # K: the exact tails hold the values beyond the K-th most extreme chunk
+        assert n_lo + n_hi == len(ex) and n_lo >= k - 1 and n_hi >= k - 1
         np.testing.assert_array_equal(ex[:n_lo], v[:n_lo])
         np.testing.assert_array_equal(ex[len(ex) - n_hi:], v[len(v) - n_hi:])
         assert b.weight * len(b.bulk) + len(b.exact) == pytest.approx(x.numel())
