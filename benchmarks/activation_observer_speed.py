@@ -16,7 +16,8 @@ Reported per range:
 ``--repeat N`` (default 5) times the calibration N times and reports the run with the median
 speed-up next to the speed-ups of all runs (this shared machine's timings vary by about 10 %).
 ``--quick``: 4 calibration batches of 32 and 128 held-out images, one run; ``--threads 1`` repeats the
-measurement with single-threaded torch (its own section). The markdown table goes to
+measurement with single-threaded torch (its own section); ``--sample-size all`` bins every value
+(the reference for the subsample's MSE; printed, not written). The markdown table goes to
 ``docs/observers-results.md`` (section ``activation-speed``; ``--no-write`` to skip).
 """
 
@@ -47,6 +48,7 @@ from torch.ao.quantization.observer import (  # noqa: E402
     UniformQuantizationObserverBase,
 )
 
+from requant_plugin._activation_observer import DEFAULT_SAMPLE_SIZE  # noqa: E402
 from requant_plugin.observers import REQuantObserver  # noqa: E402
 
 DOC = ROOT / "docs" / "observers-results.md"
@@ -61,12 +63,15 @@ class Tap(UniformQuantizationObserverBase):
     fake-quantization squared error on the tensor (after ``freeze()`` computed the qparams).
     """
 
+    #: ``REQuantObserver(sample_size=...)`` of every tap (``--sample-size``; None bins every value)
+    sample_size: int | None = DEFAULT_SAMPLE_SIZE
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(dtype=torch.quint8, quant_min=0, quant_max=127)
         self.obs = torch.nn.ModuleDict()
         for lo, hi in RANGES:
             self.obs[f"histogram_{hi}"] = HistogramObserver(quant_min=lo, quant_max=hi)
-            self.obs[f"requant_{hi}"] = REQuantObserver(quant_min=lo, quant_max=hi)
+            self.obs[f"requant_{hi}"] = REQuantObserver(quant_min=lo, quant_max=hi, sample_size=self.sample_size)
         self.wall_s = dict.fromkeys(self.obs, 0.0)
         self.cpu_s = dict.fromkeys(self.obs, 0.0)
         self.qp_wall: dict[str, float] = {}
@@ -220,7 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (HistogramObserver uses them)")
     p.add_argument("--repeat", type=int, default=5, help="timing runs; the median run is reported with the spread")
+    p.add_argument("--sample-size", default=str(DEFAULT_SAMPLE_SIZE),
+                   help="REQuantObserver(sample_size=...): values binned per batch, or 'all' (no subsample); "
+                        "other values are not written to the docs")
     args = p.parse_args(argv)
+    Tap.sample_size = None if args.sample_size == "all" else int(args.sample_size)
+    if Tap.sample_size != DEFAULT_SAMPLE_SIZE:
+        args.no_write = True
     if args.quick:
         args.calib_batches, args.batch_size, args.test_images, args.repeat = 4, 32, 128, 1
     torch.manual_seed(args.seed)
