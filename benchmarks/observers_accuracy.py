@@ -325,6 +325,45 @@ def short_markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, 
     return "\n".join(lines)
 
 
+FX_VARIANTS = (("default", "torch default"), ("requant", "REQuant"), ("requant_mse", "rho = 0"),
+               ("requant_w_minmax", "acts + min-max weights"), ("requant_w_sqrt", "sqrt-space weights"))
+
+
+def seeds_markdown(runs: dict[int, dict[str, dict[str, Any]]], cmd: str) -> str:
+    """FX W8A8 over several calibration samples: per seed and model the accuracy of every
+    configuration, then per model the mean (SD over seeds) and the paired difference
+    REQuant - default (mean, SD, standard error of the mean, seeds with REQuant >= default)."""
+    seeds = sorted(runs)
+    names = list(runs[seeds[0]])
+    first = runs[seeds[0]]
+    images = ", ".join(sorted({f"{first[n]['test_images']:,}" for n in names if "test_images" in first[n]}))
+    lines = [f"Command: `{cmd}` (calibration seeds {', '.join(map(str, seeds))}, each the same for every "
+             f"configuration of that seed; test images per model: {images or 'n/a'})", "",
+             "| model | seed | FP32 | " + " | ".join(label for _, label in FX_VARIANTS) + " | REQuant - default |",
+             "| :--- | :--- | ---: | " + " | ".join("---:" for _ in FX_VARIANTS) + " | ---: |"]
+    summary = []
+    for name in names:
+        acc = {key: np.array([runs[s][name][f"fx_w8a8_{key}"]["acc"] for s in seeds]) for key, _ in FX_VARIANTS}
+        fp32 = runs[seeds[0]][name]["fp32"]
+        for i, seed in enumerate(seeds):
+            diff = acc["requant"][i] - acc["default"][i]
+            lines.append(f"| {name} | {seed} | {fp32:.2f} | " + " | ".join(
+                f"{'**' if key == 'requant' else ''}{acc[key][i]:.2f}{'**' if key == 'requant' else ''}"
+                for key, _ in FX_VARIANTS) + f" | {diff:+.2f} |")
+        sd = {key: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for key, v in acc.items()}
+        d = acc["requant"] - acc["default"]
+        d_sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+        lines.append(f"| {name} | mean (SD) | {fp32:.2f} | " + " | ".join(
+            f"{acc[key].mean():.2f} ({sd[key]:.2f})" for key, _ in FX_VARIANTS)
+            + f" | {d.mean():+.2f} ({d_sd:.2f}) |")
+        se = d_sd / np.sqrt(len(d))
+        summary.append(f"{name}: REQuant - default {d.mean():+.3f} points on average (SD {d_sd:.3f}, standard "
+                       f"error {se:.3f}); REQuant >= default on {int(np.sum(d >= 0))} of {len(d)} samples; "
+                       f"REQuant - FP32 {acc['requant'].mean() - fp32:+.2f} on average (worst "
+                       f"{acc['requant'].min() - fp32:+.2f})")
+    return "\n".join(lines + [""] + [f"- {line}" for line in summary])
+
+
 def environment() -> str:
     import torchao
 
@@ -344,17 +383,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-diagnostics", action="store_true", help="skip the weights-only W4 diagnostics")
     p.add_argument("--only", choices=("fx", "pt2e"), default=None,
                    help="one flow only (a short table in its own section, e.g. for other --seed values)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="with --only fx: every listed calibration seed (cached runs reused) and a summary "
+                        "over them (section accuracy-fx-seeds)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
+    if args.seeds is not None and args.only != "fx":
+        p.error("--seeds summarises the FX W8A8 comparison: add --only fx")
     if args.quick:
         args.models, args.test_limit, args.calib_batches = ["resnet20"], 1000, 8
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     quiet()
     cache: dict[str, Any] = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
-    models = {name: run_model(name, args, cache) for name in args.models}
     argv_s = " ".join(sys.argv[1:] if argv is None else argv)
     cmd = f"python benchmarks/observers_accuracy.py {argv_s}".strip()
+    if args.seeds is not None:
+        runs = {}
+        for seed in args.seeds:
+            args_s = argparse.Namespace(**{**vars(args), "seed": seed})
+            torch.manual_seed(seed)
+            runs[seed] = {name: run_model(name, args_s, cache) for name in args.models}
+        md = seeds_markdown(runs, cmd)
+        print(md)
+        if not args.no_write:
+            write_section(DOC, "accuracy-fx-seeds", md)
+        return 0
+    models = {name: run_model(name, args, cache) for name in args.models}
     if args.only is not None:
         md = short_markdown(models, args, cmd)
         section = f"accuracy-{args.only}-seed{args.seed}"

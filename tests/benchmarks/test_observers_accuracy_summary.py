@@ -1,0 +1,38 @@
+"""The multi-seed FX W8A8 summary of ``benchmarks/observers_accuracy.py --only fx --seeds ...``:
+per-seed rows, means and the paired REQuant - default statistics, checked on known numbers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+for p in (ROOT / "benchmarks", ROOT / "integrations"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import observers_accuracy as oa  # noqa: E402
+
+
+def _runs(default: list[float], requant: list[float]) -> dict[int, dict[str, dict]]:
+    runs: dict[int, dict[str, dict]] = {}
+    for seed, (d, q) in enumerate(zip(default, requant, strict=True)):
+        entry = {"fp32": 88.38, "test_images": 10000}
+        for key, _ in oa.FX_VARIANTS:
+            entry[f"fx_w8a8_{key}"] = {"acc": {"default": d, "requant": q}.get(key, 88.0)}
+        runs[seed] = {"resnet56": entry}
+    return runs
+
+
+def test_seed_summary_reports_paired_differences() -> None:
+    default, requant = [88.26, 88.20, 88.25, 88.11, 88.14], [88.23, 88.14, 88.16, 88.17, 88.14]
+    md = oa.seeds_markdown(_runs(default, requant), "python benchmarks/observers_accuracy.py --only fx --seeds 0 1")
+    d = np.array(requant) - np.array(default)
+    assert f"REQuant - default {d.mean():+.3f} points on average (SD {np.std(d, ddof=1):.3f}" in md
+    assert f"standard error {np.std(d, ddof=1) / np.sqrt(5):.3f}" in md
+    assert "REQuant >= default on 2 of 5 samples" in md  # seeds 3 (+0.06) and 4 (tie)
+    assert f"| resnet56 | mean (SD) | 88.38 | {np.mean(default):.2f}" in md
+    assert md.count("| resnet56 | ") == 6  # five seeds and the mean row
+    assert "test images per model: 10,000" in md
