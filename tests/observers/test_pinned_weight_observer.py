@@ -133,3 +133,24 @@ def test_bad_arguments(net: nn.Module) -> None:
         PinnedWeightObserver(grids=[grid], quant_min=-4, quant_max=3)
     with pytest.raises(ValueError, match="needs the grids"):
         PinnedWeightObserver(grids=[])
+
+
+@pytest.mark.parametrize("recipe", ["beyond", "beyond-tensorrt"])
+def test_grid_args_keep_their_levels_in_signed_and_unsigned_codes(net: nn.Module, recipe: str) -> None:
+    """``dtype=qint8`` and ``dtype=quint8`` describe the same levels in ``w``: the code range and
+    the zero points shift together (signed codes for qint8, unsigned for quint8)."""
+    _, rep = quantize_weights(net, 4, recipe=recipe, fold_bn=True, calibration_data=CALIB)
+    est = rep.layers[1].estimate
+    signed, unsigned = pinned_weight_args(est, dtype=torch.qint8), pinned_weight_args(est, dtype=torch.quint8)
+    assert signed["quant_min"] < 0 <= unsigned["quant_min"]
+    assert signed["quant_max"] - signed["quant_min"] == unsigned["quant_max"] - unsigned["quant_min"] == 15
+    for args in (signed, unsigned):
+        assert all(args["quant_min"] <= z <= args["quant_max"] for z in args["zero_point"])
+
+    def levels(args: dict) -> torch.Tensor:
+        codes = torch.arange(args["quant_min"], args["quant_max"] + 1, dtype=torch.float64)
+        s = torch.tensor(args["scale"], dtype=torch.float64)[:, None]
+        z = torch.tensor(args["zero_point"], dtype=torch.float64)[:, None]
+        return (codes[None, :] - z) * s
+
+    torch.testing.assert_close(levels(signed), levels(unsigned), rtol=0, atol=0)
