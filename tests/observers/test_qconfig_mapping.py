@@ -171,3 +171,25 @@ def test_minmax_search_reproduces_default_weights(net_and_data) -> None:
     ref = PerChannelMinMaxObserver(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     ref(folded.conv2.weight)
     assert torch.equal(q.conv2.weight().q_per_channel_scales().float(), ref.calculate_qparams()[0])
+
+
+@pytest.mark.parametrize("size", [None, 2048])
+def test_act_sample_size_reaches_the_activation_observers(net_and_data, size: int | None) -> None:
+    """``act_sample_size=None`` bins every activation value (exact counts per batch); a number
+    is handed to every activation observer of the prepared graph."""
+    net, _ = net_and_data
+    big = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    mapping = get_requant_qconfig_mapping(act_sample_size=size)
+    prepared = prepare_fx(copy.deepcopy(net), mapping, (big[0],))
+    acts = [m for m in prepared.modules() if isinstance(m, REQuantObserver)]
+    assert acts and all(a.sample_size == size for a in acts)
+    with torch.no_grad():
+        for x in big:
+            prepared(x)
+    stem = next(a for a in acts if a.hist_count.numel())  # the input observer: 8 * 3 * 32 * 32 values a batch
+    assert float(stem.hist_count.sum()) == pytest.approx(2 * 8 * 3 * 32 * 32, rel=1e-12)
+    if size is None:  # every value binned: the per-bin sums are the data's, exactly as summed in float64
+        total = sum(float(x.double().sum()) for x in big)
+        assert float(stem.hist_sum.sum()) == pytest.approx(total, rel=1e-9, abs=1e-6)
+    with pytest.raises(ValueError, match="sample_size"):
+        get_requant_qconfig(act_sample_size=10).activation()

@@ -224,3 +224,10 @@ def test_calibration_under_inference_mode_matches_no_grad(exported, requant_w4a4
     quantized = convert_pt2e(prepared)
     x = torch.randn(3, 3, 10, 10)
     assert torch.equal(quantized(x), requant_w4a4[2](x))
+
+
+def test_act_sample_size_reaches_the_pt2e_activation_observer() -> None:
+    for size in (None, 8192):
+        cfg = get_requant_quantization_config(8, 8, act_sample_size=size)
+        obs = cfg.input_activation.observer_or_fake_quant_ctr()
+        assert isinstance(obs, REQuantObserver) and obs.sample_size == size
