@@ -65,6 +65,8 @@ class Tap(UniformQuantizationObserverBase):
 
     #: ``REQuantObserver(sample_size=...)`` of every tap (``--sample-size``; None bins every value)
     sample_size: int | None = DEFAULT_SAMPLE_SIZE
+    #: also feed an exactly binning REQuantObserver per range, untimed (``--vs-exact``)
+    reference = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(dtype=torch.quint8, quant_min=0, quant_max=127)
@@ -72,6 +74,8 @@ class Tap(UniformQuantizationObserverBase):
         for lo, hi in RANGES:
             self.obs[f"histogram_{hi}"] = HistogramObserver(quant_min=lo, quant_max=hi)
             self.obs[f"requant_{hi}"] = REQuantObserver(quant_min=lo, quant_max=hi, sample_size=self.sample_size)
+        self.ref = torch.nn.ModuleDict({f"exact_{hi}": REQuantObserver(quant_min=lo, quant_max=hi, sample_size=None)
+                                        for lo, hi in RANGES} if self.reference else {})
         self.wall_s = dict.fromkeys(self.obs, 0.0)
         self.cpu_s = dict.fromkeys(self.obs, 0.0)
         self.qp_wall: dict[str, float] = {}
@@ -90,11 +94,15 @@ class Tap(UniformQuantizationObserverBase):
                 observer(x)
                 self.wall_s[key] += time.perf_counter() - w0
                 self.cpu_s[key] += time.process_time() - c0
+            for ref in self.ref.values():  # untimed
+                ref(x)
             self.calls += 1
             return x
         split = self.mode
         xd = x.detach().double()
         for key, (scale, zp) in self.qparams.items():
+            if key not in self.obs:
+                continue
             lo, hi = RANGES[0] if key.endswith("127") else RANGES[1]
             xq = torch.fake_quantize_per_tensor_affine(x.detach().float(), scale, zp, lo, hi)
             self.sse[split][key] += float(((xq.double() - xd) ** 2).sum())
@@ -102,6 +110,9 @@ class Tap(UniformQuantizationObserverBase):
         return x
 
     def freeze(self) -> None:
+        for key, ref in self.ref.items():
+            scale, zp = ref.calculate_qparams()  # type: ignore[operator]
+            self.qparams[key] = (float(scale), int(zp))
         for key, obs in self.obs.items():
             w0 = time.perf_counter()
             scale, zp = obs.calculate_qparams()  # type: ignore[operator]
@@ -158,8 +169,30 @@ def summarise(taps: list[Tap], n_batches: int) -> dict[str, Any]:
             row[f"{split}_mse_requant"] = float(rs.sum())
             row[f"{split}_median_ratio"] = float(np.median(rs / np.maximum(hs, 1e-30)))
             row[f"{split}_requant_not_worse"] = int(np.sum(rs <= hs * (1 + 1e-9)))
+        if taps[0].reference:  # scale of each observer relative to the exactly binned REQuant's
+            for name, key in (("histogram", h), ("requant", r)):
+                dev = np.array([abs(t.qparams[key][0] / t.qparams[f"exact_{hi}"][0] - 1.0) for t in taps])
+                row[f"{name}_vs_exact"] = {"mean": float(dev.mean()), "max": float(dev.max()),
+                                           "over_1pct": int(np.sum(dev > 0.01))}
         out[f"0..{hi}"] = row
     return out
+
+
+def exact_markdown(res: dict[str, Any], cmd: str) -> str:
+    """How far each observer's scale lies from an exactly binned REQuantObserver's (every value)."""
+    lines = [f"Command: `{cmd}`  ",
+             f"Model: {res['model']} on {res['dataset']}, {res['points']} activation quantization points, "
+             f"{res['batches']} calibration batches of {res['batch_size']}. Reference: "
+             "`REQuantObserver(sample_size=None)` on the same tensors.", "",
+             "| range | observer | mean abs(scale / exact - 1) | max | points off by more than 1 % |",
+             "| :--- | :--- | ---: | ---: | ---: |"]
+    for _, hi in RANGES:
+        for name, label in (("requant", f"REQuantObserver (sample_size={Tap.sample_size})"),
+                            ("histogram", "HistogramObserver")):
+            d = res[f"0..{hi}"][f"{name}_vs_exact"]
+            lines.append(f"| 0..{hi} | {label} | {100 * d['mean']:.2f} % | {100 * d['max']:.2f} % "
+                         f"| {d['over_1pct']}/{res['points']} |")
+    return "\n".join(lines)
 
 
 def markdown(res: dict[str, Any], cmd: str) -> str:
@@ -228,10 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sample-size", default=str(DEFAULT_SAMPLE_SIZE),
                    help="REQuantObserver(sample_size=...): values binned per batch, or 'all' (no subsample); "
                         "other values are not written to the docs")
+    p.add_argument("--vs-exact", action="store_true",
+                   help="one untimed-reference run: each observer's scale against an exactly binned REQuantObserver "
+                        "(section activation-range-noise; the speed sections are not written)")
     args = p.parse_args(argv)
     Tap.sample_size = None if args.sample_size == "all" else int(args.sample_size)
     if Tap.sample_size != DEFAULT_SAMPLE_SIZE:
         args.no_write = True
+    Tap.reference = args.vs_exact
+    if args.vs_exact:
+        args.repeat = 1
     if args.quick:
         args.calib_batches, args.batch_size, args.test_images, args.repeat = 4, 32, 128, 1
     torch.manual_seed(args.seed)
@@ -256,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                test_images=sum(len(x) for x in test), env=environment())
     argv_s = " ".join(sys.argv[1:] if argv is None else argv)
     cmd = f"python benchmarks/activation_observer_speed.py {argv_s}".strip()
+    if args.vs_exact:
+        md = exact_markdown(res, cmd)
+        print(md)
+        if not args.no_write:
+            write_section(DOC, "activation-range-noise", md)
+        return 0
     md = markdown(res, cmd)
     print(md)
     print(json.dumps(res, indent=1, default=str), file=sys.stderr)
