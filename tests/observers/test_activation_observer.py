@@ -331,3 +331,19 @@ def test_subsampled_batches_keep_exact_range_and_total_and_near_exact_ranges(qmi
 def test_bad_sample_size() -> None:
     with pytest.raises(ValueError, match="sample_size"):
         REQuantObserver(sample_size=10)
+
+
+@pytest.mark.parametrize("shape", [(8, 16), (16, 32, 16, 16)])  # every value binned, and the sampled path
+def test_inputs_that_require_grad_leave_no_autograd_history(shape: tuple[int, ...]) -> None:
+    """The observer works on a detached view: the input comes back untouched, no buffer gets a
+    graph, and the statistics equal those of the same data without gradients."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.relu(torch.randn(shape, generator=g)).requires_grad_()
+    obs, ref = REQuantObserver(), REQuantObserver()
+    assert obs(x) is x
+    ref(x.detach().clone())
+    for name, buf in obs.named_buffers():
+        assert not buf.requires_grad and buf.grad_fn is None, name
+        assert torch.equal(buf, getattr(ref, name)), name
+    (x * 2).sum().backward()  # the caller's graph is intact
+    assert x.grad is not None and torch.equal(x.grad, torch.full_like(x, 2.0))
