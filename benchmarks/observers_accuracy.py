@@ -372,6 +372,35 @@ def seeds_markdown(runs: dict[int, dict[str, dict[str, Any]]], cmd: str) -> str:
     return "\n".join(lines + [""] + [f"- {line}" for line in summary])
 
 
+SEEDS_PNG = ROOT / "docs" / "img" / "observers_w8a8_seeds.png"
+
+
+def plot_seeds(runs: dict[int, dict[str, dict[str, Any]]], path: Path = SEEDS_PNG) -> Path:
+    """FX W8A8 top-1 per calibration seed (dots) and mean (bar) for torch's default, REQuant and
+    REQuant with exact histograms, one panel per model, FP32 as a dashed line."""
+    from requant_plugin.plots import new_figure, save_figure
+
+    seeds = sorted(runs)
+    names = list(runs[seeds[0]])
+    keys = (("default", "torch default"), ("requant", "REQuant"), ("requant_exact", "REQuant, exact hist."))
+    fig = new_figure(4.2 * len(names), 3.4)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        for j, (key, _label) in enumerate(keys):
+            acc = np.array([runs[s][name][f"fx_w8a8_{key}"]["acc"] for s in seeds])
+            ax.scatter(np.full(len(acc), j) + np.linspace(-0.15, 0.15, len(acc)), acc, s=14, zorder=3)
+            ax.hlines(acc.mean(), j - 0.3, j + 0.3, colors="k", linewidth=2, zorder=4)
+            ax.text(j + 0.32, acc.mean(), f"{acc.mean():.2f}", va="center", fontsize=8)
+        ax.axhline(runs[seeds[0]][name]["fp32"], color="gray", linestyle="--", linewidth=1, label="FP32")
+        ax.set_xticks(range(len(keys)), [label for _, label in keys], fontsize=8)
+        ax.set_xlim(-0.5, len(keys) - 0.2)
+        ax.margins(y=0.12)
+        ax.set_title(f"{name}: FX W8A8, {len(seeds)} calibration seeds", fontsize=9)
+        ax.set_ylabel("top-1 % (10,000 test images)" if i == 0 else "")
+        ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
+
+
 def environment() -> str:
     import torchao
 
@@ -415,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         md = seeds_markdown(runs, cmd)
         print(md)
         if not args.no_write:
-            write_section(DOC, "accuracy-fx-seeds", md)
+            png = plot_seeds(runs)
+            write_section(DOC, "accuracy-fx-seeds",
+                          md + f"\n\n![FX W8A8 per calibration seed](img/{png.name})")
         return 0
     models = {name: run_model(name, args, cache) for name in args.models}
     if args.only is not None:

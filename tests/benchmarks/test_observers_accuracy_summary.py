@@ -38,3 +38,8 @@ def test_seed_summary_reports_paired_differences() -> None:
     assert "test images per model: 10,000" in md
     assert "exact histograms (`act_sample_size=None`) - default +0.010 on average" in md
     assert "; >= default on 5 of 5 samples" in md
+
+
+def test_seed_plot_is_a_png(tmp_path: Path) -> None:
+    png = oa.plot_seeds(_runs([86.8, 86.9, 86.7], [86.9, 86.95, 86.8]), tmp_path / "seeds.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
