@@ -185,7 +185,8 @@ def _cat(parts: list[Any]) -> Any:
 
 def _top_chunks(cmax: Any, k: int) -> tuple[Any, float, float]:
     """``t``, the ``k``-th largest chunk maximum, the indices of chunks that hold every value
-    above it (those whose maximum exceeds ``t``: at most ``k - 1``) and the largest maximum.
+    above it (NumPy: those whose maximum exceeds ``t``, at most ``k - 1``; ``torch.topk``: the
+    ``k`` largest) and the largest maximum.
 
     NumPy (CPU) selects in two levels, exactly: the chunk maxima form strided groups of
     :data:`_GROUP` (a vectorised column maximum); ``k`` groups have a maximum of at least ``T_g``, the
