@@ -316,13 +316,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
         self,
         dtype: torch.dtype = torch.quint8,
         qscheme: torch.qscheme = torch.per_tensor_affine,
-        reduce_range: bool = False,
-        quant_min: int | None = None,
-        quant_max: int | None = None,
-        factory_kwargs: dict[str, Any] | None = None,
-        eps: float = torch.finfo(torch.float32).eps,
-        is_dynamic: bool = False,
-        *,
+        *args: Any,
         search: Search = "golden",
         alpha: float | None = None,
         bins: int = 2048,
@@ -330,7 +324,8 @@ class ActivationObserverMixin(_REQuantMixinBase):
         sample_size: int | None = DEFAULT_SAMPLE_SIZE,
         **kwargs: Any,
     ) -> None:
-        """Args beyond torch's observer arguments:
+        """The arguments after ``qscheme`` (``reduce_range``, ``quant_min``, ``quant_max``,
+        ``factory_kwargs``, ``eps``, ``is_dynamic``) are torch's, passed on unchanged. Beyond them:
 
         search: ``"golden"`` (default), ``"grid"`` (dense reference over ``grid_points``
             alphas) or ``"minmax"`` (``alpha = 1``: exactly torch's ``MinMaxObserver``).
@@ -340,10 +335,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
             subsample with counts and sums scaled to the batch size (the range stays exact);
             ``None`` bins every value.
         """
-        super().__init__(  # type: ignore[call-arg]
-            dtype=dtype, qscheme=qscheme, reduce_range=reduce_range, quant_min=quant_min,
-            quant_max=quant_max, factory_kwargs=factory_kwargs, eps=eps, is_dynamic=is_dynamic, **kwargs,
-        )
+        super().__init__(dtype, qscheme, *args, **kwargs)  # type: ignore[call-arg]
         if self.qscheme not in _PER_TENSOR:
             raise ValueError(
                 f"{type(self).__name__} is a per-tensor activation observer: qscheme must be "
@@ -357,7 +349,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
             raise ValueError(f"sample_size must be at least 1024 (or None to bin every value), got {sample_size}")
         self.sample_size = None if sample_size is None else int(sample_size)
         self._counter = [0]  # batches seen (moves the subsample's start); a list: no Module.__setattr__ per batch
-        fk = torch.nn.factory_kwargs(factory_kwargs)
+        fk = self._factory_kwargs()
         self.register_buffer("min_val", torch.tensor(float("inf"), **fk))
         self.register_buffer("max_val", torch.tensor(float("-inf"), **fk))
         dev = fk.get("device")

@@ -158,6 +158,11 @@ class _REQuantMixinBase(torch.nn.Module):
         """``(scale, zero_point)`` by the base class's rules for the clipping range ``[lo, hi]``."""
         return self._calculate_qparams(lo.to(torch.float32), hi.to(torch.float32))
 
+    def _factory_kwargs(self) -> dict[str, Any]:
+        """Device and dtype of torch's ``factory_kwargs``, read back from the ``eps`` buffer the base
+        class created with them (the mixins pass torch's arguments through untouched)."""
+        return {"device": self.eps.device, "dtype": self.eps.dtype}
+
     def _set_buffer(self, name: str, value: Tensor) -> None:
         buf = getattr(self, name)
         value = value.to(device=buf.device, dtype=buf.dtype)
@@ -211,13 +216,7 @@ class WeightObserverMixin(_REQuantMixinBase):
         self,
         dtype: torch.dtype = torch.qint8,
         qscheme: torch.qscheme = torch.per_tensor_symmetric,
-        reduce_range: bool = False,
-        quant_min: int | None = None,
-        quant_max: int | None = None,
-        factory_kwargs: dict[str, Any] | None = None,
-        eps: float = torch.finfo(torch.float32).eps,
-        is_dynamic: bool = False,
-        *,
+        *args: Any,
         search: Search = "golden",
         alpha: float | None = None,
         space: WeightSpace = "uniform",
@@ -226,7 +225,8 @@ class WeightObserverMixin(_REQuantMixinBase):
         input_mean_ratio: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        """Args beyond torch's observer arguments:
+        """The arguments after ``qscheme`` (``reduce_range``, ``quant_min``, ``quant_max``,
+        ``factory_kwargs``, ``eps``, ``is_dynamic``) are torch's, passed on unchanged. Beyond them:
 
         search: ``"golden"`` (default, fast exact search), ``"grid"`` (dense reference over
             ``grid_points`` alphas) or ``"minmax"`` (``alpha = 1``: torch's min-max observer).
@@ -239,10 +239,7 @@ class WeightObserverMixin(_REQuantMixinBase):
             per channel) instead of the plain weight MSE; :data:`RELU_MEAN_RATIO` (0.467) is a
             ReLU of a standard normal.
         """
-        super().__init__(  # type: ignore[call-arg]
-            dtype=dtype, qscheme=qscheme, reduce_range=reduce_range, quant_min=quant_min,
-            quant_max=quant_max, factory_kwargs=factory_kwargs, eps=eps, is_dynamic=is_dynamic, **kwargs,
-        )
+        super().__init__(dtype, qscheme, *args, **kwargs)  # type: ignore[call-arg]
         self._check_qscheme()
         self._setup_requant(search, alpha, grid_points)
         if space not in ("uniform", "sqrt"):
@@ -254,7 +251,7 @@ class WeightObserverMixin(_REQuantMixinBase):
         if not (math.isfinite(float(input_mean_ratio)) and float(input_mean_ratio) >= 0.0):
             raise ValueError(f"input_mean_ratio must be a finite number >= 0, got {input_mean_ratio}")
         self.input_mean_ratio = float(input_mean_ratio)
-        fk = torch.nn.factory_kwargs(factory_kwargs)
+        fk = self._factory_kwargs()
         for name in self._resizable:
             self.register_buffer(name, torch.tensor([], **fk))
         self._weight_key: tuple[Any, ...] | None = None
@@ -381,18 +378,12 @@ class PerChannelWeightObserverMixin(WeightObserverMixin):
         ch_axis: int = 0,
         dtype: torch.dtype = torch.qint8,
         qscheme: torch.qscheme = torch.per_channel_symmetric,
-        reduce_range: bool = False,
-        quant_min: int | None = None,
-        quant_max: int | None = None,
-        factory_kwargs: dict[str, Any] | None = None,
-        eps: float = torch.finfo(torch.float32).eps,
-        is_dynamic: bool = False,
+        *args: Any,
         **kwargs: Any,
     ) -> None:
-        """``ch_axis``: the channel axis (0 = output channels of conv/linear weights)."""
-        super().__init__(dtype=dtype, qscheme=qscheme, reduce_range=reduce_range, quant_min=quant_min,
-                         quant_max=quant_max, factory_kwargs=factory_kwargs, eps=eps,
-                         is_dynamic=is_dynamic, **kwargs)
+        """``ch_axis``: the channel axis (0 = output channels of conv/linear weights); the rest as
+        :class:`WeightObserverMixin` (torch's ``PerChannelMinMaxObserver`` argument order)."""
+        super().__init__(dtype, qscheme, *args, **kwargs)
         self.ch_axis = int(ch_axis) if ch_axis is not None else 0
 
     def _check_qscheme(self) -> None:

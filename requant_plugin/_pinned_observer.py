@@ -105,21 +105,14 @@ class PinnedWeightObserverMixin(_REQuantMixinBase):
         grids: Sequence[Mapping[str, Any]] = (),
         dtype: torch.dtype = torch.qint8,
         qscheme: torch.qscheme = torch.per_channel_affine,
-        reduce_range: bool = False,
-        quant_min: int | None = None,
-        quant_max: int | None = None,
-        factory_kwargs: dict[str, Any] | None = None,
-        eps: float = torch.finfo(torch.float32).eps,
-        is_dynamic: bool = False,
+        *args: Any,
         ch_axis: int = 0,
         **kwargs: Any,
     ) -> None:
         """``grids``: dicts with ``layer``, ``scale``, ``zero_point``, ``quant_min``, ``quant_max``,
-        ``ch_axis`` (see :func:`pinned_grids`); ``quant_min``/``quant_max`` must hold every grid."""
-        super().__init__(  # type: ignore[call-arg]
-            dtype=dtype, qscheme=qscheme, reduce_range=reduce_range, quant_min=quant_min, quant_max=quant_max,
-            factory_kwargs=factory_kwargs, eps=eps, is_dynamic=is_dynamic, **kwargs,
-        )
+        ``ch_axis`` (see :func:`pinned_grids`); ``quant_min``/``quant_max`` must hold every grid.
+        The arguments after ``qscheme`` are torch's observer arguments, passed on unchanged."""
+        super().__init__(dtype, qscheme, *args, **kwargs)  # type: ignore[call-arg]
         if self.qscheme not in _PER_CHANNEL + _PER_TENSOR:
             raise ValueError(f"unsupported qscheme {self.qscheme} for pinned weight grids")
         self.grids = [dict(g) for g in grids]
@@ -141,9 +134,9 @@ class PinnedWeightObserverMixin(_REQuantMixinBase):
                 raise ValueError(f"layer {g.get('layer')!r}: zero points outside [{g['quant_min']}, {g['quant_max']}]")
         self.ch_axis = int(ch_axis)
         self.layer: str | None = None
-        fk = torch.nn.factory_kwargs(factory_kwargs)
-        self.register_buffer("scale", torch.tensor([], dtype=torch.float32, device=fk.get("device")))
-        self.register_buffer("zero_point", torch.tensor([], dtype=torch.int64, device=fk.get("device")))
+        dev = self.eps.device
+        self.register_buffer("scale", torch.tensor([], dtype=torch.float32, device=dev))
+        self.register_buffer("zero_point", torch.tensor([], dtype=torch.int64, device=dev))
 
     def forward(self, x_orig: Tensor) -> Tensor:
         """Find the grid the weight lies on; returns ``x_orig`` unchanged."""
