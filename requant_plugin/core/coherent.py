@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .objective import RangeObjective
+from .objective import RangeObjective, code_sse
 
 
 class CoherentErrorObjective:
@@ -33,21 +33,15 @@ class CoherentErrorObjective:
         self.evaluations = base.evaluations
 
     def __call__(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        alpha = np.asarray(alpha, dtype=np.float64)
-        if alpha.ndim == 1:
-            alpha = np.broadcast_to(alpha[None, :], (self.rows, alpha.shape[0]))
-        per = self.rows * self.grid.levels * (64 if getattr(self.base, "_blocked", False) else 1)
-        step = max(1, (1 << 22) // max(1, per))
-        parts = []
-        for i in range(0, alpha.shape[1], step):
-            a = alpha[:, i:i + step]
-            c = self.base.codes(a)
-            v = (a ** self.base.exponent)[:, :, None] * c.level_coef
-            sse = np.maximum(np.sum(c.sum2 - 2.0 * v * c.sum1 + v * v * c.count, axis=2), 0.0)
-            bias = np.sum(v * c.count - c.sum1, axis=2)
-            parts.append((sse + self.rho * bias * bias) / self.base.total_weight[:, None])
+        out = self.base.chunked(alpha, self._chunk)
         self.evaluations = self.base.evaluations
-        return np.concatenate(parts, axis=1)
+        return out
+
+    def _chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
+        c = self.base.codes(alpha)
+        v = self.base.levels(alpha, c)
+        bias = np.sum(v * c.count - c.sum1, axis=2)
+        return (code_sse(c, v) + self.rho * bias * bias) / self.base.total_weight[:, None]
 
     def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.asarray(alpha, dtype=np.float64)

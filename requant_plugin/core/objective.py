@@ -22,6 +22,7 @@ the best ``alpha`` for a fixed code assignment is closed form:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +54,13 @@ class Codes:
     sum1: NDArray[np.float64]
     sum2: NDArray[np.float64]
     level_coef: NDArray[np.float64]  # c_k: level = alpha**e * c_k
+
+
+def code_sse(codes: Codes, levels: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Weighted sum of squared errors per row and candidate, ``(R, K)``, from the per-code
+    statistics: ``sum_k (S2_k - 2 v_k S1_k + v_k**2 n_k)`` (clamped at 0 against round-off)."""
+    sse = np.sum(codes.sum2 - 2.0 * levels * codes.sum1 + levels * levels * codes.count, axis=2)
+    return np.maximum(sse, 0.0)
 
 
 class RangeObjective:
@@ -206,21 +214,28 @@ class RangeObjective:
         coef = np.broadcast_to(self._coef[:, None, :], (r_, k_, self._coef.shape[1]))
         return Codes(seg(p0), seg(p1), seg(p2), coef)
 
+    def levels(self, alpha: NDArray[np.float64], codes: Codes) -> NDArray[np.float64]:
+        """The grid levels ``v_k = alpha**exponent * c_k`` in the loss space, ``(R, K, L)``."""
+        return (alpha ** self.exponent)[:, :, None] * codes.level_coef
+
     def _mse_chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         c = self.codes(alpha)
-        v = (alpha ** self.exponent)[:, :, None] * c.level_coef
-        sse = np.sum(c.sum2 - 2.0 * v * c.sum1 + v * v * c.count, axis=2)
-        return np.maximum(sse, 0.0) / self.total_weight[:, None]
+        return code_sse(c, self.levels(alpha, c)) / self.total_weight[:, None]
 
-    def __call__(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``L(alpha)`` for ``alpha`` of shape ``(R, K)``; returns ``(R, K)``."""
+    def chunked(self, alpha: NDArray[np.float64],
+                fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]) -> NDArray[np.float64]:
+        """``fn`` over column blocks of ``alpha`` (``(R, K)``, or ``(K,)`` for every row) sized so
+        that one block's per-code arrays stay within :data:`_CHUNK` elements; concatenated."""
         alpha = np.asarray(alpha, dtype=np.float64)
         if alpha.ndim == 1:
             alpha = np.broadcast_to(alpha[None, :], (self.rows, alpha.shape[0]))
         per = self.rows * self.grid.levels * (_BLOCK if self._blocked else 1)
         step = max(1, _CHUNK // max(1, per))
-        parts = [self._mse_chunk(alpha[:, i:i + step]) for i in range(0, alpha.shape[1], step)]
-        return np.concatenate(parts, axis=1)
+        return np.concatenate([fn(alpha[:, i:i + step]) for i in range(0, alpha.shape[1], step)], axis=1)
+
+    def __call__(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``L(alpha)`` for ``alpha`` of shape ``(R, K)``; returns ``(R, K)``."""
+        return self.chunked(alpha, self._mse_chunk)
 
     def breakpoints(self, max_points: int) -> NDArray[np.float64] | None:
         """The ``alpha`` in (0, 1] at which some value changes code, ``(R, n * (L - 1))`` (NaN
