@@ -105,6 +105,20 @@ def _check_search(search: str, alpha: float | None) -> float | None:
     return 1.0 if search == "minmax" else None
 
 
+def tensor_key(x: Tensor) -> tuple[Any, ...]:
+    """Identity of a weight tensor's current contents: storage, offset, shape, strides, dtype,
+    device, version counter and a float64 checksum (the checksum guards against a new tensor
+    reusing a freed one's memory). Weight observers skip tensors whose key they have seen."""
+    try:
+        version: int | None = x._version
+    except RuntimeError:  # inference tensors carry no version counter
+        version = None
+    with torch.no_grad():
+        checksum = float(x.detach().double().sum()) if x.numel() else 0.0
+    return (x.data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype,
+            str(x.device), version, checksum)
+
+
 def _check_float(x: Tensor, who: str) -> None:
     if not x.is_floating_point():
         raise TypeError(f"{who} observes floating-point tensors, got dtype {x.dtype}")
@@ -267,17 +281,6 @@ class WeightObserverMixin(_REQuantMixinBase):
     def _invalidate(self) -> None:
         self._weight_key = None
 
-    @staticmethod
-    def _tensor_key(x: Tensor) -> tuple[Any, ...]:
-        try:
-            version: int | None = x._version
-        except RuntimeError:  # inference tensors carry no version counter
-            version = None
-        with torch.no_grad():
-            checksum = float(x.detach().double().sum()) if x.numel() else 0.0
-        return (x.data_ptr(), x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype,
-                str(x.device), version, checksum)
-
     def _same_weight(self, key: tuple[Any, ...]) -> bool:
         return self._weight_key is not None and self.clip_min.numel() > 0 and key == self._weight_key
 
@@ -302,7 +305,7 @@ class WeightObserverMixin(_REQuantMixinBase):
         if x_orig.numel() == 0:
             return x_orig
         _check_float(x_orig, type(self).__name__)
-        key = self._tensor_key(x_orig)
+        key = tensor_key(x_orig)
         if self._same_weight(key):
             return x_orig
         with torch.no_grad():

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._observer_base import _PER_CHANNEL, _PER_TENSOR, _check_float, _REQuantMixinBase
+from ._observer_base import _PER_CHANNEL, _PER_TENSOR, _check_float, _REQuantMixinBase, tensor_key
 
 #: Largest distance (in codes) of a weight from its pinned grid that still counts as on it.
 _GRID_TOLERANCE = 1e-3
@@ -63,6 +63,13 @@ def pinned_grids(weight_ranges: Any, *, dtype: torch.dtype = torch.qint8) -> lis
     from .ptq.report import range_table
 
     return [dict(pinned_weight_args(est, dtype=dtype), layer=name) for name, est in range_table(weight_ranges).items()]
+
+
+def grids_span(grids: Sequence[Mapping[str, Any]]) -> tuple[int, int, bool]:
+    """``(quant_min, quant_max)`` covering every grid, and whether all are symmetric (zero point 0
+    everywhere): the observer range a quantizer spec must declare for them."""
+    return (min(int(g["quant_min"]) for g in grids), max(int(g["quant_max"]) for g in grids),
+            all(not any(g["zero_point"]) for g in grids))
 
 
 def _codes(w: Tensor, grid: Mapping[str, Any]) -> Tensor | None:
@@ -134,6 +141,7 @@ class PinnedWeightObserverMixin(_REQuantMixinBase):
                 raise ValueError(f"layer {g.get('layer')!r}: zero points outside [{g['quant_min']}, {g['quant_max']}]")
         self.ch_axis = int(ch_axis)
         self.layer: str | None = None
+        self._weight_key: tuple[Any, ...] | None = None
         dev = self.eps.device
         self.register_buffer("scale", torch.tensor([], dtype=torch.float32, device=dev))
         self.register_buffer("zero_point", torch.tensor([], dtype=torch.int64, device=dev))
@@ -143,13 +151,11 @@ class PinnedWeightObserverMixin(_REQuantMixinBase):
         if x_orig.numel() == 0:
             return x_orig
         _check_float(x_orig, type(self).__name__)
+        key = tensor_key(x_orig)
+        if key == self._weight_key and self.scale.numel():  # pt2e observes every batch: same weight
+            return x_orig
         with torch.no_grad():
             w = x_orig.detach().double().cpu()
-            if self.layer is not None:  # pt2e observes every batch: re-check the grid found first
-                grid = next(g for g in self.grids if g["layer"] == self.layer)
-                codes = _codes(w, grid)
-                if codes is not None and _on_grid(codes, grid):
-                    return x_orig
             hits = []
             for g in self.grids:
                 codes = _codes(w, g)
@@ -170,7 +176,11 @@ class PinnedWeightObserverMixin(_REQuantMixinBase):
         dev = self.eps.device
         self._set_buffer("scale", torch.as_tensor(g["scale"], dtype=torch.float32, device=dev))
         self._set_buffer("zero_point", torch.as_tensor(g["zero_point"], dtype=torch.int64, device=dev))
+        self._weight_key = key
         return x_orig
+
+    def _invalidate(self) -> None:
+        self._weight_key = None
 
     def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """The matched grid's ``(scale, zero_point)``."""
@@ -183,4 +193,4 @@ class PinnedWeightObserverMixin(_REQuantMixinBase):
                 f"quant_max={self.quant_max}, qscheme={self.qscheme}")
 
 
-__all__ = ["PinnedWeightObserverMixin", "pinned_grids", "pinned_weight_args"]
+__all__ = ["PinnedWeightObserverMixin", "grids_span", "pinned_grids", "pinned_weight_args"]

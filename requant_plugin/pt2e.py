@@ -46,7 +46,7 @@ from ._observer_base import (
     WeightObserverMixin,
     WeightSpace,
 )
-from ._pinned_observer import PinnedWeightObserverMixin, pinned_grids
+from ._pinned_observer import PinnedWeightObserverMixin, grids_span, pinned_grids
 from .core import check_bits
 
 Backend = Literal["x86_inductor", "xnnpack"]
@@ -242,17 +242,16 @@ def get_requant_quantizer(
     config = get_requant_quantization_config(weight_bits, act_bits, backend=backend, **kwargs)
     grids = pinned_grids(weight_ranges)
     if grids:
-        if any(any(g["zero_point"]) for g in grids):
+        qmin, qmax, symmetric = grids_span(grids)
+        if not symmetric:
             raise ValueError(
                 f"the {_backend(backend)} backend runs symmetric weights only, the grids of weight_ranges have "
                 "non-zero zero points; quantize with recipe='beyond-tensorrt' (or symmetric=True)"
             )
         spec = config.weight
         assert spec is not None
-        wspec = dataclasses.replace(
-            spec, quant_min=min(g["quant_min"] for g in grids), quant_max=max(g["quant_max"] for g in grids),
-            observer_or_fake_quant_ctr=PinnedWeightObserver.with_args(grids=grids),
-        )
+        wspec = dataclasses.replace(spec, quant_min=qmin, quant_max=qmax,
+                                    observer_or_fake_quant_ctr=PinnedWeightObserver.with_args(grids=grids))
         config = dataclasses.replace(config, weight=wspec)
     return make_quantizer(config, backend)
 

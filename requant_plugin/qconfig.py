@@ -162,13 +162,13 @@ def get_requant_qconfig(
 def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> None:
     """Every REQuant weight observer of ``mapping`` becomes a :class:`PinnedWeightObserver` over the
     grids of ``weight_ranges`` (the observer finds the grid its weight lies on)."""
-    from ._pinned_observer import pinned_grids
+    from ._pinned_observer import grids_span, pinned_grids
     from .observers import PinnedWeightObserver
 
     grids = pinned_grids(weight_ranges)
     if not grids:
         return
-    symmetric = all(not any(g["zero_point"]) for g in grids)
+    qmin, qmax, symmetric = grids_span(grids)
     if backend in SYMMETRIC_WEIGHT_BACKENDS and not symmetric:
         raise ValueError(
             f"backend {backend!r} runs symmetric weights only (zero point 0), the grids of weight_ranges have "
@@ -179,8 +179,7 @@ def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> N
                (False, True): torch.per_tensor_symmetric, (False, False): torch.per_tensor_affine}[
         (per_channel, symmetric)]
     pinned = PinnedWeightObserver.with_args(
-        grids=grids, dtype=torch.qint8, qscheme=qscheme, quant_min=min(g["quant_min"] for g in grids),
-        quant_max=max(g["quant_max"] for g in grids))
+        grids=grids, dtype=torch.qint8, qscheme=qscheme, quant_min=qmin, quant_max=qmax)
     ours = (PerChannelREQuantObserver, REQuantWeightObserver)
     if mapping.global_qconfig is not None:
         mapping.set_global(QConfig(activation=mapping.global_qconfig.activation, weight=pinned))

@@ -107,6 +107,24 @@ def test_each_weight_finds_its_own_grid_and_state_round_trips(net: nn.Module) ->
         _observer(rep)(net.conv2.weight)  # the float weight
 
 
+def test_repeated_weight_is_skipped_and_a_changed_one_rechecked(net: nn.Module) -> None:
+    """pt2e observes the weight on every batch: the same tensor is matched once; a weight changed
+    in place (new version) or another layer's weight is matched again."""
+    qmodel, rep = quantize_weights(net, 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
+    obs = _observer(rep)
+    w1 = qmodel.get_submodule(rep.layers[0].name).weight.detach().clone()
+    w2 = qmodel.get_submodule(rep.layers[1].name).weight.detach().clone()
+    obs(w1)
+    key = obs._weight_key
+    assert obs(w1) is w1 and obs._weight_key == key and obs.layer == rep.layers[0].name
+    obs(w2)
+    assert obs.layer == rep.layers[1].name
+    with torch.no_grad():
+        w2.add_(1e-3 * torch.rand_like(w2))  # off the grid, same storage
+    with pytest.raises(ValueError, match="lies on no grid"):
+        obs(w2)
+
+
 def test_weights_off_the_grid_are_refused(net: nn.Module) -> None:
     """Quantized without folding BN: FX folds conv+bn at prepare, the weight leaves its grid."""
     qmodel, rep = quantize_weights(net, 4, recipe="beyond", calibration_data=CALIB)
