@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ._observer_base import _PER_TENSOR, Search, _check_float, _REQuantMixinBase
 from .core import StreamingHistogram
+from .core.histogram import fits, grown_window, moved_bins
 
 #: Use a float32 index computation while the window's bin indices stay exactly representable.
 _F32_INDEX_LIMIT = 1 << 16
@@ -60,60 +61,6 @@ def sample_stride(n: int, sample_size: int | None) -> int:
     while not _is_prime(k):
         k += 1
     return k
-
-
-#: Rebuild the window instead of doubling the bin width more than this many times.
-_MAX_DOUBLINGS = 40
-
-
-def _fresh_width(lo: float, hi: float, bins: int) -> float:
-    """The core's initial bin width for data in ``[lo, hi]``."""
-    span = hi - lo
-    return span / (bins - 2) if span > 0 else max(abs(lo), abs(hi), 1e-30) * 1e-6
-
-
-def grown_window(meta: list[float], lo: float, hi: float, bins: int) -> tuple[float, int, int]:
-    """Bin width, first bin index and merge factor of a window covering the running range
-    (``meta`` = width, offset, min, max, bins) and a batch with range ``[lo, hi]``.
-
-    An empty histogram gets the core's initial width ``(hi - lo) / (bins - 2)``. Otherwise the
-    running width doubles until the union range fits (the core :class:`StreamingHistogram`'s
-    rule), so ``factor = 2**j`` old bins merge exactly into one new bin. ``factor = 0`` asks to
-    move the old bins by their means instead: when the running histogram holds a single value
-    (its width is arbitrary) or the range grows by more than ``2**40``.
-    """
-    width, cur_lo, cur_hi = meta[0], meta[2], meta[3]
-    u_lo, u_hi = min(lo, cur_lo), max(hi, cur_hi)
-    if width == 0.0:
-        w = _fresh_width(u_lo, u_hi, bins)
-        return w, math.floor(u_lo / w), 1
-    if cur_hi > cur_lo or lo == hi == cur_lo:
-        factor = 1
-        for _ in range(_MAX_DOUBLINGS):
-            if math.floor(u_hi / width) - math.floor(u_lo / width) + 1 <= bins:
-                return width, math.floor(u_lo / width), factor
-            width *= 2.0
-            factor *= 2
-    w = _fresh_width(u_lo, u_hi, bins)
-    return w, math.floor(u_lo / w), 0
-
-
-def _moved_bins(stats: NDArray[np.float64], meta: list[float], width: float, offset: int, factor: int
-                ) -> NDArray[np.float64]:
-    """The running statistics (rows count, sum, sum of squares) on the window ``(width, offset)``:
-    ``factor`` old bins per new bin (exact), or, with ``factor = 0``, each bin placed by its mean."""
-    bins = stats.shape[1]
-    if factor > 0:  # every old bin (empty ones add zeros): no mask needed
-        idx = np.floor_divide(int(meta[1]) + np.arange(bins), factor) - offset
-        moved = stats
-    else:
-        keep = stats[0] > 0
-        means = np.clip(stats[1, keep] / stats[0, keep], meta[2], meta[3])
-        idx = np.floor(means / width).astype(np.int64) - offset
-        moved = stats[:, keep]
-    np.clip(idx, 0, bins - 1, out=idx)
-    flat_idx = (idx[None, :] + np.arange(3)[:, None] * bins).ravel()
-    return np.bincount(flat_idx, moved.ravel(), 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
 
 
 def _bin_numpy(v: NDArray[np.floating], n_exact: int, weight: float, width: float, offset: int,
@@ -280,15 +227,6 @@ def sample_batch(flat: Tensor, sample_size: int | None, batch_index: int, *, on_
     return BatchSample(lo, hi, ex, bulk, (n - len(ex)) / (len(bulk) + zeros), zeros)
 
 
-def _fits(meta: list[float], lo: float, hi: float, bins: int) -> bool:
-    """True when a batch with range ``[lo, hi]`` can be binned into the running window as it is
-    (``meta`` = width, offset, min, max, bins of the running histogram)."""
-    width, offset, cur_lo, cur_hi = meta[0], int(meta[1]), meta[2], meta[3]
-    if width == 0.0 or not (cur_hi > cur_lo or lo == hi == cur_lo):
-        return False
-    return math.floor(min(lo, cur_lo) / width) >= offset and math.floor(max(hi, cur_hi) / width) < offset + bins
-
-
 class ActivationObserverMixin(_REQuantMixinBase):
     """REQuant for activations: streamed histogram statistics, alpha search at the end.
 
@@ -434,7 +372,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
         bufs: tuple[Tensor, Tensor, Tensor] = (buffers["hist_count"], buffers["hist_sum"],  # type: ignore[assignment]
                                                buffers["hist_sumsq"])
         on_cpu = bufs[0].device.type == "cpu"
-        if _fits(meta, batch.lo, batch.hi, self.bins):
+        if fits(meta[0], int(meta[1]), meta[2], meta[3], batch.lo, batch.hi, self.bins):
             width, offset = meta[0], int(meta[1])
             stats = self._bin(batch, width, offset)
             if on_cpu:
@@ -445,11 +383,11 @@ class ActivationObserverMixin(_REQuantMixinBase):
                 for buf, row in zip(bufs, stats, strict=True):
                     buf.add_(torch.from_numpy(row).to(buf.device))
         else:
-            width, offset, factor = grown_window(meta, batch.lo, batch.hi, self.bins)
+            width, offset, factor = grown_window(meta[0], meta[2], meta[3], batch.lo, batch.hi, self.bins)
             stats = self._bin(batch, width, offset)
             if meta[0] != 0.0 and bufs[0].numel():
                 old = np.stack([b.numpy() if on_cpu else b.detach().cpu().numpy() for b in bufs])
-                stats += _moved_bins(old, meta, width, offset, factor)
+                stats += moved_bins(old, int(meta[1]), meta[2], meta[3], width, offset, factor)
             if on_cpu and bufs[0].numel() == self.bins:
                 for buf, row in zip(bufs, stats, strict=True):
                     buf.numpy()[:] = row

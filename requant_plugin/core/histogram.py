@@ -24,6 +24,70 @@ from .grid import Grid
 from .objective import LossSpace, RangeObjective
 from .transform import PowerTransform
 
+#: Rebuild the window instead of doubling the bin width more than this many times.
+MAX_DOUBLINGS = 40
+
+
+def fresh_width(lo: float, hi: float, bins: int) -> float:
+    """Initial bin width for data in ``[lo, hi]``: ``(hi - lo) / (bins - 2)``, or a width of
+    ``1e-6`` of the value for a constant first batch (later growth rebuilds the window)."""
+    span = hi - lo
+    return span / (bins - 2) if span > 0 else max(abs(lo), abs(hi), 1e-30) * 1e-6
+
+
+def fits(width: float, offset: int, cur_lo: float, cur_hi: float, lo: float, hi: float, bins: int) -> bool:
+    """True when data in ``[lo, hi]`` can be added to the window ``(width, offset)`` of a
+    histogram with range ``[cur_lo, cur_hi]`` as it is (no regrid)."""
+    if width == 0.0 or not (cur_hi > cur_lo or lo == hi == cur_lo):
+        return False
+    return math.floor(min(lo, cur_lo) / width) >= offset and math.floor(max(hi, cur_hi) / width) < offset + bins
+
+
+def grown_window(width: float, cur_lo: float, cur_hi: float, lo: float, hi: float, bins: int
+                 ) -> tuple[float, int, int]:
+    """Bin width, first bin index and merge factor of a window covering a histogram's range
+    ``[cur_lo, cur_hi]`` (bin width ``width``; 0 when empty) and new data in ``[lo, hi]``.
+
+    An empty histogram gets :func:`fresh_width`. Otherwise the width doubles until the union
+    range fits, so ``factor = 2**j`` old bins merge exactly into one new bin (bins are anchored
+    at zero). ``factor = 0`` asks to move the old bins by their means instead: when the
+    histogram holds a single value (its width is arbitrary) or the range grows by more than
+    ``2**MAX_DOUBLINGS``.
+    """
+    u_lo, u_hi = min(lo, cur_lo), max(hi, cur_hi)
+    if width == 0.0:
+        w = fresh_width(u_lo, u_hi, bins)
+        return w, math.floor(u_lo / w), 1
+    if cur_hi > cur_lo or lo == hi == cur_lo:
+        factor = 1
+        for _ in range(MAX_DOUBLINGS):
+            if math.floor(u_hi / width) - math.floor(u_lo / width) + 1 <= bins:
+                return width, math.floor(u_lo / width), factor
+            width *= 2.0
+            factor *= 2
+    w = fresh_width(u_lo, u_hi, bins)
+    return w, math.floor(u_lo / w), 0
+
+
+def moved_bins(stats: NDArray[np.float64], old_offset: int, cur_lo: float, cur_hi: float,
+               width: float, offset: int, factor: int) -> NDArray[np.float64]:
+    """A histogram's statistics (rows count, sum, sum of squares; ``old_offset`` its first bin)
+    on the window ``(width, offset)`` of :func:`grown_window`: ``factor`` old bins per new bin
+    (exact), or, with ``factor = 0``, each bin placed by its mean (clipped to ``[cur_lo,
+    cur_hi]``). Moments stay exact either way."""
+    bins = stats.shape[1]
+    if factor > 0:  # every old bin (empty ones add zeros): no mask needed
+        idx = np.floor_divide(int(old_offset) + np.arange(bins), factor) - offset
+        moved = stats
+    else:
+        keep = stats[0] > 0
+        means = np.clip(stats[1, keep] / stats[0, keep], cur_lo, cur_hi)
+        idx = np.floor(means / width).astype(np.int64) - offset
+        moved = stats[:, keep]
+    np.clip(idx, 0, bins - 1, out=idx)
+    flat_idx = (idx[None, :] + np.arange(3)[:, None] * bins).ravel()
+    return np.bincount(flat_idx, moved.ravel(), 3 * bins).astype(np.float64, copy=False).reshape(3, bins)
+
 
 class StreamingHistogram:
     """Exact-moment histogram whose range grows with the data.
@@ -58,33 +122,14 @@ class StreamingHistogram:
         return np.floor(x / self.width).astype(np.int64)
 
     def _regrid(self, lo: float, hi: float) -> None:
-        """Make the window cover ``[lo, hi]`` (doubling ``width`` as needed), merging bins."""
-        if self.empty:
-            span = hi - lo
-            # a constant first batch has no span: start from a width that later growth can
-            # reach by doubling without overflowing the int64 merge factor
-            scale = max(abs(lo), abs(hi), 1e-6)
-            self.width = span / (self.bins - 2) if span > 0 else scale / self.bins
-            self.offset = math.floor(lo / self.width)
-            return
-        factor = 1
-        w = self.width
-        while True:
-            i_lo = math.floor(lo / (w * factor))
-            i_hi = math.floor(hi / (w * factor))
-            if i_hi - i_lo + 1 <= self.bins:
-                break
-            factor *= 2
-        old_idx = self.offset + np.arange(self.bins)
-        new_idx = np.floor_divide(old_idx, factor) - i_lo
-        keep = self.count > 0
-        if np.any(keep & ((new_idx < 0) | (new_idx >= self.bins))):
-            raise AssertionError("histogram regrid dropped data")  # pragma: no cover
-        self.count = np.bincount(new_idx[keep], self.count[keep], self.bins).astype(np.float64)
-        self.sum = np.bincount(new_idx[keep], self.sum[keep], self.bins).astype(np.float64)
-        self.sumsq = np.bincount(new_idx[keep], self.sumsq[keep], self.bins).astype(np.float64)
-        self.width = w * factor
-        self.offset = int(i_lo)
+        """Make the window cover ``[lo, hi]`` and the current range (:func:`grown_window`),
+        moving the bins there (:func:`moved_bins`)."""
+        width, offset, factor = grown_window(self.width, self.min, self.max, lo, hi, self.bins)
+        if not self.empty:
+            stats = moved_bins(np.stack([self.count, self.sum, self.sumsq]), self.offset, self.min, self.max,
+                               width, offset, factor)
+            self.count, self.sum, self.sumsq = stats[0].copy(), stats[1].copy(), stats[2].copy()
+        self.width, self.offset = width, offset
 
     def update(self, x: ArrayLike) -> None:
         """Add the finite values of ``x`` (any shape). Raises ValueError on NaN/Inf."""
@@ -95,9 +140,8 @@ class StreamingHistogram:
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("the histogram received NaN or Inf values")
         new_lo, new_hi = min(lo, self.min), max(hi, self.max)
-        if self.empty or (self._index(np.array([new_lo]))[0] < self.offset
-                          or self._index(np.array([new_hi]))[0] >= self.offset + self.bins):
-            self._regrid(new_lo, new_hi)
+        if not fits(self.width, self.offset, self.min, self.max, lo, hi, self.bins):
+            self._regrid(lo, hi)
         idx = np.clip(self._index(v) - self.offset, 0, self.bins - 1)
         self.count += np.bincount(idx, minlength=self.bins)
         self.sum += np.bincount(idx, v, self.bins)

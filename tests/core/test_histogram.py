@@ -94,3 +94,19 @@ def test_constant_first_batch_then_real_data() -> None:
     assert h.sum.sum() == pytest.approx(data.sum(), rel=1e-12)
     est = h.estimate(Grid.from_bits(8))
     assert 0 < est.alpha[0] <= 1 and np.isfinite(est.mse[0])
+
+
+@pytest.mark.parametrize("first", [np.full(50, 3.0), np.zeros(10), np.random.default_rng(1).random(100) * 1e-30])
+def test_degenerate_first_batch_and_huge_growth_keep_exact_moments(first: np.ndarray) -> None:
+    """A single-value histogram has no meaningful bin width, and growth beyond 2**40 cannot be
+    reached by doubling: both rebuild the window with the bins moved by their means, so count,
+    sum and sum of squares stay exact (the same window rule as the activation observers)."""
+    batches = [first, np.random.default_rng(2).random(300), np.random.default_rng(3).random(300) * 1e15]
+    h = StreamingHistogram(256)
+    for b in batches:
+        h.update(b)
+    allv = np.concatenate(batches)
+    assert h.total == allv.size and h.min == allv.min() and h.max == allv.max()
+    assert h.sum.sum() == pytest.approx(allv.sum(), rel=1e-12)
+    assert h.sumsq.sum() == pytest.approx((allv ** 2).sum(), rel=1e-12)
+    assert h.width <= (allv.max() - allv.min()) / 64  # the window still resolves the data
