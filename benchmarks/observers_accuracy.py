@@ -332,6 +332,18 @@ FX_VARIANTS = (("default", "torch default"), ("requant", "REQuant"), ("requant_e
                ("requant_w_sqrt", "sqrt-space weights"))
 
 
+def _sd(v: np.ndarray) -> float:
+    """Sample standard deviation (0 for a single value)."""
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> str:
+    """``a - b`` over paired samples: mean, SD, standard error of the mean, and how often ``a >= b``."""
+    d = a - b
+    return (f"{d.mean():+.3f} points on average (SD {_sd(d):.3f}, standard error {_sd(d) / np.sqrt(len(d)):.3f}); "
+            f"at or above on {int(np.sum(d >= 0))} of {len(d)} samples")
+
+
 def seeds_markdown(runs: dict[int, dict[str, dict[str, Any]]], cmd: str) -> str:
     """FX W8A8 over several calibration samples: per seed and model the accuracy of every
     configuration, then per model the mean (SD over seeds) and the paired difference
@@ -353,22 +365,14 @@ def seeds_markdown(runs: dict[int, dict[str, dict[str, Any]]], cmd: str) -> str:
             lines.append(f"| {name} | {seed} | {fp32:.2f} | " + " | ".join(
                 f"{'**' if key == 'requant' else ''}{acc[key][i]:.2f}{'**' if key == 'requant' else ''}"
                 for key, _ in FX_VARIANTS) + f" | {diff:+.2f} |")
-        sd = {key: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for key, v in acc.items()}
         d = acc["requant"] - acc["default"]
-        d_sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
         lines.append(f"| {name} | mean (SD) | {fp32:.2f} | " + " | ".join(
-            f"{acc[key].mean():.2f} ({sd[key]:.2f})" for key, _ in FX_VARIANTS)
-            + f" | {d.mean():+.2f} ({d_sd:.2f}) |")
-        se = d_sd / np.sqrt(len(d))
-        summary.append(f"{name}: REQuant - default {d.mean():+.3f} points on average (SD {d_sd:.3f}, standard "
-                       f"error {se:.3f}); REQuant >= default on {int(np.sum(d >= 0))} of {len(d)} samples; "
-                       f"REQuant - FP32 {acc['requant'].mean() - fp32:+.2f} on average (worst "
-                       f"{acc['requant'].min() - fp32:+.2f})")
-        e = acc["requant_exact"] - acc["default"]
-        e_sd = float(np.std(e, ddof=1)) if len(e) > 1 else 0.0
-        summary.append(f"{name}: exact histograms (`act_sample_size=None`) - default {e.mean():+.3f} on average "
-                       f"(SD {e_sd:.3f}, standard error {e_sd / np.sqrt(len(e)):.3f}); >= default on "
-                       f"{int(np.sum(e >= 0))} of {len(e)} samples")
+            f"{acc[key].mean():.2f} ({_sd(acc[key]):.2f})" for key, _ in FX_VARIANTS)
+            + f" | {d.mean():+.2f} ({_sd(d):.2f}) |")
+        summary.append(f"{name}: REQuant - default {_paired(acc['requant'], acc['default'])}; REQuant - FP32 "
+                       f"{acc['requant'].mean() - fp32:+.2f} on average (worst {acc['requant'].min() - fp32:+.2f})")
+        summary.append(f"{name}: exact histograms (`act_sample_size=None`) - default "
+                       f"{_paired(acc['requant_exact'], acc['default'])}")
     return "\n".join(lines + [""] + [f"- {line}" for line in summary])
 
 

@@ -32,12 +32,12 @@ def test_seed_summary_reports_paired_differences() -> None:
     d = np.array(requant) - np.array(default)
     assert f"REQuant - default {d.mean():+.3f} points on average (SD {np.std(d, ddof=1):.3f}" in md
     assert f"standard error {np.std(d, ddof=1) / np.sqrt(5):.3f}" in md
-    assert "REQuant >= default on 2 of 5 samples" in md  # seeds 3 (+0.06) and 4 (tie)
+    assert "at or above on 2 of 5 samples; REQuant - FP32" in md  # seeds 3 (+0.06) and 4 (tie)
     assert f"| resnet56 | mean (SD) | 88.38 | {np.mean(default):.2f}" in md
     assert md.count("| resnet56 | ") == 6  # five seeds and the mean row
     assert "test images per model: 10,000" in md
-    assert "exact histograms (`act_sample_size=None`) - default +0.010 on average" in md
-    assert "; >= default on 5 of 5 samples" in md
+    assert "exact histograms (`act_sample_size=None`) - default +0.010 points on average" in md
+    assert "at or above on 5 of 5 samples" in md
 
 
 def test_seed_plot_is_a_png(tmp_path: Path) -> None:
