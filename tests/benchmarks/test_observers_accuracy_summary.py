@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 for p in (ROOT / "benchmarks", ROOT / "integrations"):
@@ -43,3 +44,9 @@ def test_seed_summary_reports_paired_differences() -> None:
 def test_seed_plot_is_a_png(tmp_path: Path) -> None:
     png = oa.plot_seeds(_runs([86.8, 86.9, 86.7], [86.9, 86.95, 86.8]), tmp_path / "seeds.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_seeds_need_the_fx_flow(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        oa.main(["--seeds", "0", "1", "--no-write"])
+    assert exc.value.code == 2 and "add --only fx" in capsys.readouterr().err
