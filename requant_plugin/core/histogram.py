@@ -7,9 +7,10 @@ fits, ``h`` doubles (``2**k`` old bins merge into one new bin exactly, because b
 anchored at zero), so no statistic is ever approximated: every bin's count, sum and sum of
 squares are exact. Updates are vectorised (``np.bincount``), with no Python loop per bin.
 
-The activation search treats each non-empty bin as its members collapsed to the bin mean for
-the code assignment, while the loss keeps the exact sum of squares, so ``L(alpha)`` is exact
-except for bins that straddle a rounding threshold.
+The activation search assigns each non-empty bin to the code of its mean, keeps the exact sum of
+squares in the loss, and splits the bins that straddle a rounding threshold with a uniform model
+that has the bin's mean and variance (:mod:`.binned`), so ``L(alpha)`` is continuous and exact for
+every bin that does not straddle one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .binned import BinnedObjective
 from .estimate import RowEstimate, run_search
 from .grid import Grid
-from .objective import LossSpace, RangeObjective
+from .objective import LossSpace
 from .transform import PowerTransform
 
 #: Rebuild the window instead of doubling the bin width more than this many times.
@@ -202,18 +204,20 @@ class StreamingHistogram:
         h.sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
         return h
 
-    def objective(self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original") -> RangeObjective:
-        """``L(alpha)`` over the histogram (bins collapsed to their means)."""
+    def objective(self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original") -> BinnedObjective:
+        """``L(alpha)`` over the histogram: each bin assigned by its mean, with the bins that
+        straddle a rounding threshold split (:class:`~.binned.BinnedObjective`)."""
         if self.empty:
             raise ValueError("the histogram is empty: run calibration data through it first")
-        keep = self.count > 0
+        keep = np.flatnonzero(self.count > 0)
         cnt, s1, s2 = self.count[keep], self.sum[keep], self.sumsq[keep]
         means = np.clip(s1 / cnt, self.min, self.max)
+        left = (keep + self.offset).astype(np.float64) * self.width
+        edges = np.stack([left, left + self.width], axis=1)
         transform = PowerTransform.fit(np.array([[self.min, self.max]]), p)
         lo = transform.forward(np.array([[self.min]]))[:, 0]
         hi = transform.forward(np.array([[self.max]]))[:, 0]
-        return RangeObjective(means[None, :], grid, transform, lo, hi, loss_space,
-                              weights=cnt[None, :], sums=s1[None, :], sumsq=s2[None, :])
+        return BinnedObjective(means, cnt, s1, s2, edges, grid, transform, lo, hi, self.min, self.max, loss_space)
 
     def estimate(
         self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original",

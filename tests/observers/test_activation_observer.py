@@ -42,19 +42,44 @@ def _qp_mse(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, q
     return float(((xq.double() - x.double()) ** 2).mean())
 
 
-def _hist_loss(obs: REQuantObserver, qmin: int, qmax: int) -> tuple[torch.Tensor, float]:
-    """L(alpha) on the observer's histogram for the dense grid (bins collapsed to their means)."""
+def _hist_loss(obs: REQuantObserver, qmin: int, qmax: int,
+               alphas: torch.Tensor = ALPHAS) -> tuple[torch.Tensor, float]:
+    """L(alpha) on the observer's histogram, integrated in closed form: each bin's members are
+    uniform on [m - h, m + h] (the bin's mean m and variance, ``h = sqrt(3 var)`` cut to the bin),
+    plus the exact rest of its sum of squares. Alphas where a bin spans two thresholds are inf."""
     n = obs.hist_count.double()
-    keep = n > 0
+    keep = torch.nonzero(n > 0).flatten()
     n, s1, s2 = n[keep], obs.hist_sum.double()[keep], obs.hist_sumsq.double()[keep]
-    lo, hi = float(obs.hist_meta[2]), float(obs.hist_meta[3])
-    means = torch.clamp(s1 / n, lo, hi)
+    width, offset, lo, hi = (float(v) for v in obs.hist_meta[:4])
+    m = torch.clamp(s1 / n, lo, hi)
+    left = torch.clamp((keep + offset).double() * width, min=lo)
+    right = torch.clamp((keep + offset + 1).double() * width, max=hi)
+    h = torch.clamp(torch.minimum(torch.sqrt(torch.clamp(s2 / n - m * m, min=0) * 3),
+                                  torch.minimum(m - left, right - m)), min=0)
+    rest = (s2 - n * (m * m + h * h / 3)).sum()
     lo_n, hi_n = min(lo, 0.0), max(hi, 0.0)
-    a = ALPHAS[:, None]
+    a = alphas[:, None]
     s = (hi_n - lo_n) * a / (qmax - qmin)
     z = torch.clamp(qmin - torch.round(lo_n * a / s), qmin, qmax)
-    v = s * (torch.clamp(torch.round(means[None] / s) + z, qmin, qmax) - z)
-    loss = (s2[None] - 2 * v * s1[None] + v * v * n[None]).sum(dim=1) / n.sum()
+
+    def code(x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(x / s) + z, qmin, qmax)
+
+    def level(c: torch.Tensor) -> torch.Tensor:
+        return s * (c - z)
+
+    def cube(x0: torch.Tensor, x1: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # int_x0^x1 (x - v)^2 dx
+        return ((x1 - v) ** 3 - (x0 - v) ** 3) / 3
+
+    lo_b, hi_b = (m - h)[None], (m + h)[None]
+    c_lo, c_hi = code(lo_b), code(hi_b)
+    t = s * (c_lo - z + 0.5)
+    hs = torch.where(h > 0, h, 1.0)[None]
+    split = (cube(lo_b, t, level(c_lo)) + cube(t, hi_b, level(c_hi))) / (2 * hs)
+    one = (m[None] - level(code(m[None]))) ** 2 + (h * h / 3)[None]
+    err = torch.where(c_hi > c_lo, split, one)
+    loss = (rest + (n[None] * err).sum(dim=1)) / n.sum()
+    loss[((c_hi - c_lo) > 1).any(dim=1)] = float("inf")
     return loss, float(n.sum())
 
 
@@ -90,15 +115,8 @@ def test_search_against_dense_grid_on_the_same_histogram(kind: str, qmin: int, q
     golden.calculate_qparams()
     a = golden.last_alpha
     assert a is not None
-    lo, hi = float(golden.min_val), float(golden.max_val)
-    s = (max(hi, 0) - min(lo, 0)) * a / (qmax - qmin)
-    z = min(max(qmin - round(min(lo, 0) * a / s), qmin), qmax)
-    n, s1, s2 = (golden.hist_count.double(), golden.hist_sum.double(), golden.hist_sumsq.double())
-    keep = n > 0
-    means = torch.clamp(s1[keep] / n[keep], lo, hi)
-    v = s * (torch.clamp(torch.round(means / s) + z, qmin, qmax) - z)
-    mine = float((s2[keep] - 2 * v * s1[keep] + v * v * n[keep]).sum() / n.sum())
-    assert mine <= float(loss[best]) * (1 + 1e-4) + 1e-15
+    mine, _ = _hist_loss(golden, qmin, qmax, torch.tensor([a], dtype=torch.float64))
+    assert float(mine[0]) <= float(loss[best]) * (1 + 1e-4) + 1e-15
 
 
 @pytest.mark.parametrize(("qmin", "qmax"), [(0, 127), (0, 15), (0, 255), (0, 7)])
