@@ -234,8 +234,9 @@ class ActivationObserverMixin(_REQuantMixinBase):
     bins anchored at zero with exact per-bin counts and sums; when a batch falls outside the
     window the width doubles and bins merge exactly). The binning is vectorised: NumPy on the
     CPU (``np.bincount``), torch on other devices. ``calculate_qparams`` runs the alpha search
-    on the histogram (``L(alpha)`` with each bin collapsed to its mean for the code assignment)
-    and returns ``_calculate_qparams(alpha * min, alpha * max)``.
+    on the histogram (``L(alpha)`` with each bin at the code of its mean, bins that straddle a
+    rounding threshold split: :class:`~requant_plugin.core.binned.BinnedObjective`) and returns
+    ``_calculate_qparams(alpha * min, alpha * max)``.
 
     Buffers (saved in ``state_dict``): ``min_val``/``max_val`` (running range, ``+-inf`` before
     data), ``hist_meta`` (width, offset, min, max, bins) and ``hist_count``, ``hist_sum``,
