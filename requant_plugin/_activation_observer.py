@@ -239,8 +239,9 @@ class ActivationObserverMixin(_REQuantMixinBase):
     ``_calculate_qparams(alpha * min, alpha * max)``.
 
     Buffers (saved in ``state_dict``): ``min_val``/``max_val`` (running range, ``+-inf`` before
-    data), ``hist_meta`` (width, offset, min, max, bins) and ``hist_count``, ``hist_sum``,
-    ``hist_sumsq`` (empty before data).
+    data), ``hist_meta`` (width, offset, min, max, bins), ``hist_count``, ``hist_sum``,
+    ``hist_sumsq`` (empty before data) and ``range_factor`` (1.0; a ``state_dict`` saved before
+    it existed loads with 1.0).
     """
 
     _resizable = ("hist_count", "hist_sum", "hist_sumsq")
@@ -250,6 +251,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
     hist_count: Tensor
     hist_sum: Tensor
     hist_sumsq: Tensor
+    range_factor: Tensor
 
     def __init__(
         self,
@@ -297,7 +299,8 @@ class ActivationObserverMixin(_REQuantMixinBase):
         self.register_buffer("hist_meta", meta)
         for name in self._resizable:
             self.register_buffer(name, torch.tensor([], dtype=torch.float64, device=dev))
-        self._cache: tuple[tuple[float, ...], tuple[Tensor, Tensor], float] | None = None
+        self.register_buffer("range_factor", torch.tensor(1.0, dtype=torch.float64, device=dev))
+        self._cache: tuple[tuple[float, ...], tuple[Tensor, Tensor], float, float] | None = None
         self.force_torch_binning = False  # use the torch binning path on the CPU too (tests)
 
     def _invalidate(self) -> None:
@@ -407,24 +410,49 @@ class ActivationObserverMixin(_REQuantMixinBase):
                 self._set_buffer("max_val", torch.tensor(hi))
 
     def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """Search alpha on the histogram; ``_calculate_qparams(alpha * min, alpha * max)``."""
+        """Search alpha on the histogram; ``_calculate_qparams(f * alpha * min, f * alpha * max)``
+        with ``f`` the ``range_factor`` buffer (1 unless :meth:`set_range_factor` changed it)."""
         hist = self.histogram()
         if hist.empty:
             return self._default_qparams()
         key = (hist.total, hist.width, float(hist.offset), hist.min, hist.max)
+        factor = float(self.range_factor)
         if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        if self.fixed_alpha is not None:
+            alpha = self._cache[2]
+            if self._cache[3] == factor:
+                return self._cache[1]
+        elif self.fixed_alpha is not None:
             alpha = self.fixed_alpha
         else:
             est = hist.estimate(self.grid, search=self._core_search(), grid_points=self.grid_points)
             alpha = float(est.alpha[0])
         dev = self.eps.device
-        lo = torch.tensor(alpha * hist.min, dtype=torch.float64, device=dev)
-        hi = torch.tensor(alpha * hist.max, dtype=torch.float64, device=dev)
+        lo = torch.tensor(factor * alpha * hist.min, dtype=torch.float64, device=dev)
+        hi = torch.tensor(factor * alpha * hist.max, dtype=torch.float64, device=dev)
         result = self._qparams_for_range(lo, hi)
-        self._cache = (key, result, alpha)
+        self._cache = (key, result, alpha, factor)
         return result
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], strict: bool,
+        missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        """A ``state_dict`` without ``range_factor`` (saved before it existed) loads with 1.0."""
+        state_dict.setdefault(prefix + "range_factor", torch.ones((), dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def set_range_factor(self, factor: float) -> None:
+        """Scale the searched range by ``factor`` in (0, 1] (stored in the ``range_factor`` buffer).
+
+        For a network-level correction on top of the per-tensor search, see
+        :func:`requant_plugin.refine.refine_activation_ranges`.
+        """
+        f = float(factor)
+        if not (0.0 < f <= 1.0):
+            raise ValueError(f"range_factor must be in (0, 1], got {factor!r}")
+        with torch.no_grad():
+            self.range_factor.fill_(f)
 
     def merge(self, other: ActivationObserverMixin) -> None:
         """Add another observer's statistics (e.g. another process's) by exact histogram merging."""

@@ -1,0 +1,154 @@
+"""refine_activation_ranges: the shared range factor fitted on the output error (FX and pt2e),
+checked against an independent convert-and-measure of the same prepared model."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from requant_plugin import get_requant_qconfig_mapping
+from requant_plugin.observers import REQuantObserver
+from requant_plugin.refine import activation_observers, refine_activation_ranges
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu1(self.conv1(x))
+        y = self.relu2(self.conv2(y) + y)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def _batches(n: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(16, 3, 8, 8, generator=g) * 2 for _ in range(n)]
+
+
+def _prepared(net: nn.Module, batches: list[torch.Tensor], act_bits: int = 4) -> torch.nn.Module:
+    torch.backends.quantized.engine = "x86"
+    p = prepare_fx(copy.deepcopy(net).eval(), get_requant_qconfig_mapping(act_bits=act_bits), (batches[0],))
+    with torch.no_grad():
+        for x in batches:
+            p(x)
+    return p
+
+
+def _output_mse(quantized: nn.Module, net: nn.Module, batches: list[torch.Tensor]) -> float:
+    with torch.no_grad():
+        num = sum(float(((quantized(x) - net(x)) ** 2).sum()) for x in batches)
+    return num / sum(net(x).numel() for x in batches)
+
+
+def _act_scales(q: nn.Module) -> list[float]:
+    return [float(m.scale) for m in q.modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
+
+
+def test_fx_refinement_matches_an_independent_measurement() -> None:
+    torch.manual_seed(0)
+    net, batches = Net().eval(), _batches()
+    prep = _prepared(net, batches)
+    plain = convert_fx(copy.deepcopy(prep))
+    params = [p.detach().clone() for p in net.parameters()]
+    res = refine_activation_ranges(prep, net, batches, lower=0.5, tol=0.02)
+    assert all(torch.equal(a, b) for a, b in zip(params, net.parameters(), strict=True))  # reference untouched
+    assert 0.5 <= res.factor <= 1.0 and res.observers == len(activation_observers(prep)) > 0
+    assert all(float(m.range_factor) == res.factor for m in activation_observers(prep).values())
+    refined = convert_fx(copy.deepcopy(prep))
+    # the converted ranges are the plain ones times the factor
+    for a, b in zip(_act_scales(plain), _act_scales(refined), strict=True):
+        assert b == pytest.approx(res.factor * a, rel=1e-5)
+    # the reported errors are what the converted models really do
+    assert res.error == pytest.approx(_output_mse(refined, net, batches), rel=1e-6)
+    assert res.error_at_one == pytest.approx(_output_mse(plain, net, batches), rel=1e-6)
+    assert res.error <= res.error_at_one and (1.0, res.error_at_one) in res.points
+
+
+def test_state_dict_carries_the_factor_and_old_state_dicts_load() -> None:
+    obs = REQuantObserver(quant_min=0, quant_max=127)
+    obs(torch.rand(1000) * 3)
+    obs.set_range_factor(0.9)
+    fresh = REQuantObserver(quant_min=0, quant_max=127)
+    fresh.load_state_dict(obs.state_dict())
+    assert float(fresh.range_factor) == 0.9
+    assert float(fresh.calculate_qparams()[0]) == pytest.approx(float(obs.calculate_qparams()[0]), rel=1e-12)
+    old = {k: v for k, v in obs.state_dict().items() if k != "range_factor"}  # saved before the buffer existed
+    again = REQuantObserver(quant_min=0, quant_max=127)
+    again.load_state_dict(old)  # strict
+    assert float(again.range_factor) == 1.0
+    obs.set_range_factor(1.0)
+    assert float(again.calculate_qparams()[0]) == pytest.approx(float(obs.calculate_qparams()[0]), rel=1e-12)
+
+
+def test_range_factor_scales_the_searched_range_without_a_new_search() -> None:
+    obs = REQuantObserver(quant_min=0, quant_max=255)
+    obs(torch.rand(4000) ** 2 * 5)
+    s1, _ = obs.calculate_qparams()
+    alpha = obs.last_alpha
+    obs.set_range_factor(0.8)
+    s2, _ = obs.calculate_qparams()
+    assert obs.last_alpha == alpha and float(s2) == pytest.approx(0.8 * float(s1), rel=1e-6)  # float32 scales
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.01, float("nan")])
+def test_range_factor_must_shrink(bad: float) -> None:
+    with pytest.raises(ValueError, match="range_factor must be in"):
+        REQuantObserver().set_range_factor(bad)
+
+
+def test_bad_inputs_name_the_fix() -> None:
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    net, batches = Net().eval(), _batches(1)
+    default = prepare_fx(copy.deepcopy(net), get_default_qconfig_mapping("x86"), (batches[0],))
+    with pytest.raises(ValueError, match="get_requant_qconfig_mapping"):
+        refine_activation_ranges(default, net, batches)
+    uncalibrated = prepare_fx(copy.deepcopy(net), get_requant_qconfig_mapping(), (batches[0],))
+    with pytest.raises(ValueError, match="has seen no data: run the calibration"):
+        refine_activation_ranges(uncalibrated, net, batches)
+    prep = _prepared(net, batches)
+    with pytest.raises(ValueError, match="lower must be in"):
+        refine_activation_ranges(prep, net, batches, lower=1.0)
+    with pytest.raises(ValueError, match="at least one batch"):
+        refine_activation_ranges(prep, net, [])
+    with pytest.raises(ValueError, match="unknown flow"):
+        refine_activation_ranges(prep, net, batches, flow="onnx")  # type: ignore[arg-type]
+    assert all(float(m.range_factor) == 1.0 for m in activation_observers(prep).values())
+
+
+def test_pt2e_refinement() -> None:
+    pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from requant_plugin.pt2e import get_requant_quantizer
+
+    torch.manual_seed(0)
+    net, batches = Net().eval(), _batches()
+    exported = torch.export.export(net, (batches[0],)).module()
+    prep = prepare_pt2e(exported, get_requant_quantizer(8, 4))
+    with torch.no_grad():
+        for x in batches:
+            prep(x)
+    def measured() -> float:
+        with warnings.catch_warnings():  # torch's deprecation notice when copying an exported graph
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            twin = copy.deepcopy(prep)
+        return _output_mse(convert_pt2e(twin), net, batches)
+
+    plain = measured()
+    res = refine_activation_ranges(prep, net, batches, flow="pt2e", lower=0.5, tol=0.02)
+    assert res.error_at_one == pytest.approx(plain, rel=1e-6)
+    assert res.error <= plain
+    assert res.error == pytest.approx(measured(), rel=1e-6)
