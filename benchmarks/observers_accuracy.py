@@ -85,10 +85,11 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
         ("requant_w_minmax", get_requant_qconfig_mapping(weight_search="minmax")),
         ("requant_w_sqrt", get_requant_qconfig_mapping(weight_space="sqrt", weight_input_mean_ratio=0.0)),
         ("requant_exact", get_requant_qconfig_mapping(act_sample_size=None)),
+        ("requant_refined", get_requant_qconfig_mapping()),
     )
     for cfg, mapping in fx_configs if args.only in (None, "fx") else ():
-        def fx(mapping: Any = mapping) -> dict[str, Any]:
-            q, sec = quantize_fx(task.model, mapping, task.calibration, "x86")
+        def fx(mapping: Any = mapping, refine: bool = cfg == "requant_refined") -> dict[str, Any]:
+            q, sec = quantize_fx(task.model, mapping, task.calibration, "x86", refine=refine)
             n_int8 = check_quantized(q)
             kinds = sorted({type(m).__name__ for m in q.modules() if "quantized" in type(m).__module__})
             return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec, "int8_layers": n_int8,
@@ -217,7 +218,7 @@ def save(cache: dict[str, Any]) -> None:
 
 
 def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: str) -> str:
-    variants = ("requant_mse", "requant_w_minmax", "requant_w_sqrt", "requant_exact")
+    variants = ("requant_mse", "requant_w_minmax", "requant_w_sqrt", "requant_exact", "requant_refined")
     lines = [
         f"Command: `{cmd}`  ",
         f"Calibration: {args.calib_batches} seeded batches of {args.batch_size} training images, the same "
@@ -227,11 +228,13 @@ def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: s
         "REQuant activations, weights searched with the coherent output-error term (rho = 0.467). "
         "Variants: rho = 0 (REQuant's plain weight MSE), REQuant activations with min-max weights "
         "(`weight_search=\"minmax\"`), the sqrt-space weight range (`weight_space=\"sqrt\"`, rho = 0), "
-        "and (FX) exact activation histograms (`act_sample_size=None`: every value binned).",
+        "and (FX) exact activation histograms (`act_sample_size=None`: every value binned) and the factory "
+        "default followed by `refine_activation_ranges` (one activation range factor fitted on the "
+        "calibration batches' output error).",
         "",
         "| model | flow | bits | FP32 | torch default | REQuant | REQuant - default | REQuant - FP32 "
-        "| rho = 0 | acts + min-max weights | sqrt-space weights | exact act. histograms |",
-        "| :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| rho = 0 | acts + min-max weights | sqrt-space weights | exact act. histograms | refined act. ranges |",
+        "| :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     checks = []
     for name, r in models.items():
@@ -328,8 +331,8 @@ def short_markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, 
 
 
 FX_VARIANTS = (("default", "torch default"), ("requant", "REQuant"), ("requant_exact", "REQuant, exact histograms"),
-               ("requant_mse", "rho = 0"), ("requant_w_minmax", "acts + min-max weights"),
-               ("requant_w_sqrt", "sqrt-space weights"))
+               ("requant_refined", "REQuant + refined act. ranges"), ("requant_mse", "rho = 0"),
+               ("requant_w_minmax", "acts + min-max weights"), ("requant_w_sqrt", "sqrt-space weights"))
 
 
 def _sd(v: np.ndarray) -> float:
@@ -373,6 +376,8 @@ def seeds_markdown(runs: dict[int, dict[str, dict[str, Any]]], cmd: str) -> str:
                        f"{acc['requant'].mean() - fp32:+.2f} on average (worst {acc['requant'].min() - fp32:+.2f})")
         summary.append(f"{name}: exact histograms (`act_sample_size=None`) - default "
                        f"{_paired(acc['requant_exact'], acc['default'])}")
+        summary.append(f"{name}: REQuant + refined activation ranges (`refine_activation_ranges`) - default "
+                       f"{_paired(acc['requant_refined'], acc['default'])}")
     return "\n".join(lines + [""] + [f"- {line}" for line in summary])
 
 
@@ -380,14 +385,16 @@ SEEDS_PNG = ROOT / "docs" / "img" / "observers_w8a8_seeds.png"
 
 
 def plot_seeds(runs: dict[int, dict[str, dict[str, Any]]], path: Path = SEEDS_PNG) -> Path:
-    """FX W8A8 top-1 per calibration seed (dots) and mean (bar) for torch's default, REQuant and
-    REQuant with exact histograms, one panel per model, FP32 as a dashed line."""
+    """FX W8A8 top-1 per calibration seed (dots) and mean (bar) for torch's default, REQuant,
+    REQuant with exact histograms and with refined activation ranges, one panel per model, FP32
+    as a dashed line."""
     from requant_plugin.plots import new_figure, save_figure
 
     seeds = sorted(runs)
     names = list(runs[seeds[0]])
-    keys = (("default", "torch default"), ("requant", "REQuant"), ("requant_exact", "REQuant, exact hist."))
-    fig = new_figure(4.2 * len(names), 3.4)
+    keys = (("default", "torch default"), ("requant", "REQuant"), ("requant_exact", "REQuant, exact hist."),
+            ("requant_refined", "REQuant, refined"))
+    fig = new_figure(5.2 * len(names), 3.4)
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
         for j, (key, _label) in enumerate(keys):

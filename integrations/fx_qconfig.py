@@ -100,8 +100,11 @@ def forward_arg(model: nn.Module) -> str:
 
 
 def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
-                backend: str = "x86") -> tuple[nn.Module, float]:
-    """``prepare_fx`` -> calibration (seconds measured) -> ``convert_fx`` on a copy of ``model``."""
+                backend: str = "x86", *, refine: bool = False) -> tuple[nn.Module, float]:
+    """``prepare_fx`` -> calibration (seconds measured) -> ``convert_fx`` on a copy of ``model``;
+    ``refine=True`` fits the REQuant activation ranges' shared factor on the output error of the
+    calibration batches before converting (:func:`requant_plugin.refine.refine_activation_ranges`,
+    not included in the seconds)."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = backend
@@ -111,6 +114,12 @@ def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[to
         for x in calibration:
             prepared(x)
     seconds = time.perf_counter() - start
+    if refine:
+        from requant_plugin.refine import refine_activation_ranges
+
+        res = refine_activation_ranges(prepared, model, calibration)
+        print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
+              f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
     return convert_fx(prepared), seconds
 
 
@@ -138,12 +147,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     rows = [("FP32", results["fp32"], "", "")]
     for key, label, mapping in (
         ("default", "torch default x86 qconfig", default_mapping(args.backend)),
-        ("requant", "REQuant qconfig", get_requant_qconfig_mapping(
+        ("requant", "REQuant qconfig" + (" + refined ranges" if args.refine else ""), get_requant_qconfig_mapping(
             weight_bits=args.bits, act_bits=args.act_bits, backend=args.backend, search=args.search,
             weight_search=args.weight_search, weight_space=args.weight_space,
             weight_input_mean_ratio=args.weight_input_mean_ratio)),
     ):
-        quantized, seconds = quantize_fx(task.model, mapping, task.calibration, args.backend)
+        quantized, seconds = quantize_fx(task.model, mapping, task.calibration, args.backend,
+                                         refine=args.refine and key == "requant")
         n_q = check_quantized(quantized)
         if n_q == 0:
             raise RuntimeError(f"{label}: convert_fx produced no quantized modules")
@@ -188,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-space", default="uniform", choices=("uniform", "sqrt"))
     p.add_argument("--weight-input-mean-ratio", type=float, default=0.467,
                    help="rho of the weight search (0: REQuant's plain weight MSE)")
+    p.add_argument("--refine", action="store_true",
+                   help="fit one shared activation range factor on the calibration output error "
+                        "(requant_plugin.refine.refine_activation_ranges) before convert_fx")
     return p
 
 

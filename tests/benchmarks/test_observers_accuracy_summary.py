@@ -22,7 +22,8 @@ def _runs(default: list[float], requant: list[float]) -> dict[int, dict[str, dic
     for seed, (d, q) in enumerate(zip(default, requant, strict=True)):
         entry = {"fp32": 88.38, "test_images": 10000}
         for key, _ in oa.FX_VARIANTS:
-            entry[f"fx_w8a8_{key}"] = {"acc": {"default": d, "requant": q, "requant_exact": d + 0.01}.get(key, 88.0)}
+            entry[f"fx_w8a8_{key}"] = {"acc": {"default": d, "requant": q, "requant_exact": d + 0.01,
+                                             "requant_refined": d + 0.02}.get(key, 88.0)}
         runs[seed] = {"resnet56": entry}
     return runs
 
@@ -39,6 +40,7 @@ def test_seed_summary_reports_paired_differences() -> None:
     assert "test images per model: 10,000" in md
     assert "exact histograms (`act_sample_size=None`) - default +0.010 points on average" in md
     assert "at or above on 5 of 5 samples" in md
+    assert "refined activation ranges (`refine_activation_ranges`) - default +0.020 points on average" in md
 
 
 def test_seed_plot_is_a_png(tmp_path: Path) -> None:

@@ -38,3 +38,15 @@ def test_fx_script_runs_on_a_tiny_subset(capsys: pytest.CaptureFixture[str]) -> 
 def test_fx_script_refuses_sub_8_bit(capsys: pytest.CaptureFixture[str]) -> None:
     assert _load().main(["--model", "smallcnn", "--bits", "4"]) == 2
     assert "pt2e_quantize.py" in capsys.readouterr().err
+
+
+def test_fx_script_refine_reports_the_fitted_factor(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = _load()
+    assert mod.main(["--model", "smallcnn", "--calib-batches", "2", "--batch-size", "16",
+                     "--test-limit", "120", "--refine"]) == 0
+    cap = capsys.readouterr()
+    line = next(ln for ln in cap.err.splitlines() if ln.startswith("[refine] activation range factor"))
+    factor = float(line.split("factor ")[1].split(":")[0])
+    before, after = (float(v) for v in line.split("output MSE ")[1].split(" (")[0].split(" -> "))
+    assert 0.8 <= factor <= 1.0 and after <= before
+    assert any(ln.startswith("REQuant qconfig + refined ranges") for ln in cap.out.splitlines())
