@@ -96,9 +96,14 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
                     "module_types": kinds}
         cached(f"fx_w8a8_{cfg}", fx)
     for wb, ab in PT2E_BITS if args.only in (None, "pt2e") else ():
-        for cfg, _label, quantizer in configurations(wb, ab, "x86_inductor", variants=True):
-            def pt(quantizer: Any = quantizer, wb: int = wb, ab: int = ab) -> dict[str, Any]:
-                q, sec = quantize_pt2e(task.model, quantizer, task.calibration)
+        from requant_plugin.pt2e import get_requant_quantizer
+
+        pt_configs = configurations(wb, ab, "x86_inductor", variants=True)
+        pt_configs.append(("requant_refined", "", get_requant_quantizer(wb, ab, backend="x86_inductor")))
+        for cfg, _label, quantizer in pt_configs:
+            def pt(quantizer: Any = quantizer, wb: int = wb, ab: int = ab,
+                   refine: bool = cfg == "requant_refined") -> dict[str, Any]:
+                q, sec = quantize_pt2e(task.model, quantizer, task.calibration, refine=refine)
                 qdq = count_qdq(q)
                 graph: Any = getattr(q, "graph")  # noqa: B009
                 ranges = sorted({(int(n.args[3]), int(n.args[4])) for n in graph.nodes

@@ -35,11 +35,13 @@ from fx_qconfig import common_args, forward_arg, load_task, print_rows, quiet  #
 from requant_plugin.data import evaluate_accuracy  # noqa: E402
 
 
-def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor]
-                  ) -> tuple[nn.Module, float]:
+def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
+                  refine: bool = False) -> tuple[nn.Module, float]:
     """``torch.export`` (dynamic batch) -> ``prepare_pt2e`` -> calibration (timed) -> ``convert_pt2e``.
 
-    The result is put in eval mode with ``allow_exported_model_train_eval`` (exported modules
+    ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
+    output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
+    included in the seconds). The result is put in eval mode with ``allow_exported_model_train_eval`` (exported modules
     otherwise refuse ``.eval()``/``.train()``).
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
@@ -54,6 +56,12 @@ def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.
         for x in calibration:
             prepared(x)
     seconds = time.perf_counter() - start
+    if refine:
+        from requant_plugin.refine import refine_activation_ranges
+
+        res = refine_activation_ranges(prepared, model, calibration, flow="pt2e")
+        print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
+              f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
     quantized = convert_pt2e(prepared)
     allow_exported_model_train_eval(quantized)
     quantized.eval()  # the patched eval() returns None, not the module
@@ -108,7 +116,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     results = {"fp32": evaluate_accuracy(task.model, task.test)}
     rows = [("FP32", results["fp32"], "", "")]
     for key, label, quantizer in configurations(args.bits, args.act_bits, args.backend, args.variants):
-        quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration)
+        quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration,
+                                           refine=args.refine and key != "default")
         qdq = count_qdq(quantized)
         if not qdq.get("quantize_per_tensor"):
             raise RuntimeError(f"{label}: convert_pt2e produced no quantize nodes")
@@ -125,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: 8)")
     p.add_argument("--backend", default="x86_inductor", choices=("x86_inductor", "xnnpack"))
     p.add_argument("--variants", action="store_true", help="also rho=0, min-max and sqrt-space weights")
+    p.add_argument("--refine", action="store_true",
+                   help="fit one shared activation range factor of the REQuant configurations on the "
+                        "calibration output error (requant_plugin.refine.refine_activation_ranges)")
     return p
 
 

@@ -73,7 +73,7 @@ def _converter(flow: Flow):  # type: ignore[no-untyped-def]
         try:
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("flow='pt2e' needs torchao: pip install 'requant-plugin[torchao]'") from exc
+            raise ImportError("flow='pt2e' needs torchao: pip install 'requant-plugin[pt2e]'") from exc
         return convert_pt2e
     raise ValueError(f"unknown flow {flow!r}: valid values are ['fx', 'pt2e']")
 

@@ -28,3 +28,18 @@ def test_pt2e_script_runs_on_a_tiny_subset(capsys: pytest.CaptureFixture[str]) -
         assert label in out
     rows = [ln.split() for ln in out.splitlines() if ln.startswith(("torchao default", "REQuant "))]
     assert rows and all(int(r[-1]) > 0 for r in rows)  # q/dq nodes present in every converted model
+
+
+def test_pt2e_script_refine_fits_a_factor_per_requant_config(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("pt2e_quantize_script_refine", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    assert mod.main(["--model", "smallcnn", "--bits", "4", "--act-bits", "4", "--calib-batches", "2",
+                     "--batch-size", "16", "--test-limit", "120", "--refine"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("[refine] activation range factor")]
+    assert len(lines) == 1  # REQuant only: the default observers have no range factor
+    before, after = (float(v) for v in lines[0].split("output MSE ")[1].split(" (")[0].split(" -> "))
+    assert after <= before
