@@ -41,3 +41,7 @@ def test_pt2e_example() -> None:
     pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
     code = _example("pt2e")
     assert _run(code).strip() == "torch.Size([2, 4, 12, 12])"
+
+
+def test_refine_example() -> None:
+    assert _run(_example("refine")).strip() == "True True"
