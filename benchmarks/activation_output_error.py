@@ -10,7 +10,9 @@ same for every configuration of that seed):
 * ``get_requant_qconfig_mapping()`` (the factory default, subsampled activation histograms);
 * the same with exact histograms (``act_sample_size=None``);
 * the exact REQuant ranges scaled by fixed factors (``--factors``): every activation scale times
-  ``f`` after calibration, zero points unchanged.
+  ``f`` after calibration, zero points unchanged;
+* the factory default followed by :func:`requant_plugin.refine.refine_activation_ranges` (one
+  shared factor fitted on the calibration batches' output error; the held-out images are unseen).
 
 The factors locate the output-error optimum relative to REQuant's per-tensor MSE optimum. Writes
 section ``output-error`` of ``docs/observers-results.md`` and ``docs/img/observers_output_error.png``.
@@ -39,6 +41,7 @@ from fx_qconfig import default_mapping, load_task, quiet  # noqa: E402
 
 from requant_plugin import get_requant_qconfig_mapping  # noqa: E402
 from requant_plugin.data import cifar10_available, load_cifar10  # noqa: E402
+from requant_plugin.refine import refine_activation_ranges  # noqa: E402
 
 DOC = ROOT / "docs" / "observers-results.md"
 PNG = ROOT / "docs" / "img" / "observers_output_error.png"
@@ -78,14 +81,14 @@ def logits(model: torch.nn.Module, images: torch.Tensor, batch: int = 500) -> to
 
 
 def run(models: Sequence[str], seeds: Sequence[int], factors: Sequence[float], n_held: int) -> dict[str, Any]:
-    """``{model: {config: [(logit_mse, agreement) per seed]}}``."""
+    """``{model: {config: [(logit_mse, agreement, range factor) per seed]}}``."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
     torch.backends.quantized.engine = "x86"
     images = held_out_images(n_held)
     out: dict[str, Any] = {}
     for name in models:
-        rows: dict[str, list[tuple[float, float]]] = {}
+        rows: dict[str, list[tuple[float, float, float]]] = {}
         for seed in seeds:
             task = load_task(name, calib_batches=8, batch_size=64, seed=seed)
             ref = logits(task.model.eval(), images)
@@ -96,17 +99,24 @@ def run(models: Sequence[str], seeds: Sequence[int], factors: Sequence[float], n
                                        task.calibration)}
             for f in factors:
                 preps[f"x{f:g}"] = scaled_ranges(preps["exact"], f)
+            preps["refined"] = copy.deepcopy(preps["requant"])
+            beta = {cfg: 1.0 for cfg in preps} | {f"x{f:g}": f for f in factors}
+            beta["refined"] = refine_activation_ranges(preps["refined"], task.model, task.calibration).factor
             for cfg, p in preps.items():
                 lg = logits(convert_fx(copy.deepcopy(p)), images)
                 rows.setdefault(cfg, []).append((float(((lg - ref) ** 2).mean()),
-                                                 float((lg.argmax(1) == top).double().mean())))
+                                                 float((lg.argmax(1) == top).double().mean()), beta[cfg]))
             print(f"[{time.strftime('%H:%M:%S')}] {name} seed {seed}: " + ", ".join(
                 f"{k} {v[-1][0]:.4f}" for k, v in rows.items()), file=sys.stderr, flush=True)
         out[name] = rows
     return out
 
 
-def _label(cfg: str) -> str:
+def _label(cfg: str, vals: Sequence[tuple[float, float, float]] = ()) -> str:
+    if cfg == "refined":
+        b = [v[2] for v in vals]
+        span = f" (factor {min(b):.3f}-{max(b):.3f})" if b else ""
+        return f"REQuant + `refine_activation_ranges`{span}"
     return {"default": "torch default", "requant": "REQuant (factory default)",
             "exact": "REQuant, exact histograms"}.get(cfg, f"exact REQuant ranges {cfg.replace('x', 'x ')}")
 
@@ -117,17 +127,17 @@ def markdown(res: dict[str, Any], seeds: Sequence[int], n_held: int, cmd: str) -
              f"error against the FP32 model on {n_held:,} held-out training images (last train shard). "
              f"{environment()}.", ""]
     for name, rows in res.items():
-        ex = np.array([m for m, _ in rows["exact"]])
+        ex = np.array([m for m, *_ in rows["exact"]])
         lines += [f"**{name}**: mean squared logit error (relative to exact REQuant ranges) and top-1 "
                   "agreement with FP32, mean over seeds", "",
                   "| activation ranges | " + " | ".join(f"seed {s}" for s in seeds)
                   + " | mean | vs exact REQuant | seeds below exact REQuant | top-1 agreement |",
                   "| :--- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: | ---: | ---: |"]
         for cfg, vals in rows.items():
-            mse = np.array([m for m, _ in vals])
-            agree = np.mean([a for _, a in vals])
+            mse = np.array([m for m, *_ in vals])
+            agree = np.mean([a for _, a, *_ in vals])
             below = int(np.sum(mse < ex)) if cfg != "exact" else 0
-            lines.append(f"| {_label(cfg)} | " + " | ".join(f"{m:.4f}" for m in mse)
+            lines.append(f"| {_label(cfg, vals)} | " + " | ".join(f"{m:.4f}" for m in mse)
                          + f" | {mse.mean():.4f} | {100 * (mse.mean() / ex.mean() - 1):+.1f} % | "
                          + (f"{below}/{len(mse)}" if cfg != "exact" else "") + f" | {100 * agree:.2f} % |")
         lines += ["", *_versus_default(name, rows), ""]
@@ -135,12 +145,14 @@ def markdown(res: dict[str, Any], seeds: Sequence[int], n_held: int, cmd: str) -
     return "\n".join(lines)
 
 
-def _versus_default(name: str, rows: dict[str, list[tuple[float, float]]]) -> list[str]:
+def _versus_default(name: str, rows: dict[str, list[tuple[float, float, float]]]) -> list[str]:
     """One bullet per REQuant row: its logit error against the default's, paired by seed."""
-    d = np.array([m for m, _ in rows["default"]])
+    d = np.array([m for m, *_ in rows["default"]])
     out = []
-    for cfg in ("requant", "exact"):
-        r = np.array([m for m, _ in rows[cfg]]) / d
+    for cfg in ("requant", "exact", "refined"):
+        if cfg not in rows:
+            continue
+        r = np.array([m for m, *_ in rows[cfg]]) / d
         out.append(f"- {name}: {_label(cfg)} / torch default, logit MSE ratio {r.mean():.3f} on average "
                    f"(range {r.min():.3f}-{r.max():.3f}); lower on {int(np.sum(r < 1))} of {len(r)} seeds")
     return out
@@ -155,7 +167,7 @@ def plot(res: dict[str, Any], factors: Sequence[float], path: Path = PNG) -> Pat
     fig, axes = plt.subplots(1, len(res), figsize=(5.5 * len(res), 4), squeeze=False)
     xs = sorted([1.0, *factors])
     for ax, (name, rows) in zip(axes[0], res.items(), strict=True):
-        ex = np.array([m for m, _ in rows["exact"]])
+        ex = np.array([m for m, *_ in rows["exact"]])
         for i in range(len(ex)):
             ys = [(rows["exact"] if f == 1.0 else rows[f"x{f:g}"])[i][0] / ex[i] for f in xs]
             ax.plot(xs, ys, "o-", color="tab:blue", alpha=0.5,
@@ -164,6 +176,9 @@ def plot(res: dict[str, Any], factors: Sequence[float], path: Path = PNG) -> Pat
                     label="torch default" if i == 0 else None)
             ax.plot([1.0], [rows["requant"][i][0] / ex[i]], "^", color="tab:green",
                     label="REQuant (subsampled)" if i == 0 else None)
+            if "refined" in rows:
+                ax.plot([rows["refined"][i][2]], [rows["refined"][i][0] / ex[i]], "D", color="tab:purple",
+                        label="REQuant + refine_activation_ranges (at its factor)" if i == 0 else None)
         ax.axhline(1.0, color="grey", lw=0.5)
         ax.set(title=f"{name}, W8A8 convert_fx", xlabel="activation range factor (1 = REQuant's MSE optimum)",
                ylabel="logit MSE / exact REQuant")

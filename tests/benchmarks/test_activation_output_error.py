@@ -38,8 +38,11 @@ def test_scaled_ranges_reach_the_converted_model() -> None:
 
 
 def _res() -> dict:
-    return {"resnet56": {"default": [(0.13, 0.99), (0.14, 0.98)], "requant": [(0.12, 0.99), (0.15, 0.98)],
-                         "exact": [(0.125, 0.99), (0.13, 0.99)], "x0.95": [(0.11, 0.99), (0.12, 0.99)]}}
+    return {"resnet56": {"default": [(0.13, 0.99, 1.0), (0.14, 0.98, 1.0)],
+                         "requant": [(0.12, 0.99, 1.0), (0.15, 0.98, 1.0)],
+                         "exact": [(0.125, 0.99, 1.0), (0.13, 0.99, 1.0)],
+                         "x0.95": [(0.11, 0.99, 0.95), (0.12, 0.99, 0.95)],
+                         "refined": [(0.117, 0.99, 0.93), (0.126, 0.99, 0.96)]}}
 
 
 def test_summary_pairs_by_seed(tmp_path: Path) -> None:
@@ -50,6 +53,9 @@ def test_summary_pairs_by_seed(tmp_path: Path) -> None:
     assert "REQuant, exact histograms / torch default, logit MSE ratio" in md and "lower on 2 of 2 seeds" in md
     mean_ratio = (0.115 / 0.1275 - 1) * 100
     assert f"| exact REQuant ranges x 0.95 | 0.1100 | 0.1200 | 0.1150 | {mean_ratio:+.1f} % | 2/2 |" in md
+    assert "| REQuant + `refine_activation_ranges` (factor 0.930-0.960) | 0.1170 | 0.1260 |" in md
+    r_ref = (0.117 / 0.13 + 0.126 / 0.14) / 2
+    assert f"refine_activation_ranges` / torch default, logit MSE ratio {r_ref:.3f}" in md
     png = aoe.plot(_res(), [0.95], tmp_path / "o.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
