@@ -97,7 +97,8 @@ def refine_activation_ranges(
     Args:
         prepared: a model after ``prepare_fx`` / ``prepare_pt2e`` with REQuant activation observers
             (``get_requant_qconfig_mapping()`` / ``get_requant_quantizer()``), already calibrated.
-        reference: the float model (called in its current mode, under ``torch.no_grad``).
+        reference: the float model (run in eval mode under ``torch.no_grad``; its mode is restored
+            afterwards, so batch-norm statistics are not touched).
         batches: the inputs to measure the error on (typically the calibration batches).
         flow: ``"fx"`` (``convert_fx``) or ``"pt2e"`` (``convert_pt2e``).
         lower: smallest factor searched, in (0, 1).
@@ -116,7 +117,12 @@ def refine_activation_ranges(
     if empty:
         raise ValueError(f"activation observer {empty[0]!r} has seen no data: run the calibration "
                          "batches through the prepared model before refining")
-    target = _outputs(reference, batches)
+    was_training = reference.training
+    reference.eval()
+    try:
+        target = _outputs(reference, batches)
+    finally:
+        reference.train(was_training)
     n_values = sum(t.numel() for t in target)
 
     def set_factor(beta: float) -> None:

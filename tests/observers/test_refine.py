@@ -61,9 +61,9 @@ def test_fx_refinement_matches_an_independent_measurement() -> None:
     net, batches = Net().eval(), _batches()
     prep = _prepared(net, batches)
     plain = convert_fx(copy.deepcopy(prep))
-    params = [p.detach().clone() for p in net.parameters()]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
     res = refine_activation_ranges(prep, net, batches, lower=0.5, tol=0.02)
-    assert all(torch.equal(a, b) for a, b in zip(params, net.parameters(), strict=True))  # reference untouched
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # reference untouched
     assert 0.5 <= res.factor <= 1.0 and res.observers == len(activation_observers(prep)) > 0
     assert all(float(m.range_factor) == res.factor for m in activation_observers(prep).values())
     refined = convert_fx(copy.deepcopy(prep))
@@ -106,6 +106,22 @@ def test_range_factor_scales_the_searched_range_without_a_new_search() -> None:
 def test_range_factor_must_shrink(bad: float) -> None:
     with pytest.raises(ValueError, match="range_factor must be in"):
         REQuantObserver().set_range_factor(bad)
+
+
+def test_reference_in_train_mode_is_run_in_eval_and_left_as_it_was() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+    batches = _batches(2)
+    prep = _prepared(net.eval(), batches, act_bits=8)
+    net.train()
+    stats = net[1].running_mean.clone()
+    res = refine_activation_ranges(prep, net, batches)
+    assert net.training and torch.equal(net[1].running_mean, stats)
+    net.eval()  # the error was measured against the eval-mode outputs
+    for m in activation_observers(prep).values():
+        m.set_range_factor(1.0)
+    assert res.error_at_one == pytest.approx(_output_mse(convert_fx(copy.deepcopy(prep)), net, batches), rel=1e-6)
 
 
 def test_bad_inputs_name_the_fix() -> None:
