@@ -255,9 +255,12 @@ def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: s
             lines.append(f"| {name} ({r['test_images']} images) | {flow} | {bits} | {fp32:.2f} | {d:.2f} "
                          f"| **{q:.2f}** | {q - d:+.2f} | {q - fp32:+.2f} | " + " | ".join(ex) + " |")
             if prefix == "fx_w8a8":
+                refined = r.get(f"{prefix}_requant_refined", {}).get("acc")
+                also = ("" if refined is None else f"; with `refine_activation_ranges` {refined - fp32:+.2f} vs FP32, "
+                        f"{refined - d:+.2f} vs default ({'met' if refined >= d else 'NOT met'})")
                 checks.append(f"{name} W8A8 FX: REQuant {q - fp32:+.2f} vs FP32 (target >= -0.50: "
                               f"{'met' if q - fp32 >= -0.5 else 'NOT met'}), {q - d:+.2f} vs default "
-                              f"(target >= 0: {'met' if q >= d else 'NOT met'}); converted modules "
+                              f"(target >= 0: {'met' if q >= d else 'NOT met'}){also}; converted modules "
                               f"{', '.join(r[f'{prefix}_requant']['module_types'])}")
             else:
                 checks.append(f"{name} {bits} pt2e: REQuant {q - d:+.2f} vs default (target > 0: "
@@ -397,8 +400,8 @@ def plot_seeds(runs: dict[int, dict[str, dict[str, Any]]], path: Path = SEEDS_PN
 
     seeds = sorted(runs)
     names = list(runs[seeds[0]])
-    keys = (("default", "torch default"), ("requant", "REQuant"), ("requant_exact", "REQuant, exact hist."),
-            ("requant_refined", "REQuant, refined"))
+    keys = (("default", "torch default"), ("requant", "REQuant"), ("requant_exact", "REQuant,\nexact hist."),
+            ("requant_refined", "REQuant,\nrefined ranges"))
     fig = new_figure(5.2 * len(names), 3.4)
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
