@@ -54,7 +54,8 @@ class BinnedObjective(RangeObjective):
     ) -> None:
         super().__init__(means[None, :], grid, transform, lo, hi, loss_space,  # type: ignore[arg-type]
                          weights=counts[None, :], sums=sums[None, :], sumsq=sumsq[None, :])
-        var = np.maximum(sumsq / counts - means * means, 0.0)
+        var = sumsq / counts - means * means
+        var = np.where(var > 1e-12 * means * means, var, 0.0)  # round-off of a point mass is no spread
         left = np.maximum(edges[:, 0], data_min)
         right = np.minimum(edges[:, 1], data_max)
         half = np.minimum(np.sqrt(3.0 * var), np.minimum(means - left, right - means))

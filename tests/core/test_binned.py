@@ -44,7 +44,9 @@ def test_point_masses_are_exact(seed: int, levels: int, alpha: float, bits: int)
     h = StreamingHistogram(2048)
     h.update(x)
     got = float(h.objective(Grid.from_bits(bits))(np.array([[alpha]]))[0, 0])
-    assert got == pytest.approx(ref_mse(x, alpha, bits, False, "uniform"), rel=1e-9, abs=1e-15)
+    # up to the round-off of the moment formula (S2 - 2 v S1 + v^2 n cancels); smearing a bin
+    # uniformly would add about (bin width / step)^2 ~ 1e-2 of the MSE
+    assert got == pytest.approx(ref_mse(x, alpha, bits, False, "uniform"), rel=1e-6, abs=1e-12 * float(np.mean(x * x)))
 
 
 def test_transformed_loss_space_is_the_plain_objective() -> None:
