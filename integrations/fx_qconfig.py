@@ -117,10 +117,14 @@ def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[to
     if refine:
         from requant_plugin.refine import refine_activation_ranges
 
-        res = refine_activation_ranges(prepared, model, calibration)
-        print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
-              f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
+        print_refinement(refine_activation_ranges(prepared, model, calibration))
     return convert_fx(prepared), seconds
+
+
+def print_refinement(res: Any) -> None:
+    """One stderr line for a :class:`requant_plugin.refine.RangeRefinement`."""
+    print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
+          f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
 
 
 def default_mapping(backend: str = "x86") -> Any:

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from fx_qconfig import common_args, forward_arg, load_task, print_rows, quiet  # noqa: E402
+from fx_qconfig import common_args, forward_arg, load_task, print_refinement, print_rows, quiet  # noqa: E402
 
 from requant_plugin.data import evaluate_accuracy  # noqa: E402
 
@@ -59,9 +59,7 @@ def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.
     if refine:
         from requant_plugin.refine import refine_activation_ranges
 
-        res = refine_activation_ranges(prepared, model, calibration, flow="pt2e")
-        print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
-              f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
+        print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e"))
     quantized = convert_pt2e(prepared)
     allow_exported_model_train_eval(quantized)
     quantized.eval()  # the patched eval() returns None, not the module

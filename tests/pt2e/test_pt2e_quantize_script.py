@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,12 +14,17 @@ pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed
 SCRIPT = Path(__file__).resolve().parents[2] / "integrations" / "pt2e_quantize.py"
 
 
-def test_pt2e_script_runs_on_a_tiny_subset(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("pt2e_quantize_script", SCRIPT)
+def _load(name: str = "pt2e_quantize_script") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pt2e_script_runs_on_a_tiny_subset(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = _load()
     assert mod.main(["--model", "smallcnn", "--bits", "4", "--act-bits", "4", "--calib-batches", "2",
                      "--batch-size", "16", "--test-limit", "120", "--variants"]) == 0
     out = capsys.readouterr().out
@@ -31,11 +37,7 @@ def test_pt2e_script_runs_on_a_tiny_subset(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_pt2e_script_refine_fits_a_factor_per_requant_config(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("pt2e_quantize_script_refine", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = _load("pt2e_quantize_script_refine")
     assert mod.main(["--model", "smallcnn", "--bits", "4", "--act-bits", "4", "--calib-batches", "2",
                      "--batch-size", "16", "--test-limit", "120", "--refine"]) == 0
     err = capsys.readouterr().err
