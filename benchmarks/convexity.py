@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,11 +50,11 @@ from benchmarks.common import (
     write_section,
 )
 from requant_plugin.core import Grid, golden_search, objective_for_rows
+from requant_plugin.core.scalar_search import golden_section
 
 N_GRID = 2000
 TOL = 1e-3
 SPACES = {"uniform": 1.0, "sqrt": 0.5}
-INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 PLOT_LAYERS = {"resnet20": ["conv1", "layer1.0.conv1", "layer3.2.conv2", "linear"]}
 #: ModelOpt's multipliers that fall inside (0, 1] (the others only widen the range)
 MODELOPT_ALPHAS = np.array([m for m in np.linspace(0.25, 4.0, 39) if m <= 1.0])
@@ -95,28 +94,10 @@ def significant_minima(loss: np.ndarray, eps: float) -> int:
 
 
 def plain_golden(obj: Any, lo: float = 0.05, hi: float = 1.0, tol: float = 1e-4) -> tuple[float, float, int]:
-    """The paper's golden-section sketch on [lo, hi], then the better of that and alpha = 1."""
-
-    def f(a: float) -> float:
-        return float(obj(np.array([[a]]))[0, 0])
-
-    a, b = lo, hi
-    c, d = b - INV_PHI * (b - a), a + INV_PHI * (b - a)
-    fc, fd = f(c), f(d)
-    evals = 2
-    while b - a > tol:
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - INV_PHI * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + INV_PHI * (b - a)
-            fd = f(d)
-        evals += 1
-    cands = [(fc, c), (fd, d), (f(1.0), 1.0)]
-    best = min(cands)
-    return best[1], best[0], evals + 1
+    """The paper's golden-section sketch on [lo, hi] (``hi = 1``), then the better of that and
+    alpha = hi: the core's scalar :func:`golden_section` on one row's ``L(alpha)``."""
+    res = golden_section(lambda a: float(obj(np.array([[a]]))[0, 0]), lo, hi, tol=tol)
+    return res.x, res.fx, res.evaluations
 
 
 def analyse(model: str, layer: str, w: np.ndarray, bits: int, space: str) -> dict[str, Any]:

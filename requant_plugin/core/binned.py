@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .grid import Grid
-from .objective import RangeObjective, code_sse
+from .objective import Codes, RangeObjective, code_sse
 from .transform import PowerTransform
 
 
@@ -69,19 +69,19 @@ class BinnedObjective(RangeObjective):
         v = self.levels(alpha, c)
         sse = code_sse(c, v)
         if self._split:
-            sse = np.maximum(sse + self._straddle(alpha, v), 0.0)
+            sse = np.maximum(sse + self._straddle(c, v), 0.0)
         return sse / self.total_weight[:, None]
 
-    def _straddle(self, alpha: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Sum over thresholds of ``dSSE`` (module docstring), ``(1, K)``."""
-        s = alpha * self.s1[:, None]
-        t = self.transform.inverse(s[:, :, None] * self._half[:, None, :])[0]  # (K, L-1)
+    def _straddle(self, c: Codes, v: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Sum over thresholds of ``dSSE`` (module docstring), ``(1, K)``: the thresholds and the
+        side each bin was assigned to come from the code assignment itself (``c``)."""
+        t = c.thresholds[0]  # (K, L-1)
         j = np.minimum(np.searchsorted(self._hi_sup, t, side="right"), self._m.size - 1)
         m, h, n = self._m[j], self._h[j], self._n[j]
         inside = (self._lo_sup[j] < t) & (t < self._hi_sup[j]) & (h > 0)
         hs = np.where(inside, h, 1.0)
         v_lo, v_hi = v[0, :, :-1], v[0, :, 1:]
-        lower = m < t  # the bin sits with v_lo; its members above t move up
+        lower = j < c.split[0]  # the bin sits with v_lo; its members above t move up
         far = np.where(lower, (m + h - t), (t - (m - h))) / (2.0 * hs)
         n_far = n * np.clip(far, 0.0, 1.0)
         s_far = n_far * np.where(lower, t + m + h, m - h + t) / 2.0

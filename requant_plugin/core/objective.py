@@ -54,6 +54,8 @@ class Codes:
     sum1: NDArray[np.float64]
     sum2: NDArray[np.float64]
     level_coef: NDArray[np.float64]  # c_k: level = alpha**e * c_k
+    thresholds: NDArray[np.float64]  # (R, K, levels - 1): rounding thresholds, original space
+    split: NDArray[np.intp]  # (R, K, levels - 1): values at sorted positions >= split go above
 
 
 def code_sse(codes: Codes, levels: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -212,7 +214,7 @@ class RangeObjective:
 
         self.evaluations += k_
         coef = np.broadcast_to(self._coef[:, None, :], (r_, k_, self._coef.shape[1]))
-        return Codes(seg(p0), seg(p1), seg(p2), coef)
+        return Codes(seg(p0), seg(p1), seg(p2), coef, thr_w, bounds[:, :, 1:-1])
 
     def levels(self, alpha: NDArray[np.float64], codes: Codes) -> NDArray[np.float64]:
         """The grid levels ``v_k = alpha**exponent * c_k`` in the loss space, ``(R, K, L)``."""

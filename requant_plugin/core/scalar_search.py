@@ -5,8 +5,9 @@ network-level objective (one forward pass of a whole model per candidate) has on
 expensive, sequential evaluations. This searches ``x`` in ``[lo, hi]`` for a unimodal ``f``:
 each step keeps the golden-ratio sub-interval holding the lower of its two interior points
 (one new evaluation per step, the interval shrinks by ``0.618``), until it is shorter than
-``tol``. Every evaluated point is returned, and ``x`` is the best of them (the end points
-included), so the result is never worse than ``f(lo)`` or ``f(hi)``.
+``tol``; then ``hi`` is evaluated too and the best of the two final interior points and ``hi``
+is returned (the best interior point seen is always one of the final two; ties go to the
+smaller ``x``). So the result is never worse than ``f(hi)``, e.g. "no change" at ``hi = 1``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class ScalarResult:
 
 
 def golden_section(f: Callable[[float], float], lo: float, hi: float, *, tol: float = 1e-3) -> ScalarResult:
-    """Minimise a unimodal ``f`` on ``[lo, hi]`` (both ends evaluated too); see the module docstring."""
+    """Minimise a unimodal ``f`` on ``[lo, hi]`` (``hi`` evaluated too); see the module docstring."""
     if not (lo < hi) or tol <= 0:
         raise ValueError(f"need lo < hi and tol > 0, got lo={lo}, hi={hi}, tol={tol}")
     seen: list[tuple[float, float]] = []
@@ -41,8 +42,6 @@ def golden_section(f: Callable[[float], float], lo: float, hi: float, *, tol: fl
         seen.append((x, fx))
         return fx
 
-    ev(lo)
-    ev(hi)
     a, b = lo, hi
     c, d = b - INV_PHI * (b - a), a + INV_PHI * (b - a)
     fc, fd = ev(c), ev(d)
@@ -55,7 +54,7 @@ def golden_section(f: Callable[[float], float], lo: float, hi: float, *, tol: fl
             a, c, fc = c, d, fd
             d = a + INV_PHI * (b - a)
             fd = ev(d)
-    x, fx = min(seen, key=lambda p: p[1])
+    fx, x = min((fc, c), (fd, d), (ev(hi), hi))
     return ScalarResult(x, fx, tuple(seen))
 
 
