@@ -37,7 +37,7 @@ for p in (ROOT, ROOT / "integrations", ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 from activation_observer_speed import environment, write_section  # noqa: E402
-from fx_qconfig import default_mapping, load_task, quiet  # noqa: E402
+from fx_qconfig import default_mapping, load_task, prepare_calibrated, quiet  # noqa: E402
 
 from requant_plugin import get_requant_qconfig_mapping  # noqa: E402
 from requant_plugin.data import cifar10_available, load_cifar10  # noqa: E402
@@ -52,17 +52,6 @@ def held_out_images(n: int) -> torch.Tensor:
     """The first ``n`` images of the last train shard (calibration draws from the first one)."""
     ds = load_cifar10(train_limit=None, test_limit=1)
     return ds.x_train[-10_000:][:n]
-
-
-def prepared(model: torch.nn.Module, mapping: Any, calibration: Sequence[torch.Tensor]) -> torch.nn.Module:
-    """``prepare_fx`` on a copy of ``model`` and the calibration batches through it."""
-    from torch.ao.quantization.quantize_fx import prepare_fx
-
-    p = prepare_fx(copy.deepcopy(model).eval(), mapping, (calibration[0],))
-    with torch.no_grad():
-        for x in calibration:
-            p(x)
-    return p
 
 
 def scaled_ranges(prepared_model: torch.nn.Module, factor: float) -> torch.nn.Module:
@@ -93,10 +82,9 @@ def run(models: Sequence[str], seeds: Sequence[int], factors: Sequence[float], n
             task = load_task(name, calib_batches=8, batch_size=64, seed=seed)
             ref = logits(task.model.eval(), images)
             top = ref.argmax(1)
-            preps = {"default": prepared(task.model, default_mapping("x86"), task.calibration),
-                     "requant": prepared(task.model, get_requant_qconfig_mapping(), task.calibration),
-                     "exact": prepared(task.model, get_requant_qconfig_mapping(act_sample_size=None),
-                                       task.calibration)}
+            preps = {cfg: prepare_calibrated(task.model, mapping, task.calibration)[0] for cfg, mapping in (
+                ("default", default_mapping("x86")), ("requant", get_requant_qconfig_mapping()),
+                ("exact", get_requant_qconfig_mapping(act_sample_size=None)))}
             for f in factors:
                 preps[f"x{f:g}"] = scaled_ranges(preps["exact"], f)
             preps["refined"] = copy.deepcopy(preps["requant"])

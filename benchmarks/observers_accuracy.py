@@ -95,9 +95,10 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
             return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec, "int8_layers": n_int8,
                     "module_types": kinds}
         cached(f"fx_w8a8_{cfg}", fx)
-    for wb, ab in PT2E_BITS if args.only in (None, "pt2e") else ():
+    pt2e_bits = PT2E_BITS if args.only in (None, "pt2e") else ()
+    if pt2e_bits:
         from requant_plugin.pt2e import get_requant_quantizer
-
+    for wb, ab in pt2e_bits:
         pt_configs = configurations(wb, ab, "x86_inductor", variants=True)
         pt_configs.append(("requant_refined", "", get_requant_quantizer(wb, ab, backend="x86_inductor")))
         for cfg, _label, quantizer in pt_configs:

@@ -99,13 +99,10 @@ def forward_arg(model: nn.Module) -> str:
     return next(iter(inspect.signature(model.forward).parameters))
 
 
-def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
-                backend: str = "x86", *, refine: bool = False) -> tuple[nn.Module, float]:
-    """``prepare_fx`` -> calibration (seconds measured) -> ``convert_fx`` on a copy of ``model``;
-    ``refine=True`` fits the REQuant activation ranges' shared factor on the output error of the
-    calibration batches before converting (:func:`requant_plugin.refine.refine_activation_ranges`,
-    not included in the seconds)."""
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+def prepare_calibrated(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
+                       backend: str = "x86") -> tuple[nn.Module, float]:
+    """``prepare_fx`` on a copy of ``model`` and the calibration batches through it (seconds measured)."""
+    from torch.ao.quantization.quantize_fx import prepare_fx
 
     torch.backends.quantized.engine = backend
     prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig_mapping, (calibration[0],))
@@ -113,7 +110,17 @@ def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[to
     with torch.no_grad():
         for x in calibration:
             prepared(x)
-    seconds = time.perf_counter() - start
+    return prepared, time.perf_counter() - start
+
+
+def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
+                backend: str = "x86", *, refine: bool = False) -> tuple[nn.Module, float]:
+    """:func:`prepare_calibrated` -> ``convert_fx``; ``refine=True`` fits the REQuant activation
+    ranges' shared factor on the output error of the calibration batches before converting
+    (:func:`requant_plugin.refine.refine_activation_ranges`, not included in the seconds)."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared, seconds = prepare_calibrated(model, qconfig_mapping, calibration, backend)
     if refine:
         from requant_plugin.refine import refine_activation_ranges
 

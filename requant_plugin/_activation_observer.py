@@ -300,7 +300,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
         for name in self._resizable:
             self.register_buffer(name, torch.tensor([], dtype=torch.float64, device=dev))
         self.register_buffer("range_factor", torch.tensor(1.0, dtype=torch.float64, device=dev))
-        self._cache: tuple[tuple[float, ...], tuple[Tensor, Tensor], float, float] | None = None
+        self._cache: tuple[tuple[float, ...], float] | None = None  # (histogram key, searched alpha)
         self.force_torch_binning = False  # use the torch binning path on the CPU too (tests)
 
     def _invalidate(self) -> None:
@@ -416,22 +416,18 @@ class ActivationObserverMixin(_REQuantMixinBase):
         if hist.empty:
             return self._default_qparams()
         key = (hist.total, hist.width, float(hist.offset), hist.min, hist.max)
-        factor = float(self.range_factor)
-        if self._cache is not None and self._cache[0] == key:
-            alpha = self._cache[2]
-            if self._cache[3] == factor:
-                return self._cache[1]
-        elif self.fixed_alpha is not None:
-            alpha = self.fixed_alpha
-        else:
-            est = hist.estimate(self.grid, search=self._core_search(), grid_points=self.grid_points)
-            alpha = float(est.alpha[0])
+        if self._cache is None or self._cache[0] != key:  # the search runs once per histogram
+            if self.fixed_alpha is not None:
+                alpha = self.fixed_alpha
+            else:
+                alpha = float(hist.estimate(self.grid, search=self._core_search(),
+                                            grid_points=self.grid_points).alpha[0])
+            self._cache = (key, alpha)
+        scale = float(self.range_factor) * self._cache[1]
         dev = self.eps.device
-        lo = torch.tensor(factor * alpha * hist.min, dtype=torch.float64, device=dev)
-        hi = torch.tensor(factor * alpha * hist.max, dtype=torch.float64, device=dev)
-        result = self._qparams_for_range(lo, hi)
-        self._cache = (key, result, alpha, factor)
-        return result
+        lo = torch.tensor(scale * hist.min, dtype=torch.float64, device=dev)
+        hi = torch.tensor(scale * hist.max, dtype=torch.float64, device=dev)
+        return self._qparams_for_range(lo, hi)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], strict: bool,
@@ -470,7 +466,7 @@ class ActivationObserverMixin(_REQuantMixinBase):
     @property
     def last_alpha(self) -> float | None:
         """The range factor of the last ``calculate_qparams`` (``None`` before it ran)."""
-        return None if self._cache is None else self._cache[2]
+        return None if self._cache is None else self._cache[1]
 
     def reset_min_max_vals(self) -> None:
         """Forget every statistic."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,7 +64,8 @@ def activation_observers(prepared: nn.Module) -> dict[str, ActivationObserverMix
     return {n: m for n, m in prepared.named_modules() if isinstance(m, ActivationObserverMixin)}
 
 
-def _converter(flow: Flow):  # type: ignore[no-untyped-def]
+def _converter(flow: Flow) -> Callable[..., nn.Module]:
+    """``convert_fx`` or torchao's ``convert_pt2e``."""
     if flow == "fx":
         from torch.ao.quantization.quantize_fx import convert_fx
 

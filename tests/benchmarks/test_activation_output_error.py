@@ -27,7 +27,7 @@ def test_scaled_ranges_reach_the_converted_model() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
     calib = [torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     before = {id(p) for p in net.parameters()}
-    prep = aoe.prepared(net, get_requant_qconfig_mapping(), calib)
+    prep = aoe.prepare_calibrated(net, get_requant_qconfig_mapping(), calib)[0]
     assert {id(p) for p in net.parameters()} == before  # the model itself is not prepared in place
     base, scaled = convert_fx(aoe.scaled_ranges(prep, 1.0)), convert_fx(aoe.scaled_ranges(prep, 0.9))
     scales = [(float(a.scale), float(b.scale)) for a, b in zip(base.modules(), scaled.modules(), strict=True)
