@@ -84,7 +84,8 @@ def _outputs(model: nn.Module, batches: Sequence[Tensor]) -> list[Tensor]:
         outs = [model(x) for x in batches]
     for y in outs:
         if not isinstance(y, Tensor):
-            raise TypeError(f"refine_activation_ranges needs a model that returns one tensor, got {type(y).__name__}")
+            raise TypeError(f"refine_activation_ranges needs a model whose forward returns one tensor, got "
+                            f"{type(y).__name__}: wrap it so that forward returns the output to compare")
     return [y.detach().float() for y in outs]
 
 

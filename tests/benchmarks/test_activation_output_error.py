@@ -64,3 +64,10 @@ def test_factor_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         aoe.main(["--factors", "1.0", "--no-write"])
     assert "--factors" in capsys.readouterr().err
+
+
+def test_without_cifar_it_says_where_to_point(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(aoe, "cifar10_available", lambda: False)
+    assert aoe.main(["--no-write"]) == 2
+    assert "REQUANT_SHARED_DIR" in capsys.readouterr().err

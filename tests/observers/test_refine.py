@@ -144,6 +144,25 @@ def test_bad_inputs_name_the_fix() -> None:
     assert all(float(m.range_factor) == 1.0 for m in activation_observers(prep).values())
 
 
+class TupleOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Net()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.net(x)
+        return y, y
+
+
+def test_a_model_that_returns_a_tuple_is_refused_with_the_fix() -> None:
+    torch.manual_seed(0)
+    model, batches = TupleOut().eval(), _batches(1)
+    prep = _prepared(model, batches)
+    with pytest.raises(TypeError, match="returns one tensor, got tuple: wrap it"):
+        refine_activation_ranges(prep, model, batches)
+    assert all(float(m.range_factor) == 1.0 for m in activation_observers(prep).values())
+
+
 def test_pt2e_refinement() -> None:
     pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
