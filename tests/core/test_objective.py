@@ -34,6 +34,16 @@ def test_alpha_one_ties_round_half_to_even() -> None:
         assert abs(float(obj(np.array([[1.0]]))[0, 0]) - ref_mse(w, 1.0, 3, True, space)) < 1e-12
 
 
+def test_float_roundoff_tie_in_the_sqrt_space_is_an_exact_tie() -> None:
+    # found by hypothesis: the most negative weight sits exactly on the -127.5 midpoint in the
+    # sqrt space at alpha = 1, where y / s computes to -127.49999999999999; both sides must
+    # treat it as the exact tie it is (half to even: -128)
+    w = sample("laplace", 999, 74)
+    obj = objective_for_rows(w[None, :], Grid.from_bits(8, symmetric=True), p=0.5)
+    fast = float(obj(np.array([[1.0]]))[0, 0])
+    assert abs(fast - ref_mse(w, 1.0, 8, True, "sqrt")) <= 1e-9 * fast
+
+
 def test_transformed_loss_space_matches_direct() -> None:
     w = sample("laplace", 500, 1).astype(np.float64)
     obj = objective_for_rows(w[None, :], Grid.from_bits(4), p=0.5, loss_space="transformed")

@@ -24,7 +24,13 @@ def ref_fake_quant(w: np.ndarray, alpha: float, bits: int, symmetric: bool, spac
         lo, hi = alpha * min(y.min(), 0.0), alpha * max(y.max(), 0.0)
         s = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
         z = np.clip(qmin - np.round(lo / s), qmin, qmax)
-    q = np.clip(np.round(y / s) + z, qmin, qmax)
+    # y / s within float round-off of a midpoint is an exact tie in exact arithmetic (e.g. the
+    # extreme value at alpha = 1, with the symmetric scale c / 127.5): round it half to even,
+    # as the exact arithmetic (and the core objective) does, not by the division's last ulp
+    r = y / s
+    half = np.round(2.0 * r) / 2.0
+    r = np.where((half % 1.0 == 0.5) & (np.abs(r - half) <= 1e-12 * np.maximum(1.0, np.abs(r))), half, r)
+    q = np.clip(np.round(r) + z, qmin, qmax)
     yq = s * (q - z)
     return np.sign(yq) * yq * yq if space == "sqrt" else yq
 
