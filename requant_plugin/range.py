@@ -119,10 +119,15 @@ def _check_tensor(w: torch.Tensor, name: str) -> None:
 
 
 def rows_of(w: torch.Tensor, per_channel: bool, ch_axis: int) -> np.ndarray:
-    """Lay ``w`` out as float32 (or float64) NumPy rows: ``(1, n)`` or ``(C, n / C)``."""
+    """Lay ``w`` out as float32 (or float64) NumPy rows: ``(1, n)`` or ``(C, n / C)`` (``(0, 0)``
+    for zero channels, so an empty tensor gives an empty per-channel estimate)."""
     x = w.detach()
     x = x.double() if x.dtype == torch.float64 else x.float()
-    x = x.movedim(ch_axis, 0).reshape(x.shape[ch_axis], -1) if per_channel and x.dim() > 0 else x.reshape(1, -1)
+    if per_channel and x.dim() > 0:
+        c = x.shape[ch_axis]
+        x = x.movedim(ch_axis, 0).reshape(c, x.numel() // c if c else 0)
+    else:
+        x = x.reshape(1, -1)
     return x.cpu().numpy()
 
 

@@ -16,13 +16,15 @@ Layers without a bias get one (a new ``nn.Parameter``).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
 
 __all__ = [
     "BIAS_CORRECTIONS", "add_to_bias_", "bn_input_means", "check_bias_correction", "expected_output",
-    "output_shift",
+    "output_shift", "write_guard",
 ]
 
 BIAS_CORRECTIONS: tuple[str, ...] = ("plain", "sequential", "bn")
@@ -61,6 +63,12 @@ def output_shift(weight: torch.Tensor, weight_q: torch.Tensor, mean: np.ndarray)
     return expected_output(weight.detach().double() - weight_q.detach().double(), mean)
 
 
+def write_guard(t: torch.Tensor) -> contextlib.AbstractContextManager[object]:
+    """The mode an in-place write into ``t`` needs: ``torch.inference_mode()`` for an inference
+    tensor (writing one outside inference mode raises), ``torch.no_grad()`` otherwise."""
+    return torch.inference_mode() if t.is_inference() else torch.no_grad()
+
+
 @torch.no_grad()
 def add_to_bias_(module: nn.Module, delta: np.ndarray) -> None:
     """Add ``delta`` (``(C,)``) to ``module.bias`` in place, creating the bias if absent."""
@@ -74,7 +82,8 @@ def add_to_bias_(module: nn.Module, delta: np.ndarray) -> None:
     else:
         if not isinstance(bias, torch.Tensor) or bias.shape != d.shape:
             raise ValueError(f"{type(module).__name__}: bias shape does not match {tuple(d.shape)}")
-        bias.add_(d)
+        with write_guard(bias):
+            bias.add_(d)
 
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

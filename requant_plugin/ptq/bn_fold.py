@@ -11,6 +11,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from .bias_correction import write_guard
+
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -56,13 +58,16 @@ def fold_bn_(model: nn.Module) -> list[tuple[str, str]]:
         factor = gamma * inv
         w = layer.weight
         shape = [-1] + [1] * (w.dim() - 1)
-        layer.weight.copy_(w * factor.reshape(shape))
+        new_weight = w * factor.reshape(shape)
+        with write_guard(layer.weight):
+            layer.weight.copy_(new_weight)
         bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
         new_bias = (bias - bn.running_mean) * factor + beta
         if layer.bias is None:
-            layer.bias = nn.Parameter(new_bias.to(w.dtype))
+            layer.bias = nn.Parameter(new_bias.to(w.dtype), requires_grad=w.requires_grad)
         else:
-            layer.bias.copy_(new_bias)
+            with write_guard(layer.bias):
+                layer.bias.copy_(new_bias)
         parent_name, _, child = bn_name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, nn.Identity())

@@ -28,14 +28,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "LayerStatistics", "collect_statistics", "im2col_rows", "input_row_sum", "iter_calibration_inputs",
-    "supports_output_statistics",
+    "LayerStatistics", "attention_out_projections", "check_calibration_batches", "collect_statistics",
+    "im2col_rows", "input_row_sum", "iter_calibration_inputs", "supports_output_statistics",
 ]
 
 
 def supports_output_statistics(module: nn.Module) -> bool:
     """True for layers whose im2col rows this module can build (Linear, Conv1d, Conv2d)."""
     return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+
+
+def attention_out_projections(model: nn.Module) -> set[str]:
+    """Names of the ``out_proj`` Linear of every ``nn.MultiheadAttention`` in ``model``: the
+    attention's forward reads ``out_proj.weight`` directly, so the Linear's own forward (and any
+    hook on it) never runs and no input statistics can be collected for it."""
+    out: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            out.add(f"{name}.out_proj" if name else "out_proj")
+    return out
+
+
+def check_calibration_batches(batches: Sequence[Tensor]) -> None:
+    """Refuse calibration batches the statistics cannot use: non-floating dtypes (an integer
+    image is not the float input the model was trained on) and NaN/Inf values."""
+    for i, x in enumerate(batches):
+        if not x.is_floating_point():
+            raise TypeError(
+                f"calibration batch {i} has dtype {x.dtype}: the layer statistics need the float "
+                "inputs the model sees; convert first (for example x.float() / 255 plus the model's "
+                "normalisation for uint8 images, or x.float() for integer features)"
+            )
+        if not bool(torch.isfinite(x.detach()).all()):
+            bad = int((~torch.isfinite(x.detach())).sum())
+            raise ValueError(
+                f"calibration batch {i} has {bad} NaN/Inf values: REQuant needs finite calibration "
+                "inputs (drop or fix those samples)"
+            )
 
 
 def _groups(module: nn.Module) -> int:
@@ -293,6 +322,7 @@ def collect_statistics(
         stats[name] = LayerStatistics(name, _groups(module), n, with_gram=with_gram)
         handles.append(module.register_forward_pre_hook(make_hook(name, module)))
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), None)
     was_training = model.training
     model.eval()
     batches: Iterable[Tensor] = iter_calibration_inputs(calibration_data)
@@ -300,16 +330,42 @@ def collect_statistics(
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="calibration", unit="batch")
+    swapped = _contiguous_swap(model)
     try:
         with torch.no_grad():
             for x in batches:
                 seen.clear()
                 with contextlib.suppress(_Stop):
-                    model(x.to(device))
+                    model(x.to(device=device, dtype=dtype if x.is_floating_point() else None))
     finally:
+        for t, orig in swapped:
+            t.data = orig
         for h in handles:
             h.remove()
         model.train(was_training)
     for st in stats.values():
         st._check()
+        finite = [v for v in (st.sum, st.sum_outer) if v is not None]
+        if not all(bool(torch.isfinite(v).all()) for v in finite):
+            raise ValueError(
+                f"layer {st.name!r} received NaN/Inf inputs during calibration: REQuant needs finite "
+                "values (check the calibration inputs or the model's numerics, e.g. float16 overflow)"
+            )
     return stats
+
+
+def _contiguous_swap(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+    """Point every non-contiguous parameter/buffer of ``model`` at a contiguous copy (so the
+    calibration passes compute exactly what the contiguous model computes, whatever kernels a
+    memory format selects); returns ``(tensor, original data)`` pairs to put back afterwards.
+    The user's tensors are never written: only ``.data`` is re-pointed, then restored."""
+    swapped: list[tuple[Tensor, Tensor]] = []
+    seen: set[int] = set()
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) in seen or t.is_contiguous():
+            continue
+        seen.add(id(t))
+        orig = t.data
+        t.data = orig.clone(memory_format=torch.contiguous_format)
+        swapped.append((t, orig))
+    return swapped

@@ -1,8 +1,9 @@
 """Named recipes for :func:`requant_plugin.quantize_weights` (``recipe="beyond"`` etc.).
 
-A recipe fills the keywords the caller left at their default values; anything passed
-explicitly with a non-default value wins. Measured on the shared CIFAR-10 ResNets in
-``docs/results-beyond.md`` (``benchmarks/beyond_paper.py``):
+A recipe fills the keywords the caller did not write; any keyword the caller wrote wins (even
+when its value equals the default), and one that contradicts what the recipe is named for
+(:data:`RECIPE_REQUIRES`, e.g. ``recipe="beyond-tensorrt", symmetric=False``) raises.
+Measured on the shared CIFAR-10 ResNets in ``docs/results-beyond.md`` (``benchmarks/beyond_paper.py``):
 
 * ``"paper"``: the paper's setting, per-tensor asymmetric alpha on ``sign(w)|w|^0.5`` (first
   and last layers uniform), weight MSE, no data.
@@ -25,7 +26,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULTS", "PRESETS", "allocate_bits", "apply_recipe", "layer_error_curves", "quantize_beyond"]
+__all__ = [
+    "DEFAULTS", "PRESETS", "RECIPE_REQUIRES", "UNSET", "allocate_bits", "apply_recipe", "layer_error_curves",
+    "quantize_beyond",
+]
+
+
+class _Unset:
+    """The default of a recipe-settable keyword: "not written by the caller"."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+#: Sentinel default of ``quantize_weights``'s recipe-settable keywords (see :func:`apply_recipe`).
+UNSET: Any = _Unset()
 
 #: ``quantize_weights``'s defaults for the keywords a recipe may set.
 DEFAULTS: dict[str, Any] = dict(
@@ -49,19 +64,44 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_recipe(recipe: str, current: dict[str, Any]) -> dict[str, Any]:
-    """``current`` keywords with the recipe's values for those still at their defaults."""
-    if recipe not in PRESETS:
+#: Per recipe, the values a written keyword may take without contradicting the recipe's name
+#: (anything else raises ValueError naming the recipe and the keyword).
+RECIPE_REQUIRES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "beyond-tensorrt": dict(symmetric=(True,), convention=("tensorrt",)),
+    "beyond-codebook": dict(space=("sqrt",)),
+    "data-free": dict(objective=("weight",), rounding=("nearest",), bias_correction=(None, "bn")),
+}
+
+
+def apply_recipe(recipe: str | None, current: dict[str, Any]) -> dict[str, Any]:
+    """Every keyword of :data:`DEFAULTS`: ``current``'s value where the caller wrote it (absent or
+    :data:`UNSET`: not written), else the recipe's, else the default.
+
+    Raises:
+        ValueError: unknown recipe, or a written keyword the recipe cannot honour
+            (:data:`RECIPE_REQUIRES`), naming both.
+    """
+    if recipe is not None and recipe not in PRESETS:
         raise ValueError(f"unknown recipe {recipe!r}: valid values are {sorted(PRESETS)}")
-    out = dict(current)
-    for key, value in PRESETS[recipe].items():
-        if key not in out or _same(out[key], DEFAULTS[key]):
-            out[key] = value
-    return out
+    written = {k: v for k, v in current.items() if v is not UNSET}
+    if recipe is not None:
+        for key, allowed in RECIPE_REQUIRES.get(recipe, {}).items():
+            if key in written and _normalised(key, written[key]) not in allowed:
+                raise ValueError(
+                    f"recipe={recipe!r} cannot honour {key}={written[key]!r}: it needs {key} in "
+                    f"{list(allowed)}; drop {key}= to use the recipe, or drop recipe= and pass the "
+                    "settings yourself"
+                )
+    preset = PRESETS[recipe] if recipe is not None else {}
+    return {key: written.get(key, preset.get(key, default)) for key, default in DEFAULTS.items()}
 
 
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
+def _normalised(key: str, value: Any) -> Any:
+    if key == "bias_correction":
+        from .bias_correction import check_bias_correction
+
+        return check_bias_correction(value)
+    return value
 
 
 def quantize_beyond(model: Any, bits: int = 4, calibration_data: Any = None, **kwargs: Any) -> Any:
@@ -77,19 +117,28 @@ def layer_error_curves(
     model: Any, calibration_data: Any, candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8), *,
     symmetric: bool = False, rounding: str = "feedback", calibration_rows: int = 8192, seed: int = 0,
 ) -> dict[str, dict[int, float]]:
-    """Relative output error of every Linear/Conv1d/Conv2d layer at each candidate bit width.
+    """Relative output error of every Linear/Conv1d/Conv2d layer at each candidate bit width
+    (``MultiheadAttention.out_proj`` excluded: its forward never runs, so it sees no data).
 
     ``e_l(b) = mean_c e_c^T G e_c / mean_c w_c^T G w_c``: the output MSE of the ``"beyond"``
     solution (per-channel uniform ranges, output objective, ``rounding``) divided by the
     layer's mean squared float output (bias excluded), from one pass of calibration data.
     """
-    from .calibration import collect_statistics, iter_calibration_inputs, supports_output_statistics
+    from .calibration import (
+        attention_out_projections,
+        check_calibration_batches,
+        collect_statistics,
+        iter_calibration_inputs,
+        supports_output_statistics,
+    )
     from .output_search import search_layer_output
 
     batches = list(iter_calibration_inputs(calibration_data))
     if not batches:
         raise ValueError("calibration_data yielded no batch")
-    names = [n for n, m in model.named_modules() if supports_output_statistics(m)]
+    check_calibration_batches(batches)
+    unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
+    names = [n for n, m in model.named_modules() if supports_output_statistics(m) and n not in unhooked]
     stats = collect_statistics(model, batches, names, max_rows=-(-calibration_rows // len(batches)), seed=seed)
     curves: dict[str, dict[int, float]] = {}
     for name in names:

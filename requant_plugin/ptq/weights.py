@@ -9,6 +9,7 @@ Two objectives choose each layer's range factor ``alpha``: the paper's data-free
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,15 +26,19 @@ from .bias_correction import (
     check_bias_correction,
     expected_output,
     output_shift,
+    write_guard,
 )
 from .bn_fold import fold_bn_
 from .calibration import (
     LayerStatistics,
+    attention_out_projections,
+    check_calibration_batches,
     collect_statistics,
     iter_calibration_inputs,
     supports_output_statistics,
 )
 from .output_search import ROUNDINGS, LayerSolution, OutputLayerReport, feedback_round, search_layer_output
+from .presets import UNSET, apply_recipe
 from .report import QuantizationReport
 
 QUANTIZABLE: tuple[type[nn.Module], ...] = (
@@ -54,6 +59,20 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
 
 
+def attention_weights(model: nn.Module) -> list[tuple[str, nn.MultiheadAttention, str]]:
+    """``(parameter name, module, attribute)`` of the q/k/v projection weights of every
+    ``nn.MultiheadAttention`` (the packed ``in_proj_weight`` ``[3E, E]``, or ``q/k/v_proj_weight``
+    when ``kdim``/``vdim`` differ): Linear-like weights (output channels on axis 0) that are not
+    a submodule's ``weight``. ``out_proj`` is an ``nn.Linear`` and found by :func:`quantizable_layers`."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention):
+            attrs = (["in_proj_weight"] if m.in_proj_weight is not None
+                     else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
+            out += [(f"{name}.{a}" if name else a, m, a) for a in attrs]
+    return out
+
+
 def _check_overrides(overrides: Mapping[str, Mapping[str, Any]], names: list[str]) -> None:
     for name, ov in overrides.items():
         if name not in names:
@@ -71,22 +90,22 @@ def quantize_weights(
     model: nn.Module,
     bits: int = 4,
     *,
-    space: str = "sqrt",
-    symmetric: bool = False,
-    per_channel: bool = False,
-    fold_bn: bool = False,
+    space: str = UNSET,
+    symmetric: bool = UNSET,
+    per_channel: bool = UNSET,
+    fold_bn: bool = UNSET,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     inplace: bool = False,
-    search: str = "golden",
-    p: float | Sequence[float] = 0.5,
+    search: str = UNSET,
+    p: float | Sequence[float] = UNSET,
     loss_space: str = "original",
-    convention: str = "torch",
-    transform_first_last: bool = False,
+    convention: str = UNSET,
+    transform_first_last: bool = UNSET,
     progress: bool = False,
-    objective: str = "weight",
+    objective: str = UNSET,
     calibration_data: Any = None,
-    bias_correction: bool | str | None = False,
-    rounding: str = "nearest",
+    bias_correction: bool | str | None = UNSET,
+    rounding: str = UNSET,
     calibration_rows: int | None = 8192,
     seed: int = 0,
     input_shape: Sequence[int] | None = None,
@@ -117,11 +136,18 @@ def quantize_weights(
       with error feedback in the Gram metric (optimal-brain-quantization update) on the same
       grid, so the ranges stay uniform per channel for ``space="uniform"`` (needs data).
     * ``recipe``: a named preset from :data:`requant_plugin.ptq.presets.PRESETS` (e.g.
-      ``"beyond"``); it fills every keyword left at its default value.
+      ``"beyond"``); it fills every recipe keyword the caller did not write (a written one wins,
+      even at its default value; one the recipe cannot honour raises ValueError).
 
     With ``space="uniform"`` the result is uniform (per-channel asymmetric with integer
     zero points when ``per_channel=True``): each layer's grid is in
     ``report[name].estimate`` (a :class:`RangeEstimate`) for the observers and export.
+
+    The recipe keywords (``space``, ``symmetric``, ``per_channel``, ``fold_bn``, ``search``, ``p``,
+    ``objective``, ``bias_correction``, ``rounding``, ``transform_first_last``, ``convention``)
+    default to :data:`requant_plugin.ptq.presets.DEFAULTS` (``"sqrt"``, False, False, False,
+    ``"golden"``, 0.5, ``"weight"``, False, ``"nearest"``, False, ``"torch"``) unless a recipe
+    sets them.
 
     Args:
         model: the float model; deep-copied first unless ``inplace=True``.
@@ -157,18 +183,15 @@ def quantize_weights(
             mode (``objective="output"``, plain/sequential bias correction) without
             ``calibration_data``.
     """
-    if recipe is not None:
-        from .presets import apply_recipe
-
-        kw = apply_recipe(recipe, dict(
-            space=space, symmetric=symmetric, per_channel=per_channel, fold_bn=fold_bn,
-            search=search, p=p, objective=objective, bias_correction=bias_correction,
-            rounding=rounding, transform_first_last=transform_first_last, convention=convention,
-        ))
-        space, symmetric, per_channel = kw["space"], kw["symmetric"], kw["per_channel"]
-        fold_bn, search, p, objective = kw["fold_bn"], kw["search"], kw["p"], kw["objective"]
-        bias_correction, rounding = kw["bias_correction"], kw["rounding"]
-        transform_first_last, convention = kw["transform_first_last"], kw["convention"]
+    kw = apply_recipe(recipe, dict(
+        space=space, symmetric=symmetric, per_channel=per_channel, fold_bn=fold_bn,
+        search=search, p=p, objective=objective, bias_correction=bias_correction,
+        rounding=rounding, transform_first_last=transform_first_last, convention=convention,
+    ))
+    space, symmetric, per_channel = kw["space"], kw["symmetric"], kw["per_channel"]
+    fold_bn, search, p, objective = kw["fold_bn"], kw["search"], kw["p"], kw["objective"]
+    bias_correction, rounding = kw["bias_correction"], kw["rounding"]
+    transform_first_last, convention = kw["transform_first_last"], kw["convention"]
     check_bits(bits)
     check_space(space)
     check_search(search)
@@ -192,14 +215,15 @@ def quantize_weights(
             "(no data is used)"
         )
     overrides = dict(overrides or {})
-    names = [n for n, _ in quantizable_layers(model)]
+    names = [n for n, _ in quantizable_layers(model)] + [n for n, _, _ in attention_weights(model)]
     if not names:
         raise ValueError(
             f"{type(model).__name__} has no Conv/ConvTranspose/Linear layer to quantize"
         )
     _check_overrides(overrides, names)
-    for name, module in quantizable_layers(model):
-        if not torch.isfinite(_weight(module)).all():
+    weights = [(n, _weight(m)) for n, m in quantizable_layers(model)]
+    for name, weight in weights + [(n, getattr(m, a)) for n, m, a in attention_weights(model)]:
+        if not torch.isfinite(weight.detach()).all():
             raise ValueError(
                 f"layer {name!r} has NaN/Inf weights; fix the checkpoint or skip the layer with "
                 f"overrides={{{name!r}: {{'skip': True}}}}"
@@ -209,6 +233,7 @@ def quantize_weights(
         batches = list(iter_calibration_inputs(calibration_data))
         if not batches:
             raise ValueError("calibration_data yielded no batch")
+        check_calibration_batches(batches)
     rows_per_batch = None
     if batches is not None and calibration_rows is not None:
         if calibration_rows < 1:
@@ -222,7 +247,8 @@ def quantize_weights(
     ))
     layers = quantizable_layers(out)
     active = [n for n, _ in layers if not overrides.get(n, {}).get("skip", False)]
-    data_layers = [n for n, m in layers if n in active and supports_output_statistics(m)]
+    unhooked = attention_out_projections(out)  # MultiheadAttention never calls out_proj's forward
+    data_layers = [n for n, m in layers if n in active and supports_output_statistics(m) and n not in unhooked]
     bn_means: dict[str, Any] = {}
     if bc == "bn" and data_layers:  # from the BatchNorms, so before folding them
         shape = tuple(input_shape) if input_shape is not None else tuple(batches[0].shape[1:])  # type: ignore[index]
@@ -234,6 +260,8 @@ def quantize_weights(
     float_stats: dict[str, LayerStatistics] = {}
     if batches is not None and data_layers:  # also for the report's output MSE
         float_stats = collect_statistics(out, batches, data_layers, max_rows=rows_per_batch, seed=seed)
+    _quantize_attention_(out, report, overrides, bits, space, symmetric, per_channel, p, loss_space,
+                         convention, search, objective, bc)
     iterator: Any = layers
     if progress:
         from tqdm.auto import tqdm
@@ -262,7 +290,9 @@ def quantize_weights(
         t0 = time.perf_counter()
         use_output = objective == "output" and stats is not None and weight_ch_axis(module) == 0
         if objective == "output" and not use_output:
-            notes.append(f"{type(module).__name__}: weight objective (no im2col statistics)")
+            notes.append("MultiheadAttention.out_proj: weight objective (the attention reads its weight "
+                         "directly, no calibration input)" if name in unhooked
+                         else f"{type(module).__name__}: weight objective (no im2col statistics)")
         gram = float_stats[name].gram if name in float_stats else None
         if use_output:
             assert stats is not None
@@ -271,14 +301,14 @@ def quantize_weights(
             est, new_w, lp_used, evals = sol.estimate, sol.weight, sol.p, sol.estimate.evaluations
             gram = stats.gram
         else:
-            est, lp_used = _weight_estimate(module, name, lbits, lspace, lsym, lpc, lp, loss_space,
-                                            convention, search)
+            est, lp_used = _weight_estimate(w, weight_ch_axis(module), name, lbits, lspace, lsym, lpc, lp,
+                                            loss_space, convention, search)
             new_w, evals = est.fake_quantize(w), est.evaluations
             if rounding == "feedback" and stats is not None and weight_ch_axis(module) == 0:
                 new_w = feedback_round(w, stats.gram, est)
                 gram = stats.gram
         secs = time.perf_counter() - t0
-        with torch.no_grad():
+        with write_guard(w):
             w.copy_(new_w)
         shift = 0.0
         if bc is not None:
@@ -319,15 +349,15 @@ def _output_solution(
 
 
 def _weight_estimate(
-    module: nn.Module, name: str, bits: int, space: str, symmetric: bool, per_channel: bool,
+    w: torch.Tensor, ch_axis: int, name: str, bits: int, space: str, symmetric: bool, per_channel: bool,
     p: float | Sequence[float], loss_space: str, convention: str, search: str,
 ) -> tuple[RangeEstimate, float]:
     best: RangeEstimate | None = None
     for pv in ([1.0] if space == "uniform" else _p_values(p)):
         lspace = "uniform" if pv == 1.0 else space
         est = estimate_range(
-            _weight(module).detach(), bits, symmetric=symmetric, per_channel=per_channel,
-            ch_axis=weight_ch_axis(module), space=lspace,  # type: ignore[arg-type]
+            w.detach(), bits, symmetric=symmetric, per_channel=per_channel,
+            ch_axis=ch_axis, space=lspace,  # type: ignore[arg-type]
             search=search,  # type: ignore[arg-type]
             p=pv, loss_space=loss_space,  # type: ignore[arg-type]
             convention=convention,  # type: ignore[arg-type]
@@ -337,6 +367,41 @@ def _weight_estimate(
             best = est
     assert best is not None
     return best, best.p
+
+
+def _quantize_attention_(
+    out: nn.Module, report: QuantizationReport, overrides: Mapping[str, Mapping[str, Any]], bits: int,
+    space: str, symmetric: bool, per_channel: bool, p: float | Sequence[float], loss_space: str,
+    convention: str, search: str, objective: str, bc: str | None,
+) -> None:
+    """Fake-quantize the q/k/v projection weights of every MultiheadAttention in place, by the
+    weight objective (no hookable input: the attention computes ``x W^T`` itself)."""
+    for name, module, attr in attention_weights(out):
+        ov = overrides.get(name, {})
+        if ov.get("skip", False):
+            report.skipped[name] = "skipped by override"
+            continue
+        lbits = check_bits(int(ov.get("bits", bits)))
+        lspace = str(ov.get("space", space))
+        check_space(lspace)
+        w = getattr(module, attr)
+        w_float = w.detach().clone()
+        t0 = time.perf_counter()
+        est, lp_used = _weight_estimate(w, 0, name, lbits, lspace, bool(ov.get("symmetric", symmetric)),
+                                        bool(ov.get("per_channel", per_channel)), ov.get("p", p),
+                                        loss_space, convention, search)
+        new_w = est.fake_quantize(w)
+        secs = time.perf_counter() - t0
+        with write_guard(w):
+            w.copy_(new_w)
+        notes = ["MultiheadAttention q/k/v projection: weight objective" if objective == "output"
+                 else "MultiheadAttention q/k/v projection"]
+        if bc is not None:
+            notes.append("no bias correction (no input statistics)")
+        layer = _layer_report(name, module, w, w_float, est, lbits, lspace, est.evaluations, secs,
+                              ", ".join(notes), "weight", None, lp_used, 0.0, searched_mse=True)
+        # no module owns this weight, so no observer/export layer can take its grid: no estimate
+        report.layers.append(dataclasses.replace(layer, estimate=None))
 
 
 def _bias_delta(
@@ -360,8 +425,8 @@ def _layer_report(
     bits: int, space: str, evals: int, secs: float, note: str, objective: str, gram: Any,
     p: float, shift: float, *, searched_mse: bool,
 ) -> OutputLayerReport:
-    wf = w_float.double()
-    err = wf - w.detach().double()
+    wf = w_float.double().contiguous()  # reductions in logical order: same for any memory format
+    err = wf - w.detach().double().contiguous()
     mean_sq = float(wf.pow(2).mean()) if w.numel() else 0.0
     # the search's weight MSE (in its loss space) unless the weight was not rounded to nearest on it
     mse = float(est.mse.double().mean()) if searched_mse else float(err.pow(2).mean())

@@ -140,10 +140,12 @@ def test_transform_exponent_search_picks_from_the_candidates() -> None:
 
 
 def test_recipe_fills_defaults_and_explicit_values_win() -> None:
-    kw = apply_recipe("beyond", dict(space="sqrt", per_channel=False, objective="weight"))
+    kw = apply_recipe("beyond", dict(symmetric=True))  # only what the caller wrote
     assert kw["space"] == "uniform" and kw["per_channel"] and kw["rounding"] == "feedback"
-    kw = apply_recipe("beyond", dict(space="sqrt", per_channel=False, symmetric=True))
     assert kw["symmetric"] is True  # explicit non-default value kept
+    kw = apply_recipe("beyond", dict(space="sqrt", per_channel=False, objective="weight"))
+    assert kw["space"] == "sqrt" and kw["per_channel"] is False and kw["objective"] == "weight"
+    assert kw["rounding"] == "feedback"  # explicit values win even at their defaults (issue 15)
     net = _net()
     _, rep = quantize_weights(net, 4, recipe="beyond", calibration_data=DATA)
     assert rep.settings["objective"] == "output" and rep.settings["per_channel"] is True
