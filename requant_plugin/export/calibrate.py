@@ -25,7 +25,10 @@ def as_batch(item: Any) -> np.ndarray:
             raise ValueError("calibration data yielded an empty tuple")
         item = item[0]
     if hasattr(item, "detach"):
-        item = item.detach().cpu().numpy()
+        item = item.detach().cpu()
+        if item.is_floating_point():
+            item = item.float()  # bfloat16 has no NumPy dtype
+        item = item.numpy()
     arr = np.asarray(item)
     if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"calibration batches must be floating point, got {arr.dtype}")

@@ -27,7 +27,7 @@ from ..ptq.report import range_table
 from . import _deps
 from ._io import write_bytes_atomic
 from .calibrate import as_batch, collect_histograms, int8_scale
-from .graph import GraphIndex
+from .graph import WEIGHTED_OPS, GraphIndex, label
 from .placement import QdqPlan, plan_qdq
 from .qdq_graph import insert_qdq
 from .report import ActivationInfo, ExportReport, WeightInfo
@@ -155,6 +155,20 @@ def _check_overrides(overrides: Mapping[str, Mapping[str, Any]], layers: list[st
             check_bits(int(ov["bits"]))
         if "space" in ov:
             check_space(str(ov["space"]))
+
+
+def _check_exclude(exclude: Collection[str], fp32: Any, names: Mapping[str, str]) -> None:
+    """Every ``exclude`` entry names a weighted op of ``fp32``: a layer name or an ONNX node name."""
+    if isinstance(exclude, str):
+        raise TypeError(f"exclude must be a list of layer names, got the string {exclude!r}; use exclude=[{exclude!r}]")
+    if not exclude:
+        return
+    full = plan_qdq(fp32, names=names)
+    layers = [s.layer for s in full.weighted]
+    valid = set(layers) | set(names.values()) | {label(n) for n in fp32.graph.node if n.op_type in WEIGHTED_OPS}
+    for name in exclude:
+        if name not in valid:
+            raise ValueError(f"exclude names an unknown layer {name!r}; quantizable layers are: {layers}")
 
 
 def _quantize_weights(
@@ -287,7 +301,9 @@ def export_onnx_qdq(
 
     Args:
         model: a torch model (exported with BN folded, dynamic batch), an FP32 ONNX path or
-            ModelProto.
+            ModelProto. A float16/bfloat16/float64 torch model is calibrated and exported from
+            a float32 copy (the model itself is left as it is): the graph has float32
+            activations, TensorRT's usual input; ``fp16=True`` makes its float layers float16.
         calibration_data: batches of inputs (tensors/arrays, or ``(x, y)`` tuples).
         path: output ``.onnx`` file, written atomically (temp file + ``os.replace``).
         weight_bits: 2..8; act_bits: must be 8.
@@ -297,7 +313,8 @@ def export_onnx_qdq(
         symmetric, act_symmetric, act_per_channel, dtype: only the TensorRT-compatible values
             (True, True, False, "int8") are accepted; anything else raises before any work.
         overrides: per layer name, any of ``bits``, ``space``, ``skip``.
-        exclude: layer or node names left in float (listed in ``report.unquantized``).
+        exclude: layer or node names of weighted ops left in float (listed in
+            ``report.unquantized``); an unknown name raises.
         strict: raise (writing nothing) when the TensorRT rules check finds an error.
         fp32_path: also write the FP32 ONNX (BN folded) there, for comparisons.
         progress: tqdm bar during calibration.
@@ -314,7 +331,7 @@ def export_onnx_qdq(
     Raises:
         ValueError: unsupported settings (asymmetric, unsigned, per-channel activations,
             act_bits != 8, opset outside 13..20, fp16 below opset 19), empty calibration data,
-            unknown override layers, NaN/Inf, a failing ``onnx.checker`` or (strict) rule errors.
+            unknown override or exclude layers, NaN/Inf, a failing ``onnx.checker`` or (strict) rule errors.
     """
     t0 = time.perf_counter()
     out_path = Path(path)
@@ -335,6 +352,7 @@ def export_onnx_qdq(
     _deps.ort()
     example, batches = _first_batch(calibration_data)
     fp32, names, folded = _load_fp32(model, example[:1], opset)
+    _check_exclude(exclude, fp32, names)
     excluded = set(exclude) | {k for k, v in (overrides or {}).items() if v.get("skip", False)}
     plan = plan_qdq(fp32, exclude=excluded, names=names)
     layers = [s.layer for s in plan.weighted] + [u[0] for u in plan.unquantized]

@@ -30,7 +30,8 @@ from torch import nn
 
 from ..ptq import fold_bn_
 from . import _deps
-from .report import ExportReport
+from .report import ExportReport, WeightInfo
+from .torch_export import float32_copy
 
 
 @dataclass
@@ -124,24 +125,66 @@ def _initializers(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
 
 
+def _weight_holders(model: nn.Module) -> dict[str, list[str]]:
+    """Module name -> names of all modules holding the same ``weight`` tensor (tied weights)."""
+    by_id: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        w = getattr(mod, "weight", None)
+        if isinstance(w, torch.Tensor):
+            by_id.setdefault(id(w), []).append(name)
+    return {name: names for names in by_id.values() for name in names}
+
+
+def _scope_name(node: str) -> str:
+    """Module qualname of a TorchScript-exported node name (``/layer1/layer1.0/conv1/Conv``)."""
+    path = ""
+    for part in node.split("/")[1:-1]:
+        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+    return path
+
+
+def _module_for(model: nn.Module, w: WeightInfo, holders: Mapping[str, list[str]], done: set[str]) -> str:
+    """The module of ``model`` that runs the ONNX node of ``w``: ``w.layer`` itself, or, for a
+    weight shared by several layers (named after the first), the sharing layer of the node."""
+    try:
+        model.get_submodule(w.layer)
+    except AttributeError as exc:
+        raise ValueError(f"layer {w.layer!r} of the export is not a module of the model") from exc
+    free = [n for n in holders.get(w.layer, [w.layer]) if n not in done]
+    scoped = _scope_name(w.node)
+    if scoped in free:
+        return scoped
+    if w.layer in free:
+        return w.layer
+    if free:
+        return free[0]
+    raise ValueError(
+        f"node {w.node!r} reuses the weight of layer {w.layer!r} but no other module holds that weight "
+        "(a module called twice): the fake-quant reference models one call per layer; "
+        "compare the export with ONNX Runtime only (verify_export without model=)"
+    )
+
+
 def fake_quant_reference(model: nn.Module, report: ExportReport) -> nn.Module:
     """The fake-quant twin of the float32 Q/DQ ONNX file at ``report.path``.
 
-    Raises ValueError for fp16 exports, when a layer is missing, or when the residual Adds of
-    the model and of the ONNX graph do not line up.
+    Works on a float32 copy of ``model`` (``model`` itself is not modified); layers sharing one
+    weight tensor (tied weights) each get their own activation quantizer. Raises ValueError for
+    fp16 exports, when a layer is missing, or when the residual Adds of the model and of the
+    ONNX graph do not line up.
     """
     if report.fp16:
         raise ValueError("the fake-quant reference models float32 graphs only (export with fp16=False)")
-    ref = copy.deepcopy(model).eval()
+    ref = float32_copy(model)
     if report.settings.get("fold_bn", True):
         fold_bn_(ref)
     inits = _initializers(report.path)
     scales = report.act_scales
+    holders = _weight_holders(ref)
+    done: set[str] = set()
     for w in report.weights:
-        try:
-            layer = ref.get_submodule(w.layer)
-        except AttributeError as exc:
-            raise ValueError(f"layer {w.layer!r} of the export is not a module of the model") from exc
+        name = _module_for(ref, w, holders, done)
+        layer = ref.get_submodule(name)
         q = inits[f"{w.tensor}_quantized"].astype(np.float32)
         s = inits[f"{w.tensor}_scale"].astype(np.float32)
         if s.ndim == 1 and w.axis is not None:
@@ -155,7 +198,8 @@ def fake_quant_reference(model: nn.Module, report: ExportReport) -> nn.Module:
         if tuple(weight.shape) != tuple(old.shape):
             weight = weight.t().contiguous()
         wrapped = FakeQuantLayer(layer, ActQuant(w.inputs[0], scales[w.inputs[0]]), weight)
-        parent, _, child = w.layer.rpartition(".")
+        done.add(name)
+        parent, _, child = name.rpartition(".")
         setattr(ref.get_submodule(parent) if parent else ref, child, wrapped)
     graph = _Tracer().trace(ref)
     adds = [n for n in graph.nodes if _is_add(n)]

@@ -23,7 +23,7 @@ def export_fp32_onnx(
     input_name: str = "input",
     output_name: str = "output",
 ) -> tuple[Any, dict[str, str], bool]:
-    """Export a deep copy of ``model`` (eval mode, BN folded when fx can trace it) to ONNX.
+    """Export a float32 deep copy of ``model`` (eval mode, BN folded when fx can trace it) to ONNX.
 
     Uses ``torch.onnx.export(dynamo=False)`` (fast, deterministic, initializers keep the
     parameter names) with a dynamic batch axis. Returns ``(ModelProto, names, folded)`` where
@@ -31,7 +31,7 @@ def export_fp32_onnx(
     ``folded`` tells whether BatchNorm was folded before export.
     """
     onnx = _deps.onnx()
-    net = copy.deepcopy(model).eval()
+    net = float32_copy(model)
     try:
         fold_bn_(net)
         folded = True
@@ -53,6 +53,14 @@ def export_fp32_onnx(
         )
     proto = onnx.load_from_string(buf.getvalue())
     return proto, layer_names(proto, net), folded
+
+
+def float32_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with float16/bfloat16/float64 tensors made float32."""
+    net = copy.deepcopy(model).eval()
+    if any(t.is_floating_point() and t.dtype != torch.float32 for t in [*net.parameters(), *net.buffers()]):
+        net = net.float()
+    return net
 
 
 def layer_names(proto: Any, net: nn.Module) -> dict[str, str]:

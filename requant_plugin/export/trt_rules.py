@@ -12,6 +12,11 @@ A real TensorRT parse needs a CUDA GPU; this lint stands in for it on CPU machin
   (Conv 0, ConvTranspose 1, Gemm 0 if transB else 1, MatMul last) and the scale length matches;
 * ``dq_input`` / ``q_output``: every DequantizeLinear reads a QuantizeLinear or a constant, and a
   QuantizeLinear feeds only DequantizeLinear (nothing, e.g. a Clip, in between);
+* ``weight_path``: the weight input of a weighted op (Conv/ConvTranspose input 1; Gemm input B
+  and MatMul's constant-derived input when one is) is a DequantizeLinear output read straight
+  from an int8 initializer or from a QuantizeLinear of a float initializer; any op in between
+  (Identity, Cast, Reshape, Transpose, ...) or a weight computed from activations makes TensorRT
+  fail to fuse the kernel weights. MatMuls/Gemms of two activations have no weight input;
 * ``missing_data_dq`` / ``missing_weight_dq``: a weighted op (Conv, ConvTranspose, Gemm, MatMul)
   with DQ on one of data/weight but not the other (``float_layer`` warning when neither);
 * ``residual_add``: an ``Add`` input that is a quantized weighted-op output while the other input
@@ -34,9 +39,21 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 def _load(model: Any) -> Any:
-    if isinstance(model, (str, os.PathLike)):
-        return _deps.onnx().load(os.fspath(model))
-    return model
+    """The ModelProto of ``model`` (a path is read; a file that is not ONNX raises ValueError)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    onnx = _deps.onnx()
+    path = os.fspath(model)
+    try:
+        proto = onnx.load(path)
+    except OSError:  # missing file, no permission: not about the contents
+        raise
+    except Exception as exc:  # protobuf DecodeError and friends: the bytes are not a ModelProto
+        raise ValueError(f"{path} is not an ONNX model ({type(exc).__name__}: {exc}); pass an .onnx file") from exc
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        what = "an empty file" if os.path.getsize(path) == 0 else "no ONNX graph in it"
+        raise ValueError(f"{path} is not an ONNX model ({what}); pass an .onnx file")
+    return proto
 
 
 def _expected_axis(consumer: Any, slot: int, ndim: int) -> int | None:
@@ -231,16 +248,113 @@ def _check_weighted(index: GraphIndex, node: Any, out: list[Violation]) -> None:
         )
 
 
+def _constant_derived(model: Any, index: GraphIndex) -> set[str]:
+    """Tensors computed from initializers and Constant nodes only (no graph input upstream)."""
+    const = set(index.initializers)
+    for node in model.graph.node:
+        if all(i in const for i in node.input if i):
+            const.update(o for o in node.output if o)
+    return const
+
+
+def _weight_slot(node: Any, const: set[str]) -> int | None:
+    """Input index of the weight of a weighted op, or None (a MatMul/Gemm of two activations)."""
+    if len(node.input) < 2:
+        return None
+    if node.op_type in ("Conv", "ConvTranspose"):
+        return 1
+    if node.input[1] in const:
+        return 1
+    if node.op_type == "MatMul" and node.input[0] in const:
+        return 0
+    return None
+
+
+def _is_direct_constant(index: GraphIndex, name: str) -> bool:
+    """An initializer or a Constant node output, with no op in between."""
+    prod = index.producer.get(name)
+    return name in index.initializers or (prod is not None and prod.op_type == "Constant")
+
+
+def _check_weight_path(index: GraphIndex, node: Any, const: set[str], out: list[Violation]) -> None:
+    onnx = _deps.onnx()
+    slot = _weight_slot(node, const)
+    if slot is None:
+        return
+    fix = (
+        "TensorRT cannot fuse such kernel weights; feed the weight input straight from "
+        "DequantizeLinear(int8 initializer) or DequantizeLinear(QuantizeLinear(float initializer))"
+    )
+    tensor = node.input[slot]
+    prod = index.producer.get(tensor)
+    if prod is None or prod.op_type != "DequantizeLinear":
+        seen = prod
+        for _ in range(32):  # an op between the weight's DequantizeLinear and this input?
+            if seen is None or seen.op_type == "DequantizeLinear" or not seen.input:
+                break
+            seen = index.producer.get(seen.input[0])
+        if seen is not None and seen.op_type == "DequantizeLinear" and prod is not None:
+            out.append(
+                Violation(
+                    "weight_path",
+                    label(node),
+                    f"the weight (input {slot}) of {node.op_type} {label(node)} reaches it through "
+                    f"{prod.op_type} {label(prod)} after DequantizeLinear {label(seen)}: {fix}",
+                )
+            )
+        return
+    src = prod.input[0]
+    src_prod = index.producer.get(src)
+    if _is_direct_constant(index, src):
+        dtype = index.const_dtype(src)
+        if dtype != onnx.TensorProto.INT8:
+            dname = onnx.TensorProto.DataType.Name(dtype) if dtype is not None else "unknown"
+            out.append(
+                Violation(
+                    "weight_path",
+                    label(node),
+                    f"DequantizeLinear {label(prod)} of the weight of {node.op_type} {label(node)} reads a "
+                    f"{dname} constant {src!r}; store the weight as an int8 initializer",
+                )
+            )
+        return
+    if src_prod is not None and src_prod.op_type == "QuantizeLinear":
+        if _is_direct_constant(index, src_prod.input[0]):
+            return
+        up = index.producer.get(src_prod.input[0])
+        what = f"{up.op_type} {label(up)}" if up is not None else f"graph input {src_prod.input[0]!r}"
+        out.append(
+            Violation(
+                "weight_path",
+                label(node),
+                f"the weight of {node.op_type} {label(node)} is QuantizeLinear {label(src_prod)} of {what}, "
+                f"not of a constant initializer: {fix}",
+            )
+        )
+        return
+    what = f"{src_prod.op_type} {label(src_prod)}" if src_prod is not None else f"graph input {src!r}"
+    out.append(
+        Violation(
+            "weight_path",
+            label(node),
+            f"DequantizeLinear {label(prod)} of the weight of {node.op_type} {label(node)} reads {what}, "
+            f"not an int8 initializer or a QuantizeLinear of one: {fix}",
+        )
+    )
+
+
 def check_tensorrt_compat(model: Any) -> list[Violation]:
     """Check an ONNX file (path) or ``ModelProto`` against TensorRT's explicit-quantization rules.
 
     Returns every :class:`Violation` found (empty list: nothing found); see the module
     docstring for the rules. Errors make TensorRT reject the graph or miss the intended INT8
-    fusion; warnings mark layers left in float.
+    fusion; warnings mark layers left in float. Raises ValueError when a path is not an ONNX
+    model (an empty file, or bytes that do not parse as one).
     """
     m = _load(model)
     index = GraphIndex(m)
     out: list[Violation] = []
+    const = _constant_derived(m, index)
     opset = index.opset()
     if opset < 13:
         out.append(
@@ -277,6 +391,7 @@ def check_tensorrt_compat(model: Any) -> list[Violation]:
                     )
         if node.op_type in WEIGHTED_OPS:
             _check_weighted(index, node, out)
+            _check_weight_path(index, node, const, out)
         if node.op_type == "Add":
             _check_add(index, node, out)
     return out
