@@ -99,11 +99,31 @@ def forward_arg(model: nn.Module) -> str:
     return next(iter(inspect.signature(model.forward).parameters))
 
 
+def check_fx_model(model: nn.Module) -> None:
+    """Refuse, before calibrating, what ``convert_fx`` cannot lower: non-float32 parameters/buffers
+    (torch.ao's quantized kernels take float32 only) and NaN/Inf weights (which would surface as
+    NaN activations in the next observer)."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise TypeError(
+                f"torch.ao FX quantization: {name!r} is {t.dtype}; convert_fx lowers float32 models only: "
+                "quantize model.float() (or use the pt2e flow, integrations/pt2e_quantize.py, which takes "
+                "fp16/bf16 models)"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(
+                f"torch.ao FX quantization: the weights of {name!r} have NaN/Inf values; REQuant needs "
+                "finite weights: fix or reload that layer's weights before quantizing"
+            )
+
+
 def prepare_calibrated(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
                        backend: str = "x86") -> tuple[nn.Module, float]:
-    """``prepare_fx`` on a copy of ``model`` and the calibration batches through it (seconds measured)."""
+    """``prepare_fx`` on a copy of ``model`` (checked by :func:`check_fx_model`, not modified) and the
+    calibration batches through it (seconds measured)."""
     from torch.ao.quantization.quantize_fx import prepare_fx
 
+    check_fx_model(model)
     torch.backends.quantized.engine = backend
     prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig_mapping, (calibration[0],))
     start = time.perf_counter()

@@ -17,6 +17,7 @@ activations with min-max weights, and the sqrt-space weight range.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from collections.abc import Sequence
@@ -41,14 +42,21 @@ def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.
 
     ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
     output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
-    included in the seconds). The result is put in eval mode with ``allow_exported_model_train_eval`` (exported modules
-    otherwise refuse ``.eval()``/``.train()``).
+    included in the seconds). ``model`` is not modified: a contiguous deep copy is exported (so
+    parameters created under ``torch.inference_mode()`` and channels_last models give the plain
+    model's result). The result is put in eval mode with ``allow_exported_model_train_eval``
+    (exported modules otherwise refuse ``.eval()``/``.train()``).
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     batch = torch.export.Dim("batch", min=1)
-    exported = torch.export.export(model.eval(), (calibration[0],),
+    # a copy: the user's model keeps its mode, inference-mode parameters become ordinary tensors
+    # (torch.export cannot trace inference tensors) and weights contiguous (a channels_last conv sums
+    # in another order, so the observers would see activations a few ulps apart from the plain
+    # model's; Inductor picks its own layouts when compiling); fp16/bf16 models export as they are
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+    exported = torch.export.export(plain, (calibration[0],),
                                    dynamic_shapes={forward_arg(model): {0: batch}})
     prepared = prepare_pt2e(exported.module(), quantizer)
     start = time.perf_counter()

@@ -340,8 +340,11 @@ class ActivationObserverMixin(_REQuantMixinBase):
         self._counter[0] += 1
         if not (math.isfinite(batch.lo) and math.isfinite(batch.hi)):
             raise ValueError(
-                f"{type(self).__name__} received NaN/Inf activations: REQuant needs finite values "
-                "(check the model's numerics or the calibration inputs)"
+                f"{type(self).__name__} received NaN/Inf activations: REQuant needs finite values. "
+                "In torch.ao FX the weights are observed only at convert_fx, so NaN/Inf weights or biases "
+                "of the layer before this observer show up here first: check "
+                "[n for n, p in model.named_parameters() if not p.isfinite().all()] and fix those weights; "
+                "else fix the calibration inputs or the model's numerics"
             )
         self._accumulate(batch, meta)
         if self._cache is not None:

@@ -16,6 +16,10 @@ quantize/dequantize nodes), so this module holds the torchao twins of
 * :func:`get_torchao_default_quantization_config`: torchao's default observers
   (``HistogramObserver`` + ``(PerChannel)MinMaxObserver``) on the same specs, the baseline.
 
+Export a ``copy.deepcopy`` of the model: ``torch.export`` cannot trace parameters created inside
+``torch.inference_mode()`` ("Inference tensors cannot be saved for backward"), and a deep copy
+holds ordinary tensors with the same values. fp16/bf16 models quantize as they are.
+
 torchao is an optional dependency: importing this module without it raises ImportError with
 the install hint ``pip install 'requant-plugin[pt2e]'``.
 """
@@ -23,6 +27,8 @@ the install hint ``pip install 'requant-plugin[pt2e]'``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import warnings
 from typing import Any, Literal
 
@@ -81,6 +87,12 @@ def _backend(backend: str) -> str:
     return key
 
 
+def _check_eps(eps: float) -> None:
+    if not (math.isfinite(float(eps)) and float(eps) > 0.0):
+        raise ValueError(f"pt2e quantization config: eps (the smallest scale) must be a finite number > 0, "
+                         f"got {eps}; keep the default {DEFAULT_EPS}")
+
+
 def _specs(weight_bits: int, act_bits: int, backend: str, reduce_range: bool
            ) -> tuple[torch.dtype, int, int, torch.dtype, int, int]:
     """``(act dtype, act min, act max, weight dtype, weight min, weight max)``."""
@@ -108,7 +120,21 @@ def _config(
         qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
         observer_or_fake_quant_ctr=weight_ctr,
     )
+    for spec in (act, weight):
+        _validate_spec(spec)
     return QuantizationConfig(act, act, weight, None, False)
+
+
+def _validate_spec(spec: QuantizationSpec) -> None:
+    """Build the spec's observer once, as ``prepare_pt2e`` will (the spec's fields as arguments,
+    ``ch_axis`` only for ``PerChannel`` classes), so that a bad option raises at config time."""
+    kwargs = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+              if f.name != "observer_or_fake_quant_ctr"}
+    ctr: Any = spec.observer_or_fake_quant_ctr
+    cls = getattr(getattr(ctr, "p", None), "func", ctr)
+    if "PerChannel" not in getattr(cls, "__name__", ""):
+        kwargs.pop("ch_axis", None)
+    ctr.with_args(**kwargs)()
 
 
 def get_requant_quantization_config(
@@ -156,6 +182,7 @@ def get_requant_quantization_config(
     (``is_qat=True`` raises): the observers are calibration (PTQ) observers.
     """
     key = _backend(backend)
+    _check_eps(eps)
     if is_qat:
         raise ValueError("REQuant observers are post-training (calibration) observers: is_qat=True "
                          "is not supported")
@@ -196,16 +223,91 @@ def get_torchao_default_quantization_config(
     from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
 
     key = _backend(backend)
+    _check_eps(eps)
     act_ctr = HistogramObserver.with_args(eps=eps)
     weight_ctr = (PerChannelMinMaxObserver if per_channel else MinMaxObserver).with_args(eps=eps)
     return _config(act_ctr, weight_ctr, weight_bits, act_bits, key, per_channel, act_symmetric,
                    reduce_range)
 
 
+_MISSING = object()
+
+
+def _module_class(cls: Any) -> type | None:
+    """The class of an ``nn_module_stack`` entry (a class, or its dotted name after ``.module()``)."""
+    if isinstance(cls, type):
+        return cls
+    if not isinstance(cls, str) or "." not in cls:
+        return None
+    import importlib
+
+    mod, _, name = cls.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def _split_reused_module_calls(graph: torch.fx.Graph) -> list[tuple[torch.fx.Node, Any]]:
+    """Give each call of a module that runs more than once its own source partition.
+
+    ``torch.export`` (non-strict) leaves ``source_fn_stack`` empty and torch's
+    ``get_source_partitions`` then groups nodes by module *name*, so the two calls of
+    torchvision's shared ``BasicBlock.relu`` form one partition with two outputs and
+    ``X86InductorQuantizer`` raises "Input partition has more than one output node" (torch 2.13,
+    torchao 0.18). This sets ``source_fn_stack`` of those nodes to their per-call
+    ``nn_module_stack`` key (``relu``, ``relu@1``) and returns the old values to restore.
+    """
+    keys: dict[str, set[str]] = {}
+    found: list[tuple[torch.fx.Node, str, str, type]] = []
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or node.meta.get("source_fn_stack") is not None or not stack:
+            continue
+        key, (fqn, cls) = list(stack.items())[-1]
+        resolved = _module_class(cls)
+        if resolved is not None:
+            keys.setdefault(fqn, set()).add(key)
+            found.append((node, key, fqn, resolved))
+    changed: list[tuple[torch.fx.Node, Any]] = []
+    for node, key, fqn, resolved in found:
+        if len(keys[fqn]) > 1:
+            changed.append((node, node.meta.get("source_fn_stack", _MISSING)))
+            node.meta["source_fn_stack"] = [(key, resolved)]
+    return changed
+
+
+@functools.cache
+def _x86_quantizer_class() -> type:
+    """``X86InductorQuantizer`` annotating reused modules (a shared ``nn.ReLU``) call by call."""
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+    class REQuantX86InductorQuantizer(X86InductorQuantizer):  # type: ignore[misc]
+        """torchao's X86 quantizer; each call of a reused module is annotated as its own op (see
+        :func:`_split_reused_module_calls`), the graph metadata is restored afterwards."""
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            changed = _split_reused_module_calls(model.graph)
+            try:
+                out: torch.fx.GraphModule = super().annotate(model)
+            finally:
+                for node, old in changed:
+                    if old is _MISSING:
+                        node.meta.pop("source_fn_stack", None)
+                    else:
+                        node.meta["source_fn_stack"] = old
+            return out
+
+    return REQuantX86InductorQuantizer
+
+
 def make_quantizer(config: QuantizationConfig, backend: str = "x86_inductor") -> Quantizer:
     """A quantizer for ``backend`` with ``config`` as its global config.
 
-    ``"x86_inductor"``: torchao's ``X86InductorQuantizer``; ``"xnnpack"``: the XNNPACK-style
+    ``"x86_inductor"``: torchao's ``X86InductorQuantizer`` (a subclass that annotates each call of
+    a module used twice, e.g. torchvision ResNet's shared ``relu``, as its own op: torchao's
+    raises "Input partition has more than one output node" there); ``"xnnpack"``: the XNNPACK-style
     quantizer torchao ships for testing (``torchao.testing.pt2e._xnnpack_quantizer``; the
     production one lives in ExecuTorch and accepts the same config).
     """
@@ -216,9 +318,8 @@ def make_quantizer(config: QuantizationConfig, backend: str = "x86_inductor") ->
         warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="XNNPACKQuantizer is deprecated", category=UserWarning)
         if key == "x86_inductor":
-            from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
-
-            return X86InductorQuantizer().set_global(config)
+            x86: Quantizer = _x86_quantizer_class()().set_global(config)
+            return x86
         from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer
 
         quantizer: Quantizer = XNNPACKQuantizer().set_global(config)
@@ -252,6 +353,7 @@ def get_requant_quantizer(
         assert spec is not None
         wspec = dataclasses.replace(spec, quant_min=qmin, quant_max=qmax,
                                     observer_or_fake_quant_ctr=PinnedWeightObserver.with_args(grids=grids))
+        _validate_spec(wspec)
         config = dataclasses.replace(config, weight=wspec)
     return make_quantizer(config, backend)
 

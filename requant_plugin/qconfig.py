@@ -16,10 +16,18 @@ x86, fbgemm   quint8 affine, ``0..127`` at 8 bits          qint8, ``-2**(b-1)..2
               (torch's reduce-range default, no VNNI        symmetric (affine allowed)
               overflow), ``0..2**b-1`` below 8 bits
 qnnpack       quint8 affine ``0..2**b-1``                  qint8 ``-2**(b-1)..2**(b-1)-1``
-onednn        quint8 affine ``0..2**b-1``                  qint8 symmetric only
+onednn        quint8 affine ``0..2**b-1`` (*)              qint8 symmetric only
 tensorrt      qint8 symmetric ``-(2**(b-1)-1)..2**(b-1)-1``  qint8 symmetric, same narrow range
               (zero point 0, scale ``amax / 127``)
 ============  ===========================================  ==========================================
+
+(*) The same on every CPU. torch's own onednn default warns on CPUs without VNNI (possible
+``vpmaddubsw`` overflow with 0..255 activations); that warning is about torch's observer, which
+this mapping replaces, so it is not emitted here. On such CPUs pass ``reduce_range=True``
+(0..127 activations) if the int8 kernels lose accuracy.
+
+Every option is validated when the config is built (each observer is constructed once), not
+later in ``prepare_fx``/``convert_fx``.
 
 Sub-8-bit ranges are carried by ``quant_min``/``quant_max``. The *lowered* FX graph
 (``convert_fx`` on x86/fbgemm/qnnpack/onednn) clamps to the 8-bit container, so evaluate
@@ -28,6 +36,8 @@ sub-8-bit models with the decomposed reference graph or with :mod:`requant_plugi
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import torch
@@ -122,6 +132,8 @@ def get_requant_qconfig(
             deployments may want ``2**-12``).
     """
     _check_backend(backend)
+    if eps is not None and not (math.isfinite(float(eps)) and float(eps) > 0.0):
+        raise ValueError(f"get_requant_qconfig: eps (the smallest scale) must be a finite number > 0, got {eps}")
     w_search = search if weight_search is None else weight_search
     a_search = search if act_search is None else act_search
     for name, value in (("search", search), ("weight_search", w_search), ("act_search", a_search)):
@@ -156,6 +168,10 @@ def get_requant_qconfig(
             input_mean_ratio=weight_input_mean_ratio,
             qscheme=torch.per_tensor_symmetric if weight_symmetric else torch.per_tensor_affine, **extra,
         )
+    # with_args defers construction to prepare_fx/convert_fx: build each observer once now so that a bad
+    # option (weight_space="log", p=0, bins=1, ...) raises here, not in the middle of a flow
+    activation()
+    weight()
     return QConfig(activation=activation, weight=weight)
 
 
@@ -180,6 +196,7 @@ def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> N
         (per_channel, symmetric)]
     pinned = PinnedWeightObserver.with_args(
         grids=grids, dtype=torch.qint8, qscheme=qscheme, quant_min=qmin, quant_max=qmax)
+    pinned()  # validate the grids now (see get_requant_qconfig)
     ours = (PerChannelREQuantObserver, REQuantWeightObserver)
     if mapping.global_qconfig is not None:
         mapping.set_global(QConfig(activation=mapping.global_qconfig.activation, weight=pinned))
@@ -192,6 +209,24 @@ def _observer_class(ctr: Any) -> Any:
     """The observer class behind a constructor (``with_args`` partial or a bare class)."""
     inner = getattr(ctr, "p", None)
     return getattr(inner, "func", ctr)
+
+
+#: torch's warning about *its own* onednn activation observer (``HistogramObserver`` 0..255) on CPUs
+#: without VNNI; the mapping below replaces that observer, so the warning is not about its result.
+_ONEDNN_VNNI_WARNING = r"Default qconfig of oneDNN backend with reduce_range of false may have accuracy issues"
+
+
+def _torch_default_mapping(backend: str) -> QConfigMapping:
+    """``get_default_qconfig_mapping(backend)`` without torch's CPU-dependent onednn VNNI warning.
+
+    The mapping is only read for its entries (the special ops and which observers to replace),
+    and its onednn activation observer is replaced by REQuant's, so the warning (emitted when
+    ``torch.cpu._is_vnni_supported()`` is false) would make the result depend on the CPU. The
+    REQuant onednn mapping keeps 0..255 activations on every CPU (see the module docstring).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_ONEDNN_VNNI_WARNING, category=UserWarning)
+        return get_default_qconfig_mapping(backend)
 
 
 def get_requant_qconfig_mapping(
@@ -224,7 +259,7 @@ def get_requant_qconfig_mapping(
         _pin_weights(mapping, weight_ranges, backend)
         return mapping
     per_tensor = get_requant_qconfig(weight_bits, act_bits, backend, False, **kwargs)
-    default = get_default_qconfig_mapping(backend)
+    default = _torch_default_mapping(backend)
     from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
     for key, qc in default.object_type_qconfigs.items():
