@@ -938,6 +938,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def setup_text(runner: Runner) -> str:
+    """The Setup section of docs/results.md; paths in it are relative to the repository (no machine path)."""
     codes = sorted(runner.codes_used())
     note = (
         f"- REQuant rows were computed with the REQuant sources of digest {', '.join(codes)} "
@@ -949,7 +950,8 @@ def setup_text(runner: Runner) -> str:
             "## Setup",
             "",
             "- Models: the shared CIFAR-10 ResNet-20 (FP32 86.94 %) and ResNet-56 (88.38 %) "
-            "(`/work/shared/models`, JPEG-domain fine-tuned, evaluated on the shared JPEG test set).",
+            "(`../shared/models` beside the repository, or `$REQUANT_MODELS_DIR`; JPEG-domain fine-tuned, "
+            "evaluated on the shared JPEG test set).",
             "- Quantization: weights only (activations FP32), every Conv/Linear layer at the same bit width, "
             "fake-quantized (dequantized FP32 weights); biases and BatchNorm stay FP32.",
             "- REQuant: `requant_plugin.quantize_weights(model, bits, space=..., per_channel=..., "
@@ -960,7 +962,7 @@ def setup_text(runner: Runner) -> str:
             "(torch.ao, torchao 0.18, Brevitas 0.13.4), re-implemented from documentation otherwise "
             "(ModelOpt's 39-candidate `mse` grid, percentile, ACIQ).",
             "- The paper's CIFAR numbers (ResNet-18/50, their own checkpoints) are not comparable "
-            "cell by cell; see `/work/shared/reference/paper.md` section 3.",
+            "cell by cell; see `../shared/reference/paper.md` section 3.",
             note,
         ]
     )

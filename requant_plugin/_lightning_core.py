@@ -7,9 +7,12 @@ that mixes in their own ``Callback`` base.
 
 What the callback does, and what it never does:
 
-* It quantizes a COPY of one float submodule of the LightningModule (``attr``, e.g. ``"model"``)
-  and keeps the quantized module on the callback. ``pl_module`` is never converted, its
-  ``forward`` is never replaced, checkpoints stay float and load into a plain module.
+* It quantizes a COPY of one float submodule of the LightningModule (``attr``, e.g. ``"model"``;
+  by default the one child holding the Conv/Linear layers, or the LightningModule's own
+  ``forward`` when the layers sit on it directly)
+  and keeps the quantized module on the callback. ``pl_module`` is never converted, checkpoints
+  stay float and load into a plain module; its ``forward`` is replaced only when it is the
+  target itself, and only during ``trainer.test`` (an instance attribute, removed afterwards).
 * Modes: ``"weights"`` (weights-only REQuant via :func:`requant_plugin.quantize_weights`, no
   data) and ``"fx"`` / ``"pt2e"`` (full PTQ: ``prepare_fx`` or ``torch.export`` +
   ``prepare_pt2e``, ``num_batches`` calibration batches through the observers, then
@@ -76,14 +79,21 @@ class REQuantCalibrationCore:
 
     Args:
         attr: dotted name of the float submodule to quantize (``pl_module.get_submodule(attr)``),
-            e.g. ``"model"``; the LightningModule itself is never quantized.
+            e.g. ``"model"``. ``None`` (default) finds it: the one child module that holds
+            Conv/Linear layers, or the LightningModule's own ``forward`` when those layers are its
+            direct children (alone or next to one such child); two or more children holding
+            layers (e.g. a teacher and a student) raise in ``setup``, listing them. The summary
+            names the module that was quantized.
         mode: ``"weights"`` (weights-only REQuant, no data), ``"fx"`` (torch.ao FX PTQ) or
             ``"pt2e"`` (torchao pt2e PTQ).
         weight_bits, act_bits: bit widths (``act_bits`` is ignored in ``"weights"`` mode). With
             a custom ``qconfig_mapping``/``quantizer`` the bits are whatever it says.
         space, per_channel: weight grid for ``"weights"`` mode (``"sqrt"`` = REQuant's power
-            transform, ``"uniform"``) and per-channel ranges; ``quantize_kwargs`` passes any
-            other :func:`requant_plugin.quantize_weights` option (``fold_bn``, ``p``, ...).
+            transform, ``"uniform"``) and per-channel ranges; ``None`` (default): the
+            ``quantize_kwargs`` recipe's choice, else ``"sqrt"`` and per-channel (also for
+            ``export_onnx``). ``quantize_kwargs`` passes any other
+            :func:`requant_plugin.quantize_weights` option (``fold_bn``, ``p``, ``recipe``, ...);
+            a value written here or there always wins over the recipe.
         qconfig_mapping: FX ``QConfigMapping``; default ``requant_plugin.qconfig``'s REQuant
             mapping when that module is installed, else torch's ``get_default_qconfig_mapping("x86")``
             (8-bit only).
@@ -110,13 +120,13 @@ class REQuantCalibrationCore:
 
     def __init__(
         self,
-        attr: str = "model",
+        attr: str | None = None,
         *,
         mode: str = "fx",
         weight_bits: int = 8,
         act_bits: int = 8,
-        space: str = "sqrt",
-        per_channel: bool = True,
+        space: str | None = None,
+        per_channel: bool | None = None,
         quantize_kwargs: Mapping[str, Any] | None = None,
         qconfig_mapping: Any = None,
         quantizer: Any = None,
@@ -134,7 +144,7 @@ class REQuantCalibrationCore:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(attr, str) or not attr:
+        if attr is not None and (not isinstance(attr, str) or not attr):
             raise ValueError("attr must name a submodule of the LightningModule, e.g. attr='model'")
         for name, bits in (("weight_bits", weight_bits), ("act_bits", act_bits)):
             if not isinstance(bits, int) or not 2 <= bits <= 8:
@@ -143,7 +153,7 @@ class REQuantCalibrationCore:
             raise ValueError(f"num_batches must be >= 1, got {num_batches}")
         if isinstance(dataloader, str) and dataloader not in ("train", "val"):
             raise ValueError(f"dataloader must be 'train', 'val' or an iterable, got {dataloader!r}")
-        if space not in ("sqrt", "uniform"):
+        if space is not None and space not in ("sqrt", "uniform"):
             raise ValueError(f"space must be 'sqrt' or 'uniform', got {space!r}")
         if mode != "fx" and qconfig_mapping is not None:
             raise ValueError("qconfig_mapping is for mode='fx'; use quantizer= for mode='pt2e'")
@@ -153,6 +163,8 @@ class REQuantCalibrationCore:
             raise ValueError("export_onnx needs calibration data: use mode='fx' or 'pt2e' (the "
                              "export calibrates activations on the same batches)")
         self.attr = attr
+        self._resolved_attr: str | None = attr  # "" = the LightningModule's own forward
+        self._target_name = attr or ""
         self.mode = mode
         self.weight_bits = weight_bits
         self.act_bits = act_bits
@@ -271,16 +283,22 @@ class REQuantCalibrationCore:
                     "REQuantCalibration(dataloader='val') but this fit has no val dataloader; pass "
                     "val_dataloaders=..., define val_dataloader(), or use dataloader='train'"
                 )
-        if (stage == "test" and self.test_quantized and not self.calibrated
-                and getattr(trainer, "ckpt_path", None) is None):
-            source = _data_source(trainer, self.dataloader)
-            if source is None or not _source_defined(source):
-                raise ValueError(
-                    f"REQuantCalibration has no calibration state and trainer.test has no "
-                    f"{self.dataloader} dataloader to calibrate on: run trainer.fit first, pass "
-                    "ckpt_path= of a checkpoint saved after calibration, give the datamodule a "
-                    f"{self.dataloader}_dataloader(), or pass REQuantCalibration(dataloader=<iterable>)"
-                )
+        # trainer.test with nothing to calibrate on is checked in on_test_start: Lightning restores
+        # a ckpt_path= checkpoint (and this callback's state) only after setup
+
+    def _check_test_data(self, trainer: Any) -> None:
+        """Raise before testing when nothing is calibrated (after any checkpoint restore) and there
+        is no dataloader to calibrate on."""
+        if self.mode == "weights" or not isinstance(self.dataloader, str) or self.calibrated:
+            return
+        source = _data_source(trainer, self.dataloader)
+        if source is None or not _source_defined(source):
+            raise ValueError(
+                f"REQuantCalibration has no calibration state and trainer.test has no "
+                f"{self.dataloader} dataloader to calibrate on: run trainer.fit first, pass "
+                "ckpt_path= of a checkpoint saved after calibration, give the datamodule a "
+                f"{self.dataloader}_dataloader(), or pass REQuantCalibration(dataloader=<iterable>)"
+            )
 
     def on_fit_end(self, trainer: Any, pl_module: nn.Module) -> None:
         """Calibrate after training (``pl_module.log`` is not allowed here: loggers are used)."""
@@ -291,6 +309,7 @@ class REQuantCalibrationCore:
         """Swap the quantized submodule in (building or calibrating it first when needed)."""
         if not self.test_quantized:
             return
+        self._check_test_data(trainer)
         float_module = self._target(pl_module)
         self._ensure_quantized(trainer, pl_module, float_module)
         assert self._quantized is not None
@@ -298,12 +317,24 @@ class REQuantCalibrationCore:
                                  remember_last=self.compare_float)
         if self.mode == "weights":
             runner.to(_module_device(float_module))
-        parent_name, _, child = self.attr.rpartition(".")
+        attr = self._resolved_attr or ""
+        parent_name, _, child = attr.rpartition(".")
         parent = pl_module.get_submodule(parent_name) if parent_name else pl_module
-        setattr(parent, child, runner)
+        if attr:
+            setattr(parent, child, runner)
+        else:  # the LightningModule's own forward: an instance attribute, removed in _restore
+            object.__setattr__(pl_module, "forward", runner)
         self._swapped = (parent, child, float_module)
         self._compare = dict.fromkeys(("n", "n_labeled", "fp32", "quant", "agree", "signal",
                                        "noise"), 0.0)
+
+    def on_validation_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        """In ``trainer.validate``: rebuild :attr:`quantized_model` from a restored calibration."""
+        self._rebuild_restored(trainer, pl_module)
+
+    def on_predict_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        """In ``trainer.predict``: rebuild :attr:`quantized_model` from a restored calibration."""
+        self._rebuild_restored(trainer, pl_module)
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -312,10 +343,11 @@ class REQuantCalibrationCore:
             return
         parent, child, float_module = self._swapped
         args = _as_args(self.input_fn(batch))
-        runner = getattr(parent, child)
+        runner = getattr(parent, child) if child else vars(parent)["forward"]
         q_all = runner.last_output_for(args) if isinstance(runner, QuantizedModule) else None
         q_out = _first_tensor(q_all if q_all is not None else runner(*args))
-        f_out = _first_tensor(float_module(*args))
+        f_out = _first_tensor(float_module(*args) if child
+                              else type(float_module).forward(float_module, *args))
         if f_out is None or q_out is None or f_out.shape != q_out.shape:
             return
         f, q = f_out.detach().float(), q_out.detach().float().to(f_out.device)
@@ -395,10 +427,10 @@ class REQuantCalibrationCore:
             observers = "custom" if self.qconfig_mapping is not None else _default_fx_name()
         elif self.mode == "pt2e":
             observers = "custom" if self.quantizer is not None else _default_pt2e_name()
-        cfg: dict[str, Any] = {"mode": self.mode, "attr": self.attr, "weight_bits": self.weight_bits,
+        cfg: dict[str, Any] = {"mode": self.mode, "attr": self._resolved_attr, "weight_bits": self.weight_bits,
                                "observers": observers}
         if self.mode == "weights":
-            cfg.update(space=self.space, per_channel=self.per_channel,
+            cfg.update(**self._weight_grid(),
                        quantize_kwargs={k: v for k, v in sorted(self.quantize_kwargs.items())
                                         if isinstance(v, (bool, int, float, str))})
         else:
@@ -408,6 +440,12 @@ class REQuantCalibrationCore:
     def _target(self, pl_module: nn.Module) -> nn.Module:
         if self._swapped is not None:
             return self._swapped[2]
+        if self.attr is None:
+            self._resolved_attr = _find_network(pl_module)
+            self._target_name = ".".join(
+                [type(pl_module).__name__, self._resolved_attr or "forward (the LightningModule itself)"])
+            return pl_module.get_submodule(self._resolved_attr)
+        self._target_name = f"{type(pl_module).__name__}.{self.attr}"
         try:
             module = pl_module.get_submodule(self.attr)
         except AttributeError:
@@ -458,17 +496,22 @@ class REQuantCalibrationCore:
             return _PT2EFlow(quantizer)
         return None
 
+    def _weight_grid(self) -> dict[str, Any]:
+        """``space``/``per_channel`` as written, else the callback's defaults (``"sqrt"``, per channel),
+        except that with a ``quantize_kwargs`` recipe an unwritten one is ``None`` (the recipe's)."""
+        recipe = "recipe" in self.quantize_kwargs
+        return {"space": self.space if self.space is not None or recipe else "sqrt",
+                "per_channel": self.per_channel if self.per_channel is not None or recipe else True}
+
     def _quantize_weights(self, source: nn.Module, trainer: Any
                           ) -> tuple[nn.Module, list[dict[str, Any]]]:
         """Weights-only REQuant of ``source`` (a private plain copy), in place."""
         from .ptq import quantize_weights
 
         kwargs: dict[str, Any] = {"progress": self.progress and _progress_enabled(trainer)}
+        kwargs.update({k: v for k, v in self._weight_grid().items() if v is not None})
         kwargs.update(self.quantize_kwargs)
-        model, report = quantize_weights(
-            source, self.weight_bits, space=self.space, per_channel=self.per_channel, inplace=True,
-            **kwargs,
-        )
+        model, report = quantize_weights(source, self.weight_bits, inplace=True, **kwargs)
         rows = [{"layer": x.name, "tensor": "weight", "bits": x.bits, "alpha": x.alpha, "mse": x.mse}
                 for x in report.layers]
         return model, rows
@@ -611,6 +654,18 @@ class REQuantCalibrationCore:
                                ) from exc
         self.calibrate(trainer, pl_module, loader)
 
+    def _rebuild_restored(self, trainer: Any, pl_module: nn.Module) -> None:
+        """Outside ``fit``, rebuild the quantized copy (no data) from a calibration state that
+        fits the current float weights, e.g. one restored from ``ckpt_path=``; else do nothing."""
+        fn = getattr(getattr(trainer, "state", None), "fn", None)
+        if str(getattr(fn, "value", fn)) not in ("validate", "predict") or not self.calibrated:
+            return
+        float_module = self._target(pl_module)
+        with torch.inference_mode(False):
+            fp = weights_fingerprint(_float_state(float_module, trainer))
+        if self._state_valid(fp):
+            self._ensure_quantized(trainer, pl_module, float_module)
+
     def _state_valid(self, fp: str) -> bool:
         return (self.calibrated and self._state.get("fingerprint") == fp
                 and self._state.get("config") == self._config())
@@ -619,10 +674,11 @@ class REQuantCalibrationCore:
         if self._swapped is None:
             return
         parent, child, float_module = self._swapped
-        runner = getattr(parent, child)
+        runner = getattr(parent, child) if child else vars(parent).pop("forward", None)
         if isinstance(runner, QuantizedModule):
             runner._last = None
-        setattr(parent, child, float_module)
+        if child:
+            setattr(parent, child, float_module)
         self._swapped = None
 
     def _report(self, trainer: Any) -> None:
@@ -639,20 +695,46 @@ class REQuantCalibrationCore:
             logger.log_metrics(metrics, step=step)
             logger.save()
         table = format_summary(rows)
-        log.info("REQuant calibration (%s):\n%s", self.mode, table)
+        log.info("REQuant calibration (%s) of %s:\n%s", self.mode, self._target_name, table)
         if self.verbose:
-            print(f"REQuant calibration summary (mode={self.mode}):\n{table}")
+            print(f"REQuant calibration summary (mode={self.mode}, module={self._target_name}):\n{table}")
 
     def _export(self, source: nn.Module, batches: list[tuple[Any, ...]]) -> None:
         export = _export_fn()
         kwargs: dict[str, Any] = {"weight_bits": self.weight_bits, "act_bits": self.act_bits,
-                                  "space": self.space, "per_channel": self.per_channel}
+                                  "space": self.space or "sqrt",
+                                  "per_channel": True if self.per_channel is None else self.per_channel}
         kwargs.update(self.export_kwargs)
         self.export_report = export(source, [b[0] for b in batches], self.export_onnx, **kwargs)
         log.info("REQuantCalibration: wrote %s", self.export_onnx)
 
 
 # --------------------------------------------------------------------------- trainer helpers
+
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+             nn.ConvTranspose3d, nn.Linear)
+
+
+def _find_network(pl_module: nn.Module) -> str:
+    """The child of ``pl_module`` holding its Conv/Linear layers, or ``""`` (the LightningModule's own
+    forward) when such layers are its direct children; raises listing the candidates if ambiguous."""
+    holders = [n for n, c in pl_module.named_children()
+               if any(isinstance(m, _WEIGHTED) for m in c.modules())]
+    nets = [n for n in holders if not isinstance(pl_module.get_submodule(n), _WEIGHTED)]
+    if len(nets) == 1 and len(holders) == 1:
+        return nets[0]
+    if holders and len(nets) <= 1:
+        return ""
+    name = type(pl_module).__name__
+    if not holders:
+        raise ValueError(
+            f"REQuantCalibration: {name} has no Conv/Linear layers to quantize (child modules: "
+            f"{[n for n, _ in pl_module.named_children()]}); pass attr=<the network's attribute name>"
+        )
+    raise ValueError(
+        f"REQuantCalibration: cannot tell which network of {name} to quantize: {nets} all hold "
+        f"Conv/Linear layers; pass attr=<one of them>, e.g. REQuantCalibration(attr={nets[0]!r})"
+    )
 
 
 def _is_global_zero(trainer: Any) -> bool:

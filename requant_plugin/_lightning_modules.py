@@ -38,7 +38,7 @@ def weights_fingerprint(module: nn.Module | Mapping[str, Any]) -> str:
 
 
 def _plain_copy(module: nn.Module, state: Mapping[str, Tensor] | None = None) -> nn.Module:
-    """A CPU, eval-mode deep copy with pruning masks / parametrizations baked into the weights.
+    """A CPU, eval-mode, contiguous deep copy with pruning masks / parametrizations baked in.
 
     ``state`` (a state dict of ``module``, e.g. rank 0's under DDP) is loaded into the copy
     first. ``torch.nn.utils.prune`` (used by Lightning's ``ModelPruning``) recomputes
@@ -52,6 +52,9 @@ def _plain_copy(module: nn.Module, state: Mapping[str, Tensor] | None = None) ->
     memo: dict[int, Any] = {id(v): v.detach().clone() for sub in module.modules()
                             for v in vars(sub).values() if isinstance(v, Tensor) and not v.is_leaf}
     out = copy.deepcopy(module, memo).to("cpu").eval()
+    # contiguous layout: a channels_last (or inference-mode channels_last) user model gives the
+    # same quantized result as the plain one, since every variant then runs the same kernels
+    out = out._apply(lambda t: t.clone(memory_format=torch.contiguous_format))
     if state is not None:
         out.load_state_dict(state)
     for sub in out.modules():

@@ -17,8 +17,11 @@ Progress and tables go through ``log`` (``print`` by default); progress bars go 
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 from tqdm.auto import tqdm
@@ -55,13 +58,39 @@ def _check_config(cfg: PipelineConfig) -> None:
         raise UsageError("--calib-images must be at least 1")
     if cfg.test_limit is not None and cfg.test_limit < 1:
         raise UsageError("--test-limit must be at least 1")
-    # Fail fast, before minutes of work, when an optional extra is missing.
+    # Fail fast, before minutes of work, when an optional extra is missing or an output is unwritable.
     if cfg.report is not None:
         require_module("matplotlib", "--report (PNG plots)")
+        _check_writable(cfg.report, "--report", folder=True)
     if cfg.export is not None:
         for module in ("onnx", "onnxruntime"):
             require_module(module, "--export (ONNX for TensorRT)")
         require_module("requant_plugin.export", "--export (ONNX for TensorRT)")
+        _check_writable(cfg.export, "--export", folder=False)
+
+
+def _check_writable(path: str, option: str, *, folder: bool) -> None:
+    """Raise :class:`UsageError` (path + fix) unless ``path`` (a folder, or a file's folder) can be
+    created and written; creates nothing."""
+    target = Path(path)
+    fix = f"choose a writable location for {option}"
+    if folder and target.is_file():
+        raise UsageError(f"{option} {path} is an existing file, not a folder; {fix}")
+    if not folder and target.is_dir():
+        raise UsageError(f"{option} {path} is an existing folder, not a file; {fix}")
+    probe = target if folder else target.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"cannot write {option} {path}: {probe} is a file, not a folder; {fix}")
+    try:  # a real write: os.access says yes to root even where writes fail (/proc, read-only mounts)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {option} {path}: {probe} is not writable "
+                         f"({exc.strerror or exc}); {fix}") from exc
+    if target.exists() and not folder and not os.access(target, os.W_OK):
+        raise UsageError(f"cannot write {option} {path}: the file is read-only; {fix}")
 
 
 def _layer_rows(report: QuantizationReport, minmax_mse: dict[str, float]) -> list[LayerRow]:
