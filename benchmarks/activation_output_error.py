@@ -31,20 +31,18 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "integrations", ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from benchmarks.activation_observer_speed.doc import environment
+from benchmarks.harness.markdown import OBSERVERS_HEADER, write_section
+from benchmarks.harness.paths import DOCS, IMG
+from benchmarks.harness.runtime import command
+from requant_plugin import get_requant_qconfig_mapping
+from requant_plugin.data import cifar10_available, load_cifar10
+from requant_plugin.observers.flows import default_mapping, prepare_calibrated
+from requant_plugin.observers.scripts import load_task, quiet
+from requant_plugin.refine import refine_activation_ranges
 
-from activation_observer_speed import environment, write_section  # noqa: E402
-from fx_qconfig import default_mapping, load_task, prepare_calibrated, quiet  # noqa: E402
-
-from requant_plugin import get_requant_qconfig_mapping  # noqa: E402
-from requant_plugin.data import cifar10_available, load_cifar10  # noqa: E402
-from requant_plugin.refine import refine_activation_ranges  # noqa: E402
-
-DOC = ROOT / "docs" / "observers-results.md"
-PNG = ROOT / "docs" / "img" / "observers_output_error.png"
+DOC = DOCS / "observers-results.md"
+PNG = IMG / "observers_output_error.png"
 BASE = ("default", "requant", "exact")
 
 
@@ -82,9 +80,10 @@ def run(models: Sequence[str], seeds: Sequence[int], factors: Sequence[float], n
             task = load_task(name, calib_batches=8, batch_size=64, seed=seed)
             ref = logits(task.model.eval(), images)
             top = ref.argmax(1)
-            preps = {cfg: prepare_calibrated(task.model, mapping, task.calibration)[0] for cfg, mapping in (
-                ("default", default_mapping("x86")), ("requant", get_requant_qconfig_mapping()),
-                ("exact", get_requant_qconfig_mapping(act_sample_size=None)))}
+            mappings = (("default", default_mapping("x86")), ("requant", get_requant_qconfig_mapping()),
+                        ("exact", get_requant_qconfig_mapping(act_sample_size=None)))
+            preps: dict[str, Any] = {cfg: prepare_calibrated(task.model, mapping, task.calibration)[0]
+                                     for cfg, mapping in mappings}
             for f in factors:
                 preps[f"x{f:g}"] = scaled_ranges(preps["exact"], f)
             preps["refined"] = copy.deepcopy(preps["requant"])
@@ -194,12 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet()
     res = run(args.models, args.seeds, args.factors, args.held_out)
     given = list(sys.argv[1:] if argv is None else argv)
-    cmd = " ".join(["python benchmarks/activation_output_error.py", *given])
+    cmd = command("activation_output_error", given)
     text = markdown(res, args.seeds, args.held_out, cmd)
     print(text)
     if not args.no_write:
         plot(res, args.factors)
-        write_section(DOC, "output-error", text)
+        write_section(DOC, "output-error", text, header=OBSERVERS_HEADER)
     return 0
 
 

@@ -12,7 +12,7 @@ Writes:
 
 and prints a markdown table (golden search vs dense grid, per bit width, for several layers).
 
-Usage: ``python benchmarks/plot_algorithm.py [--quick] [--layer layer2.0.conv2] [--out docs/img]``
+Usage: ``python -m benchmarks.plot_algorithm [--quick] [--layer layer2.0.conv2] [--out docs/img]``
 (needs the shared ``cifar10_resnet20.pt``; set ``$REQUANT_SHARED_DIR`` or ``$REQUANT_MODELS_DIR``).
 """
 
@@ -26,13 +26,13 @@ from typing import cast
 import numpy as np
 import torch
 
+from benchmarks.harness.paths import IMG
+from benchmarks.harness.runtime import command
 from requant_plugin import estimate_range
 from requant_plugin.core import Grid, golden_search, grid_search, objective_for_rows
 from requant_plugin.plots import new_figure, save_figure
 from requant_plugin.ptq import quantizable_layers
 from requant_plugin.zoo import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def layer_weights(name: str) -> dict[str, np.ndarray]:
@@ -162,7 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="coarser dense grids")
     parser.add_argument("--layer", default="layer2.0.conv2", help="layer for the figures")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "img"), help="output folder")
+    parser.add_argument("--out", default=str(IMG), help="output folder")
     args = parser.parse_args()
     torch.set_num_threads(2)
     points = 500 if args.quick else 2000
@@ -172,7 +172,7 @@ def main() -> None:
     for path in (plot_loss_curves(w, args.layer, points, out), plot_local_convexity(w, args.layer, out),
                  plot_transform(w, args.layer, out)):
         print(f"wrote {path}")
-    cmd = "python benchmarks/plot_algorithm.py" + (" --quick" if args.quick else "")
+    cmd = command("plot_algorithm", ["--quick"] if args.quick else [])
     print(f"\nGolden search vs a dense {points}-point alpha grid, ResNet-20 (pretrained), per-tensor "
           f"asymmetric, weight-space MSE. Produced by `{cmd}`.\n")
     print(table(weights, ["conv1", "layer1.0.conv1", args.layer, "layer3.2.conv2", "linear"], points))

@@ -22,23 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (
-    CORE_HEADER,
-    CORE_ORDER,
-    DASH,
-    DOCS,
-    QUICK_OUT,
-    RESULTS,
-    command,
-    environment,
-    md_table,
-    model_weights,
-    progress,
-    setup,
-    write_section,
-)
+from benchmarks.harness.data import model_weights
+from benchmarks.harness.markdown import CORE_HEADER, CORE_ORDER, DASH, md_table, write_section
+from benchmarks.harness.paths import DOCS, QUICK_OUT, RESULTS
+from benchmarks.harness.runtime import command, environment, progress, setup
 from requant_plugin.core import Grid, golden_search, grid_search, objective_for_rows
 
 TOL = 1e-3  # 0.1 %
@@ -178,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup(0)
     argv_s = [a for a in (argv if argv is not None else sys.argv[1:])]
-    cmd = command("search_quality.py", argv_s)
+    cmd = command("search_quality", argv_s)
     if args.quick:
         plan = [("resnet20", False, [2, 4, 8])]
     else:

@@ -12,8 +12,8 @@ For the shared CIFAR-10 ResNet-20 and ResNet-56:
 
 Writes the tables into docs/tensorrt.md (between the BENCHMARK markers) and prints them.
 
-    python benchmarks/tensorrt_export.py            # 10,000 test images (about 10 minutes)
-    python benchmarks/tensorrt_export.py --quick    # 1,000 test images, fewer latency runs
+    python -m benchmarks.tensorrt_export            # 10,000 test images (about 10 minutes)
+    python -m benchmarks.tensorrt_export --quick    # 1,000 test images, fewer latency runs
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "tensorrt.md"
+from benchmarks.harness.paths import DOCS
+from benchmarks.harness.runtime import command
+
+DOC = DOCS / "tensorrt.md"
 BEGIN, END = "<!-- BENCHMARK:BEGIN -->", "<!-- BENCHMARK:END -->"
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("W8A8", {"weight_bits": 8}), ("W4A8", {"weight_bits": 4}),
@@ -107,7 +109,8 @@ def run_model(name: str, data: Any, args: argparse.Namespace, folder: Path) -> d
         kw = dict(kw)
         recipe = kw.pop("recipe", None)
         t0 = time.perf_counter()
-        src, extra = model, {"fp32_path": fp32}
+        extra: dict[str, Any] = {"fp32_path": fp32}
+        src = model
         if recipe is not None:
             from requant_plugin import quantize_weights
 
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             results.append(run_model(name, data, args, Path(tmp)))
-    cmd = "python benchmarks/tensorrt_export.py" + (" --quick" if args.quick else "")
+    cmd = command("tensorrt_export", ["--quick"] if args.quick else [])
     text = tables(results, args, cmd)
     print(text)
     if not args.no_doc and DOC.is_file():

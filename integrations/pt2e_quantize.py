@@ -11,107 +11,21 @@ prints the top-1 accuracy of each::
     python integrations/pt2e_quantize.py --model resnet20 --bits 4 --act-bits 4 --calib-batches 16
 
 ``--variants`` also evaluates REQuant's plain weight-MSE objective (``rho = 0``), REQuant
-activations with min-max weights, and the sqrt-space weight range.
+activations with min-max weights, and the sqrt-space weight range. A thin command line over
+:mod:`requant_plugin.observers.flows` and :mod:`requant_plugin.observers.scripts`.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from fx_qconfig import common_args, forward_arg, load_task, print_refinement, print_rows, quiet  # noqa: E402
-
-from requant_plugin.data import evaluate_accuracy  # noqa: E402
-
-
-def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
-                  refine: bool = False) -> tuple[nn.Module, float]:
-    """``torch.export`` (dynamic batch) -> ``prepare_pt2e`` -> calibration (timed) -> ``convert_pt2e``.
-
-    ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
-    output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
-    included in the seconds). ``model`` is not modified: a contiguous deep copy is exported (so
-    parameters created under ``torch.inference_mode()`` and channels_last models give the plain
-    model's result). The result is put in eval mode with ``allow_exported_model_train_eval``
-    (exported modules otherwise refuse ``.eval()``/``.train()``).
-    """
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    batch = torch.export.Dim("batch", min=1)
-    # a copy: the user's model keeps its mode, inference-mode parameters become ordinary tensors
-    # (torch.export cannot trace inference tensors) and weights contiguous (a channels_last conv sums
-    # in another order, so the observers would see activations a few ulps apart from the plain
-    # model's; Inductor picks its own layouts when compiling); fp16/bf16 models export as they are
-    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
-    exported = torch.export.export(plain, (calibration[0],),
-                                   dynamic_shapes={forward_arg(model): {0: batch}})
-    prepared = prepare_pt2e(exported.module(), quantizer)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for x in calibration:
-            prepared(x)
-    seconds = time.perf_counter() - start
-    if refine:
-        from requant_plugin.refine import refine_activation_ranges
-
-        print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e"))
-    quantized = convert_pt2e(prepared)
-    allow_exported_model_train_eval(quantized)
-    quantized.eval()  # the patched eval() returns None, not the module
-    return quantized, seconds
-
-
-def count_qdq(model: nn.Module) -> dict[str, int]:
-    """Number of ``quantized_decomposed`` q/dq nodes by op (0 means nothing was quantized)."""
-    graph = getattr(model, "graph", None)
-    counts: dict[str, int] = {}
-    for node in [] if graph is None else graph.nodes:
-        target = str(node.target)
-        if "quantized_decomposed" in target:
-            op = target.split(".")[-2]
-            counts[op] = counts.get(op, 0) + 1
-    return counts
-
-
-def configurations(weight_bits: int, act_bits: int, backend: str, variants: bool = False
-                   ) -> list[tuple[str, str, Any]]:
-    """``(key, label, quantizer)`` for the default and the REQuant configs (plus variants).
-
-    ``requant`` is ``get_requant_quantizer``'s default (REQuant activations; weights searched on
-    the weight MSE plus the coherent output-error term, ``rho = 0.467``); the variants are
-    REQuant's plain weight MSE (``rho = 0``), min-max weights, and the sqrt-space weight range.
-    """
-    from requant_plugin.pt2e import get_requant_quantizer, get_torchao_default_quantization_config, make_quantizer
-
-    out = [
-        ("default", "torchao default observers",
-         make_quantizer(get_torchao_default_quantization_config(weight_bits, act_bits, backend=backend), backend)),
-        ("requant", "REQuant", get_requant_quantizer(weight_bits, act_bits, backend=backend)),
-    ]
-    if variants:
-        out += [
-            ("requant_mse", "REQuant, plain weight MSE (rho=0)",
-             get_requant_quantizer(weight_bits, act_bits, backend=backend, weight_input_mean_ratio=0.0)),
-            ("requant_w_minmax", "REQuant acts + min-max weights",
-             get_requant_quantizer(weight_bits, act_bits, backend=backend, weight_search="minmax")),
-            ("requant_w_sqrt", "REQuant, sqrt-space weight range",
-             get_requant_quantizer(weight_bits, act_bits, backend=backend, weight_space="sqrt",
-                                   weight_input_mean_ratio=0.0)),
-        ]
-    return out
+from requant_plugin.data import evaluate_accuracy
+from requant_plugin.observers.flows import count_qdq, quantize_pt2e
+from requant_plugin.observers.scripts import common_args, configurations, load_task, print_rows, quiet
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -149,10 +63,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.act_bits = 8 if args.act_bits is None else args.act_bits
-    try:
-        import torchao  # noqa: F401
-    except ImportError:
-        print("error: the pt2e flow needs torchao: pip install 'requant-plugin[pt2e]'", file=sys.stderr)
+    from requant_plugin.deps import available, install_hint
+
+    if not available("torchao"):
+        print(f"error: the pt2e flow needs torchao: {install_hint('torchao')}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     quiet()

@@ -79,10 +79,20 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
-    from requant_plugin.export import build_engine, export_onnx_qdq, verify_export, write_calibration_cache
-    from requant_plugin.export.engine import run_engine, trtexec_command
+    from requant_plugin.export import (
+        ExportConfig,
+        build_engine,
+        export_onnx_qdq,
+        run_engine,
+        trtexec_command,
+        verify_export,
+        write_calibration_cache,
+    )
+    from requant_plugin.options import PerChannel, PerTensor
 
     try:
+        config = ExportConfig(weight_bits=args.weight_bits, space=args.space, opset=args.opset, fp16=args.fp16,
+                              granularity=PerTensor() if args.per_tensor else PerChannel(), progress=True)
         model, data = _load(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -105,11 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             # the FP32 reference stays the float model (the export's own would carry the W4 weights)
             proto, _, _ = export_fp32_onnx(model, calib[0][:1], opset=args.opset)
             fp32_path.write_bytes(proto.SerializeToString())
-        report = export_onnx_qdq(
-            exported, calib, qdq_path, weight_bits=args.weight_bits, space=args.space,
-            per_channel=not args.per_tensor, opset=args.opset, fp16=args.fp16,
-            fp32_path=None if args.recipe else fp32_path, progress=True, weight_ranges=ranges,
-        )
+        report = export_onnx_qdq(exported, calib, qdq_path, config, weight_ranges=ranges,
+                                 fp32_path=None if args.recipe else fp32_path)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ Core API::
     est = estimate_range(conv.weight, bits=4, space="sqrt")      # RangeEstimate
     qmodel, report = quantize_weights(model, bits=4)              # weights-only PTQ
     print(report)                                                 # per-layer alpha / MSE table
+    cfg = dataclasses.replace(RECIPES["beyond"], bits=3)          # recipes are plain configs
+    qmodel, report = quantize_weights(model, cfg, calibration_data=batches)
 
 Integrations live in submodules that import their host framework lazily:
 ``requant_plugin.observers`` (torch.ao FX), ``requant_plugin.pt2e`` (torchao),
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ptq import QuantizationReport, quantize_weights
-from .range import RangeEstimate, estimate_range
+from .options import PerChannel, PerTensor
+from .ptq import RECIPES, QuantizationReport, QuantizeConfig, quantize_weights
+from .range import RangeEstimate, RangeSpec, estimate_range
 
 __version__ = "0.1.0"
 
+# torch.ao's qconfig machinery is imported only when these are asked for (importing it warns)
 _LAZY = {
     "get_requant_qconfig_mapping": "requant_plugin.qconfig",
     "get_requant_qconfig": "requant_plugin.qconfig",
@@ -37,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "QuantizationReport", "RangeEstimate", "__version__", "estimate_range",
-    "get_requant_qconfig", "get_requant_qconfig_mapping", "quantize_weights",
+    "RECIPES", "PerChannel", "PerTensor", "QuantizationReport", "QuantizeConfig", "RangeEstimate",
+    "RangeSpec", "__version__", "estimate_range", "get_requant_qconfig", "get_requant_qconfig_mapping",
+    "quantize_weights",
 ]

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .pipeline.errors import UsageError, require_module
+from .deps import require
+from .options import MAX_BITS, MIN_BITS, check_bits
+from .pipeline.errors import USER_ERRORS, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -54,9 +56,10 @@ def _positive_int(text: str) -> int:
 
 def _bits(text: str) -> int:
     value = _positive_int(text)
-    if not 2 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"bit width must be in 2..8, got {value}")
-    return value
+    try:
+        return check_bits(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bit width must be in {MIN_BITS}..{MAX_BITS}, got {value}") from None
 
 
 def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -183,9 +186,8 @@ def _inspect(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise UsageError(f"ONNX file not found: {path}")
-    require_module("onnx", "requant inspect")
-    export = require_module("requant_plugin.export", "requant inspect")
-    import onnx
+    onnx = require("onnx", "requant inspect")
+    export = require("requant_plugin.export", "requant inspect")
 
     try:
         model = onnx.load(str(path))
@@ -224,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args, args_list)
         return _inspect(args)
-    except UsageError as exc:
+    except USER_ERRORS as exc:  # UsageError, or a missing optional package (MissingDependency)
         message = " ".join(str(exc).split())  # always one line
         print(f"requant {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .data import cifar10_available, fashion_mnist_available
+from .deps import MissingDependency, install_hint, require
 from .pipeline import PipelineConfig, PipelineResult, run_pipeline
 from .zoo import default_weights_path
 
@@ -49,13 +50,11 @@ def choose_demo_data() -> tuple[str, str, str]:
 
 def _export_available() -> str | None:
     """``None`` when the ONNX export can run, else why not (with the install command)."""
-    import importlib
-
     for module in ("onnx", "onnxruntime", "requant_plugin.export"):
         try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            return f"{module} is not importable ({exc}); install it with: pip install 'requant-plugin[onnx]'"
+            require(module, "the ONNX export")
+        except MissingDependency as exc:
+            return f"{module} is not importable ({exc.__cause__}); install it with: {install_hint('onnx')}"
     return None
 
 

@@ -5,8 +5,9 @@
   (``alpha = 1``) marked.
 * :func:`plot_accuracy_vs_bits`: top-1 accuracy per bit width and method, FP32 as a line.
 
-Each function writes one PNG and returns its path. Without matplotlib they raise ImportError
-naming the extra to install: ``pip install 'requant-plugin[plots]'``.
+Each function writes one PNG and returns its path. Without matplotlib they raise
+:class:`requant_plugin.deps.MissingDependency` (an ``ImportError``) naming the extra to install:
+``pip install 'requant-plugin[plots]'``.
 """
 
 from __future__ import annotations
@@ -15,23 +16,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .deps import require
+
 if TYPE_CHECKING:
     from .pipeline.curves import AlphaCurve
 
 __all__ = ["new_figure", "plot_accuracy_vs_bits", "plot_alpha_curves", "plot_layer_mse", "save_figure"]
 
-_HINT = "pip install 'requant-plugin[plots]'"
-
-
 def new_figure(width: float, height: float) -> Any:
     """A matplotlib ``Figure`` bound to an Agg canvas (never touches pyplot's global state)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError(f"plots need matplotlib ({exc}); install it with: {_HINT}") from exc
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
+    figure = require("matplotlib.figure", "plots")
+    backend = require("matplotlib.backends.backend_agg", "plots")
+    fig = figure.Figure(figsize=(width, height), dpi=110)
+    backend.FigureCanvasAgg(fig)
     return fig
 
 

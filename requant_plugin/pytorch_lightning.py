@@ -1,9 +1,8 @@
 """``REQuantCalibration`` for ``pytorch_lightning`` (``pip install 'requant-plugin[pytorch-lightning]'``).
 
-All logic lives in :mod:`requant_plugin._lightning_core` (and its ``_lightning_*`` helpers); this is
-the ``pytorch_lightning`` flavour (``requant_plugin.lightning`` has the same class for ``lightning.pytorch``). Both
-classes share the checkpoint state key ``"REQuantCalibration"``, so a checkpoint written with
-one flavour restores into the other.
+The same callback as :mod:`requant_plugin.lightning` (whose Lightning-free modules hold all the
+logic), bound to ``pytorch_lightning.Callback``. Both classes share the checkpoint state key
+``"REQuantCalibration"``, so a checkpoint written with one flavour restores into the other.
 
 Example::
 
@@ -18,25 +17,18 @@ Example::
 
 from __future__ import annotations
 
-try:
-    from pytorch_lightning import Callback
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "requant_plugin.pytorch_lightning needs pytorch_lightning: "
-        "pip install 'requant-plugin[pytorch-lightning]' (or use requant_plugin.lightning)"
-    ) from exc
+from .deps import require
+from .lightning.batches import default_input_fn, default_target_fn
+from .lightning.callback import REQuantCalibrationCore, bind
+from .lightning.config import CalibrationConfig
+from .lightning.modules import QuantizedModule
+from .lightning.summary import format_summary
 
-from ._lightning_core import (
-    QuantizedModule,
-    REQuantCalibrationCore,
-    default_input_fn,
-    default_target_fn,
-    format_summary,
-)
+__all__ = [
+    "CalibrationConfig", "QuantizedModule", "REQuantCalibration", "REQuantCalibrationCore",
+    "default_input_fn", "default_target_fn", "format_summary",
+]
 
-__all__ = ["QuantizedModule", "REQuantCalibration", "default_input_fn", "default_target_fn", "format_summary"]
-
-
-class REQuantCalibration(REQuantCalibrationCore, Callback):
-    """Post-training quantization callback for ``pytorch_lightning``; see
-    :class:`requant_plugin._lightning_core.REQuantCalibrationCore` for the arguments."""
+_pl = require("pytorch_lightning", "requant_plugin.pytorch_lightning (or use requant_plugin.lightning "
+              "with lightning installed)")
+REQuantCalibration = bind(_pl.Callback, __name__)

@@ -24,42 +24,63 @@ hold at most one threshold (bins are much finer than a step for any useful ``alp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
 from .grid import Grid
-from .objective import Codes, RangeObjective, code_sse
+from .objective import Codes, PointMoments, RangeObjective, code_sse
 from .transform import PowerTransform
+
+
+@dataclass(frozen=True)
+class HistogramBins:
+    """The non-empty bins of one histogram, sorted ascending (original space).
+
+    Attributes:
+        means, counts, sums, sumsq: per bin ``(n,)``: mean, count, sum and sum of squares.
+        edges: ``(n, 2)`` lower and upper edge of each bin.
+        data_min, data_max: the range of the data (no member lies outside).
+    """
+
+    means: NDArray[np.float64]
+    counts: NDArray[np.float64]
+    sums: NDArray[np.float64]
+    sumsq: NDArray[np.float64]
+    edges: NDArray[np.float64]
+    data_min: float
+    data_max: float
+
+    @property
+    def moments(self) -> PointMoments:
+        """The bins as one row of weighted points for :class:`RangeObjective`."""
+        return PointMoments(self.counts[None, :], self.sums[None, :], self.sumsq[None, :])
 
 
 class BinnedObjective(RangeObjective):
     """``L(alpha)`` of one histogram (one row), with straddling bins split (module docstring).
 
     Args:
-        means, counts, sums, sumsq: per non-empty bin, sorted ascending: mean, count, sum and
-            sum of squares (original space).
-        edges: ``(n, 2)`` lower and upper edge of each bin.
-        grid, transform, lo, hi: as for :class:`RangeObjective` (one row).
-        data_min, data_max: the range of the data (no member lies outside).
+        bins: the histogram's non-empty bins (:class:`HistogramBins`).
+        grid, transform, lo, hi, loss_space: as for :class:`RangeObjective` (one row).
 
     The correction applies with the loss in the original space (the activation observers' case);
     in the transformed loss space this is plain :class:`RangeObjective`.
     """
 
     def __init__(
-        self, means: NDArray[np.float64], counts: NDArray[np.float64], sums: NDArray[np.float64],
-        sumsq: NDArray[np.float64], edges: NDArray[np.float64], grid: Grid, transform: PowerTransform,
-        lo: NDArray[np.float64], hi: NDArray[np.float64], data_min: float, data_max: float,
-        loss_space: str = "original",
+        self, bins: HistogramBins, grid: Grid, transform: PowerTransform,
+        lo: NDArray[np.float64], hi: NDArray[np.float64], loss_space: str = "original",
     ) -> None:
-        super().__init__(means[None, :], grid, transform, lo, hi, loss_space,  # type: ignore[arg-type]
-                         weights=counts[None, :], sums=sums[None, :], sumsq=sumsq[None, :])
-        var = sumsq / counts - means * means
+        super().__init__(bins.means[None, :], grid, transform, lo, hi, loss_space, moments=bins.moments)
+        means, counts = bins.means, bins.counts
+        var = bins.sumsq / counts - means * means
         var = np.where(var > 1e-12 * means * means, var, 0.0)  # round-off of a point mass is no spread
-        left = np.maximum(edges[:, 0], data_min)
-        right = np.minimum(edges[:, 1], data_max)
+        left = np.maximum(bins.edges[:, 0], bins.data_min)
+        right = np.minimum(bins.edges[:, 1], bins.data_max)
         half = np.minimum(np.sqrt(3.0 * var), np.minimum(means - left, right - means))
-        self._split = loss_space == "original"
+        self._split = self.loss_space == "original"
         self._m, self._n = means, counts
         self._h = np.maximum(half, 0.0)
         self._lo_sup, self._hi_sup = means - self._h, means + self._h
@@ -94,4 +115,4 @@ class BinnedObjective(RangeObjective):
         return None if self._split else super().breakpoints(max_points)
 
 
-__all__ = ["BinnedObjective"]
+__all__ = ["BinnedObjective", "HistogramBins"]

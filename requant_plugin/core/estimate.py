@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ..options import Search
 from .grid import Grid
-from .objective import LossSpace, RangeObjective
-from .search import SearchResult, check_search, golden_search, grid_search, minmax_search
+from .objective import RangeObjective
+from .search import SearchResult, golden_search, grid_search, minmax_search
 from .transform import PowerTransform
 
 
@@ -52,7 +53,7 @@ class RowEstimate:
 
 def objective_for_rows(
     rows: NDArray[np.floating], grid: Grid, *, p: float = 1.0,
-    loss_space: LossSpace = "original", presorted: bool = False,
+    loss_space: str = "original", presorted: bool = False,
 ) -> RangeObjective:
     """Build the objective for raw 2-D rows (sorted here unless ``presorted``)."""
     if rows.ndim != 2 or rows.shape[1] == 0:
@@ -66,14 +67,14 @@ def objective_for_rows(
 
 def run_search(obj: RangeObjective, search: str = "golden", grid_points: int = 2000) -> SearchResult:
     """Dispatch to the golden (default), dense grid or min-max (alpha = 1) search."""
-    check_search(search)
-    if search == "grid":
+    search = Search.parse(search)
+    if search == Search.GRID:
         return grid_search(obj, grid_points)
-    return minmax_search(obj) if search == "minmax" else golden_search(obj)
+    return minmax_search(obj) if search == Search.MINMAX else golden_search(obj)
 
 
 def estimate_rows(
-    rows: NDArray[np.floating], grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original",
+    rows: NDArray[np.floating], grid: Grid, *, p: float = 1.0, loss_space: str = "original",
     search: str = "golden", grid_points: int = 2000,
 ) -> RowEstimate:
     """REQuant on each row of ``rows`` (finite values; shape ``(R, n)``, ``n >= 1``)."""

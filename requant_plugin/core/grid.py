@@ -24,22 +24,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..options import Convention, check_bits
+
+#: The convention names as a typing alias (validation: :class:`~requant_plugin.options.Convention`).
 SymmetricConvention = Literal["torch", "tensorrt", "narrow"]
-SYMMETRIC_CONVENTIONS: tuple[str, ...] = ("torch", "tensorrt", "narrow")
-MIN_BITS, MAX_BITS = 2, 8
 #: Smallest scale handed out, as torch.ao's observers do (float32 machine epsilon).
 EPS = float(np.finfo(np.float32).eps)
-
-
-def check_bits(bits: int) -> int:
-    """Return ``bits`` if it is an integer in [2, 8], else raise ValueError listing the range."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise ValueError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-    if not MIN_BITS <= int(bits) <= MAX_BITS:
-        raise ValueError(
-            f"bits={bits} is not supported: valid values are {list(range(MIN_BITS, MAX_BITS + 1))}"
-        )
-    return int(bits)
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ class Grid:
     quant_min: int
     quant_max: int
     symmetric: bool = False
-    convention: SymmetricConvention = "torch"
+    convention: str = "torch"
 
     def __post_init__(self) -> None:
         if self.quant_max <= self.quant_min:
@@ -73,15 +63,12 @@ class Grid:
                 f"the grid [{self.quant_min}, {self.quant_max}] has more than 256 levels "
                 "(at most 8 bits are supported)"
             )
-        if self.convention not in SYMMETRIC_CONVENTIONS:
-            raise ValueError(
-                f"unknown symmetric convention {self.convention!r}: valid values are "
-                f"{list(SYMMETRIC_CONVENTIONS)}"
-            )
+        # a member or its spelling; stored as the plain spelling
+        object.__setattr__(self, "convention", Convention.parse(self.convention, "symmetric convention").value)
 
     @classmethod
     def from_bits(
-        cls, bits: int, *, symmetric: bool = False, convention: SymmetricConvention = "torch"
+        cls, bits: int, *, symmetric: bool = False, convention: str = "torch"
     ) -> Grid:
         """The standard b-bit grid: ``[0, 2**b - 1]`` asymmetric, ``[-2**(b-1), 2**(b-1) - 1]``
         symmetric (``[-(2**(b-1) - 1), 2**(b-1) - 1]`` for the narrow convention)."""

@@ -20,10 +20,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .binned import BinnedObjective
+from .binned import BinnedObjective, HistogramBins
 from .estimate import RowEstimate, run_search
 from .grid import Grid
-from .objective import LossSpace
 from .transform import PowerTransform
 
 #: Rebuild the window instead of doubling the bin width more than this many times.
@@ -204,7 +203,7 @@ class StreamingHistogram:
         h.sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
         return h
 
-    def objective(self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original") -> BinnedObjective:
+    def objective(self, grid: Grid, *, p: float = 1.0, loss_space: str = "original") -> BinnedObjective:
         """``L(alpha)`` over the histogram: each bin assigned by its mean, with the bins that
         straddle a rounding threshold split (:class:`~.binned.BinnedObjective`)."""
         if self.empty:
@@ -217,10 +216,11 @@ class StreamingHistogram:
         transform = PowerTransform.fit(np.array([[self.min, self.max]]), p)
         lo = transform.forward(np.array([[self.min]]))[:, 0]
         hi = transform.forward(np.array([[self.max]]))[:, 0]
-        return BinnedObjective(means, cnt, s1, s2, edges, grid, transform, lo, hi, self.min, self.max, loss_space)
+        bins = HistogramBins(means, cnt, s1, s2, edges, self.min, self.max)
+        return BinnedObjective(bins, grid, transform, lo, hi, loss_space)
 
     def estimate(
-        self, grid: Grid, *, p: float = 1.0, loss_space: LossSpace = "original",
+        self, grid: Grid, *, p: float = 1.0, loss_space: str = "original",
         search: str = "golden", grid_points: int = 2000,
     ) -> RowEstimate:
         """REQuant's alpha search on the histogram."""

@@ -29,11 +29,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..options import LossSpace as LossSpaceChoice
 from .grid import Grid
 from .transform import PowerTransform
 
+#: The loss-space names as a typing alias (validation: :class:`~requant_plugin.options.LossSpace`).
 LossSpace = Literal["original", "transformed"]
-LOSS_SPACES: tuple[str, ...] = ("original", "transformed")
 _CHUNK = 1 << 22  # max rows * candidates * levels handled at once
 _BLOCK = 64  # block length of the blocked prefix sums
 _BLOCKED_MIN = 1 << 16  # single rows longer than this use blocked prefix sums
@@ -44,6 +45,16 @@ def _prefix(x: NDArray[np.float64]) -> NDArray[np.float64]:
     out = np.zeros((x.shape[0], x.shape[1] + 1))
     np.cumsum(x, axis=1, dtype=np.float64, out=out[:, 1:])
     return out
+
+
+@dataclass(frozen=True)
+class PointMoments:
+    """Weighted points (a histogram's bins), each ``(R, n)`` in the ORIGINAL space: per point the
+    count ``n_i``, the sum ``S1_i`` and the sum of squares ``S2_i`` of the values it stands for."""
+
+    count: NDArray[np.float64]
+    sum1: NDArray[np.float64]
+    sum2: NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,9 @@ class RangeObjective:
         grid: the integer grid.
         transform: the transform (identity for ``space="uniform"``).
         lo, hi: per-row data range ``(R,)`` in the transformed space, fixing ``s1`` and ``z``.
-        loss_space: measure the error in the original or the transformed space.
-        weights, sums, sumsq: for weighted points (histograms): per point count, sum and sum
-            of squares in the ORIGINAL space; ``None`` for raw values (weight 1 each).
+        loss_space: measure the error in the ``"original"`` or the ``"transformed"`` space.
+        moments: for weighted points (histograms) their :class:`PointMoments`; ``None`` for raw
+            values (weight 1 each).
     """
 
     def __init__(
@@ -86,13 +97,11 @@ class RangeObjective:
         transform: PowerTransform,
         lo: NDArray[np.float64],
         hi: NDArray[np.float64],
-        loss_space: LossSpace = "original",
-        weights: NDArray[np.float64] | None = None,
-        sums: NDArray[np.float64] | None = None,
-        sumsq: NDArray[np.float64] | None = None,
+        loss_space: str = "original",
+        *,
+        moments: PointMoments | None = None,
     ) -> None:
-        if loss_space not in LOSS_SPACES:
-            raise ValueError(f"unknown loss space {loss_space!r}: valid values are {list(LOSS_SPACES)}")
+        loss_space = LossSpaceChoice.parse(loss_space, "loss space").value
         if values.ndim != 2:
             raise ValueError("values must be 2-D (rows, n)")
         self.grid, self.transform, self.loss_space = grid, transform, loss_space
@@ -101,7 +110,7 @@ class RangeObjective:
         self.exponent = 1.0 if (loss_space == "transformed" or transform.is_identity) else 1.0 / transform.p
         self._values = values
         self._build_keys(values)
-        self._build_prefix(values, weights, sums, sumsq)
+        self._build_prefix(values, moments)
         k = np.arange(grid.quant_min, grid.quant_max + 1, dtype=np.float64)
         self._a = k[None, :] - self.z[:, None]  # (R, L): k - z
         self._half = self._a[:, :-1] + 0.5  # rounding thresholds in units of the scale
@@ -125,17 +134,14 @@ class RangeObjective:
         self._keys = ((v - vmin) / span + offs).ravel()
         self._vmin, self._span = vmin, span
 
-    def _build_prefix(
-        self, values: NDArray[np.floating], weights: NDArray[np.float64] | None,
-        sums: NDArray[np.float64] | None, sumsq: NDArray[np.float64] | None,
-    ) -> None:
+    def _build_prefix(self, values: NDArray[np.floating], moments: PointMoments | None) -> None:
         """Prefix sums of weight, x and x**2 (x in the loss space), in float64.
 
         A large single row uses block prefix sums (blocks of ``_BLOCK`` values plus a partial
         sum inside the block at query time), which avoids two sequential O(n) cumsums.
         """
         self._blocked = False
-        if weights is None:
+        if moments is None:
             self._p0 = None  # the count below index i is i itself
             v = values.astype(np.float64)
             x = self.transform.forward(v) if self.loss_space == "transformed" else v
@@ -151,13 +157,12 @@ class RangeObjective:
             else:
                 self._p1, self._p2 = _prefix(x), _prefix(x * x)
             return
-        assert sums is not None and sumsq is not None
-        w0 = weights.astype(np.float64)
+        w0 = moments.count.astype(np.float64)
         if self.loss_space == "transformed" and not self.transform.is_identity:
             y = self.transform.forward(values.astype(np.float64))  # bin mean stands for its members
             w1, w2 = w0 * y, w0 * y * y
         else:
-            w1, w2 = sums.astype(np.float64), sumsq.astype(np.float64)
+            w1, w2 = moments.sum1.astype(np.float64), moments.sum2.astype(np.float64)
         self._p0, self._p1, self._p2 = _prefix(w0), _prefix(w1), _prefix(w2)
         total = self._p0[:, -1]
         self.total_weight = np.where(total > 0, total, 1.0)

@@ -19,18 +19,12 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from .compat import check_search as check_search  # compatibility: ``core.search.check_search``
 from .grid import Grid
 
+#: The search names as a typing alias (validation: :class:`~requant_plugin.options.Search`).
 SearchMethod = Literal["golden", "grid", "minmax"]
-SEARCHES: tuple[str, ...] = ("golden", "grid", "minmax")
 INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
-
-
-def check_search(search: str) -> str:
-    """Return ``search`` if known, else raise ValueError listing the valid values."""
-    if search not in SEARCHES:
-        raise ValueError(f"unknown search {search!r}: valid values are {list(SEARCHES)}")
-    return search
 
 
 @dataclass(frozen=True)

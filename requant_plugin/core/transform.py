@@ -15,15 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-SPACES: tuple[str, ...] = ("uniform", "sqrt")
-
-
-def check_space(space: str) -> str:
-    """Return ``space`` if known, else raise ValueError listing the valid values."""
-    if space not in SPACES:
-        raise ValueError(f"unknown space {space!r}: valid values are {list(SPACES)}")
-    return space
-
 
 @dataclass(frozen=True)
 class PowerTransform:

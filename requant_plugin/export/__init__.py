@@ -1,10 +1,12 @@
 """ONNX Q/DQ export of REQuant ranges for TensorRT (explicit INT8 quantization).
 
-Everything here needs the ``onnx`` extra (``pip install 'requant-plugin[onnx]'``), imported on
-first use, so ``import requant_plugin.export`` itself is cheap::
+Everything here needs the ``onnx`` extra (``pip install 'requant-plugin[onnx]'``), imported
+through :func:`requant_plugin.deps.require` on first use, so ``import requant_plugin.export``
+itself imports no ONNX package::
 
-    from requant_plugin.export import export_onnx_qdq, check_tensorrt_compat
-    report = export_onnx_qdq(model, calib_batches, "model.int8.onnx")
+    from requant_plugin.export import ExportConfig, export_onnx_qdq, check_tensorrt_compat
+    report = export_onnx_qdq(model, calib_batches, "model.int8.onnx")          # W8A8 defaults
+    report = export_onnx_qdq(model, calib_batches, "w4.onnx", ExportConfig(weight_bits=4))
     print(report)                                   # per-layer table, float ops, rule check
     assert not check_tensorrt_compat("model.int8.onnx")
 
@@ -13,40 +15,37 @@ first use, so ``import requant_plugin.export`` itself is cheap::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .calib_cache import calibration_cache_header, read_calibration_cache, write_calibration_cache
+from .config import DEFAULT_EXPORT, ExportConfig, export_config
+from .engine import build_engine, run_engine, trtexec_command
+from .onnx_qdq import export_onnx_qdq
+from .placement import plan_qdq
+from .reference import fake_quant_reference
+from .report import ActivationInfo, ExportReport, Violation, WeightInfo
+from .trt_rules import check_tensorrt_compat
+from .verify import onnx_full_check, ort_accuracy, ort_predict, polygraphy_lint, verify_export
 
-_LAZY = {
-    "export_onnx_qdq": ".onnx_qdq",
-    "check_tensorrt_compat": ".trt_rules",
-    "write_calibration_cache": ".calib_cache",
-    "read_calibration_cache": ".calib_cache",
-    "calibration_cache_header": ".calib_cache",
-    "build_engine": ".engine",
-    "trtexec_command": ".engine",
-    "run_engine": ".engine",
-    "ExportReport": ".report",
-    "Violation": ".report",
-    "WeightInfo": ".report",
-    "ActivationInfo": ".report",
-    "verify_export": ".verify",
-    "ort_predict": ".verify",
-    "ort_accuracy": ".verify",
-    "polygraphy_lint": ".verify",
-    "onnx_full_check": ".verify",
-    "fake_quant_reference": ".reference",
-    "plan_qdq": ".placement",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'requant_plugin.export' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
-
-
-__all__ = sorted(_LAZY)
+__all__ = [
+    "DEFAULT_EXPORT",
+    "ActivationInfo",
+    "ExportConfig",
+    "ExportReport",
+    "Violation",
+    "WeightInfo",
+    "build_engine",
+    "calibration_cache_header",
+    "check_tensorrt_compat",
+    "export_config",
+    "export_onnx_qdq",
+    "fake_quant_reference",
+    "onnx_full_check",
+    "ort_accuracy",
+    "ort_predict",
+    "plan_qdq",
+    "polygraphy_lint",
+    "read_calibration_cache",
+    "run_engine",
+    "trtexec_command",
+    "verify_export",
+    "write_calibration_cache",
+]

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from ._io import write_bytes_atomic
+from .atomic import write_bytes_atomic
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 

@@ -1,21 +1,22 @@
 """Activation statistics on ONNX tensor names, and REQuant per-tensor INT8 scales from them.
 
-The FP32 ONNX model runs in ONNX Runtime with the tensors to quantize exposed as extra
-outputs; each feeds an exact-moment :class:`~requant_plugin.core.StreamingHistogram`. The
+The FP32 ONNX model runs in ONNX Runtime (:mod:`.runtime`) with the tensors to quantize exposed
+as extra outputs; each feeds a :class:`~requant_plugin.calib.HistogramCalibrator` in exact mode
+(every value binned in float64: an exact-moment :class:`~requant_plugin.core.StreamingHistogram`). The
 scale is REQuant's symmetric search on that histogram with TensorRT's convention:
 ``s = alpha * amax / 127`` on the grid ``[-128, 127]``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..calib.histogram import HistogramCalibrator
 from ..core import Grid, StreamingHistogram
-from . import _deps
+from .runtime import session, with_outputs
 
 
 def as_batch(item: Any) -> np.ndarray:
@@ -35,38 +36,6 @@ def as_batch(item: Any) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def with_outputs(model: Any, tensors: Sequence[str]) -> Any:
-    """A copy of ``model`` whose graph also outputs ``tensors`` (types left to the runtime)."""
-    onnx = _deps.onnx()
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    present = {o.name for o in out.graph.output}
-    for name in tensors:
-        if name not in present:
-            out.graph.output.append(onnx.ValueInfoProto(name=name))
-    return out
-
-
-def session(model: Any, *, optimize: bool = True, threads: int = 0) -> Any:
-    """A CPU ONNX Runtime session for a ModelProto or a path (``optimize=False``: ORT_DISABLE_ALL)."""
-    ort = _deps.ort()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    if isinstance(model, (str, os.PathLike)):
-        src: str | bytes = os.fspath(model)
-    elif isinstance(model, bytes):
-        src = model
-    else:
-        src = model.SerializeToString()
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-
 def collect_histograms(
     model: Any,
     tensors: Sequence[str],
@@ -80,7 +49,7 @@ def collect_histograms(
     Returns the histograms and the number of calibration samples seen. Raises ValueError
     when ``batches`` is empty or a tensor holds NaN/Inf.
     """
-    hists = {t: StreamingHistogram(bins) for t in tensors}
+    calibrators = {t: HistogramCalibrator(bins=bins, exact=True, name=t) for t in tensors}
     sess = session(with_outputs(model, tensors))
     inputs = sess.get_inputs()
     if len(inputs) != 1:
@@ -99,13 +68,13 @@ def collect_histograms(
         values = sess.run(list(tensors), {in_name: x})
         for name, value in zip(tensors, values, strict=False):
             try:
-                hists[name].update(value)
+                calibrators[name].collect(value)
             except ValueError as exc:
                 raise ValueError(f"activation {name!r}: {exc} during calibration") from exc
         seen += int(x.shape[0]) if x.ndim else 1
     if seen == 0:
         raise ValueError("calibration_data yielded no batch: pass at least one batch of inputs")
-    return hists, seen
+    return {t: c.histogram() for t, c in calibrators.items()}, seen
 
 
 def int8_scale(hist: StreamingHistogram, *, search: str = "golden") -> tuple[float, float, float]:

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _deps
-from ._io import write_bytes_atomic
+from ..deps import MissingDependency, install_hint, require
+from .atomic import write_bytes_atomic
 
 
 def _input_dims(onnx_path: str | os.PathLike[str]) -> tuple[str, list[int | str]]:
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     model = onnx.load(os.fspath(onnx_path), load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
@@ -65,9 +65,10 @@ def trtexec_command(
 
 
 def _import_tensorrt(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLike[str]) -> Any:
+    """The ``tensorrt`` module; without it print and raise (an ImportError) the ``trtexec`` line."""
     try:
-        import tensorrt as trt  # type: ignore[import-not-found]
-    except ImportError as exc:
+        return require("tensorrt", "build_engine")
+    except MissingDependency as exc:
         try:
             cmd = trtexec_command(onnx_path, engine_path)
         except Exception:
@@ -75,11 +76,10 @@ def _import_tensorrt(onnx_path: str | os.PathLike[str], engine_path: str | os.Pa
                 f"trtexec --onnx={os.fspath(onnx_path)} --saveEngine={os.fspath(engine_path)} --stronglyTyped"
             )
         print(f"TensorRT is not installed; the equivalent command is:\n  {cmd}", file=sys.stderr)
-        raise ImportError(
-            f"build_engine needs TensorRT 10/11 and a CUDA GPU ({exc}); install it with: "
-            f"{_deps.TENSORRT_HINT}, or build with:\n  {cmd}"
+        raise MissingDependency(
+            f"build_engine needs TensorRT 10/11 and a CUDA GPU ({exc.__cause__}); install it with: "
+            f"{install_hint('tensorrt')}, or build with:\n  {cmd}"
         ) from exc
-    return trt
 
 
 def build_engine(

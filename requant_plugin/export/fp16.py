@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _deps
+from ..deps import require
 
 #: Ops known to accept float16 throughout (ONNX and TensorRT).
 FP16_OPS = frozenset(
@@ -72,7 +72,7 @@ FP16_OPS = frozenset(
 
 
 def _tensor_to_fp16(t: Any, where: str) -> Any:
-    numpy_helper = _deps.onnx().numpy_helper
+    numpy_helper = require("onnx", "requant_plugin.export").numpy_helper
     value = numpy_helper.to_array(t)
     limit = float(np.finfo(np.float16).max)
     if value.size and np.abs(value).max() > limit:
@@ -88,7 +88,7 @@ def convert_to_fp16(model: Any) -> Any:
 
     Raises ValueError for ops outside :data:`FP16_OPS` or values that overflow float16.
     """
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     tp, helper = onnx.TensorProto, onnx.helper
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _deps
+from ..deps import require
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: Ops that only move, select or pad values (with zeros): a quantized tensor stays on its grid.
@@ -69,7 +69,7 @@ class GraphIndex:
 
     def const_value(self, name: str) -> np.ndarray | None:
         """NumPy value of a constant tensor, or None when ``name`` is not a constant."""
-        numpy_helper = _deps.onnx().numpy_helper
+        numpy_helper = require("onnx", "requant_plugin.export").numpy_helper
         if name in self.initializers:
             return np.asarray(numpy_helper.to_array(self.initializers[name]))
         node = self.producer.get(name)
@@ -120,7 +120,7 @@ def label(node: Any) -> str:
 
 def attr(node: Any, name: str, default: Any = None) -> Any:
     """Value of attribute ``name`` of ``node`` (ints, floats, strings, lists), else ``default``."""
-    helper = _deps.onnx().helper
+    helper = require("onnx", "requant_plugin.export").helper
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _deps
+from ..deps import require
 from .graph import label
 from .placement import QdqPlan
 from .weights import QuantizedWeight
@@ -39,7 +39,7 @@ def insert_qdq(
         weights: :class:`QuantizedWeight` per weight initializer name.
         scale_dtype: dtype of the scale initializers (float32, or float16 for fp16 graphs).
     """
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -28,8 +28,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..deps import require
 from ..ptq import fold_bn_
-from . import _deps
 from .report import ExportReport, WeightInfo
 from .torch_export import float32_copy
 
@@ -120,7 +120,7 @@ def _is_add(node: torch.fx.Node) -> bool:
 
 
 def _initializers(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     proto = onnx.load(os.fspath(path))
     return {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
 

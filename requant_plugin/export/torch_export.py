@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..deps import require
 from ..ptq import fold_bn_, quantizable_layers
-from . import _deps
 from .graph import WEIGHTED_OPS, GraphIndex
 
 
@@ -30,7 +30,7 @@ def export_fp32_onnx(
     ``names`` maps each weight initializer of a weighted op to its torch layer name and
     ``folded`` tells whether BatchNorm was folded before export.
     """
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     net = float32_copy(model)
     try:
         fold_bn_(net)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _deps
+from ..deps import require
 from .graph import WEIGHTED_OPS, GraphIndex, attr, label
 from .report import Violation
 
@@ -42,7 +42,7 @@ def _load(model: Any) -> Any:
     """The ModelProto of ``model`` (a path is read; a file that is not ONNX raises ValueError)."""
     if not isinstance(model, (str, os.PathLike)):
         return model
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     path = os.fspath(model)
     try:
         proto = onnx.load(path)
@@ -84,7 +84,7 @@ def _rooted_at_constant(index: GraphIndex, node: Any) -> bool:
 
 
 def _check_qdq(index: GraphIndex, node: Any, out: list[Violation]) -> None:
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     name = label(node)
     if len(node.input) < 2 or not index.is_constant(node.input[1]):
         out.append(Violation("scale", name, "the scale must be a constant (initializer or Constant)"))
@@ -277,7 +277,7 @@ def _is_direct_constant(index: GraphIndex, name: str) -> bool:
 
 
 def _check_weight_path(index: GraphIndex, node: Any, const: set[str], out: list[Violation]) -> None:
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     slot = _weight_slot(node, const)
     if slot is None:
         return

@@ -23,15 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from . import _deps
-from .calibrate import as_batch, session
+from ..deps import install_hint, require
+from .calibrate import as_batch
 from .report import ExportReport
+from .runtime import session
 from .trt_rules import check_tensorrt_compat
 
 
 def onnx_full_check(path: str | os.PathLike[str]) -> None:
     """Raise ``onnx.checker.ValidationError`` unless the file passes the full check."""
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     onnx.checker.check_model(os.fspath(path), full_check=True)
 
 
@@ -50,7 +51,7 @@ def polygraphy_lint(path: str | os.PathLike[str], *, timeout: float = 300.0) -> 
     """
     exe = polygraphy_executable()
     if exe is None:
-        raise ImportError(f"the polygraphy CLI is not installed; install it with: {_deps.ONNX_HINT}")
+        raise ImportError(f"the polygraphy CLI is not installed; install it with: {install_hint('polygraphy')}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lint.json"
         env = dict(os.environ, POLYGRAPHY_AUTOINSTALL_DEPS="0")
@@ -67,7 +68,7 @@ def polygraphy_lint(path: str | os.PathLike[str], *, timeout: float = 300.0) -> 
             missing = text.split("Module: '")[1].split("'")[0] if "Module: '" in text else "a module"
             raise ImportError(
                 f"polygraphy lint needs {missing!r}; install it with: "
-                f"pip install {missing.replace('_', '-')} (or {_deps.ONNX_HINT})"
+                f"pip install {missing.replace('_', '-')} (or {install_hint('polygraphy')})"
             )
         summary: dict[str, Any] = {}
         if out.is_file():
@@ -161,10 +162,10 @@ def compare_with_reference(
     """
     import torch
 
-    from .calibrate import with_outputs
     from .reference import recording
+    from .runtime import with_outputs
 
-    onnx = _deps.onnx()
+    onnx = require("onnx", "requant_plugin.export")
     proto = onnx.load(os.fspath(path))
     consumers = {i: n for n in proto.graph.node for i in n.input}
     sites: dict[str, tuple[str, str, float]] = {}

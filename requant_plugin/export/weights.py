@@ -34,6 +34,15 @@ FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)
 
 
 @dataclass(frozen=True)
+class WeightTarget:
+    """Which weight is written: its layer name, ONNX initializer and per-channel axis (None: per tensor)."""
+
+    layer: str
+    tensor: str
+    axis: int | None
+
+
+@dataclass(frozen=True)
 class QuantizedWeight:
     """One weight tensor on the int8 grid.
 
@@ -120,10 +129,8 @@ def snap_scale(levels: np.ndarray) -> np.ndarray:
 
 def quantize_weight(
     w: np.ndarray,
+    target: WeightTarget,
     *,
-    layer: str,
-    tensor: str,
-    axis: int | None,
     bits: int = 8,
     space: str = "uniform",
     p: float = 0.5,
@@ -133,10 +140,12 @@ def quantize_weight(
     """REQuant ``w`` (symmetric, TensorRT convention) and write it as int8 codes + scales.
 
     Args:
-        w: float weight in ONNX layout; axis: output-channel axis, None for per-tensor.
+        w: float weight in ONNX layout; target: its layer, initializer and output-channel axis
+            (None for per-tensor).
         bits: 2..8; space: ``"uniform"`` or ``"sqrt"`` (snapped to int8, see module doc).
         scale_dtype: ``np.float32`` or ``np.float16`` (the DequantizeLinear scale type).
     """
+    layer, tensor, axis = target.layer, target.tensor, target.axis
     w64 = np.asarray(w, dtype=np.float64)
     per_channel = axis is not None
     est = estimate_range(
@@ -186,13 +195,7 @@ def quantize_weight(
 
 
 def pinned_weight(
-    w: np.ndarray,
-    est: Any,
-    *,
-    layer: str,
-    tensor: str,
-    axis: int | None,
-    scale_dtype: type = np.float32,
+    w: np.ndarray, est: Any, target: WeightTarget, *, scale_dtype: type = np.float32
 ) -> QuantizedWeight:
     """Write a weight that is already on a given symmetric grid as int8 codes + its scales.
 
@@ -203,6 +206,7 @@ def pinned_weight(
     layer) when the grid is not TensorRT's (uniform, symmetric, zero point 0, at most 8 bits)
     or when ``w`` is not on it (for example BatchNorm folded after quantization).
     """
+    layer, tensor, axis = target.layer, target.tensor, target.axis
     where = f"layer {layer!r}"
     if est.space != "uniform" or not est.symmetric or bool((est.zero_point != 0).any()):
         raise ValueError(

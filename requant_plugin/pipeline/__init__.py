@@ -9,7 +9,8 @@ Example::
 
 from .config import METHOD_LABELS, ExportSummary, LayerRow, PipelineConfig, PipelineResult
 from .errors import UsageError, install_hint, require_module
-from .run import accuracy_table, layer_table, run_pipeline
+from .run import run_pipeline
+from .tables import accuracy_table, layer_table
 from .workload import SMALL_CNN, Workload, load_workload, model_choices
 
 __all__ = [

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..options import Space, granularity
+from ..ptq.config import QuantizeConfig
 from .curves import AlphaCurve
 
 __all__ = ["METHOD_LABELS", "ExportSummary", "LayerRow", "PipelineConfig", "PipelineResult"]
@@ -68,6 +70,11 @@ class PipelineConfig:
     def methods(self) -> list[str]:
         """Method keys evaluated for every bit width."""
         return ["minmax", "requant"] + (["requant_sqrt"] if self.space == "sqrt" else [])
+
+    def quantize_config(self, bits: int, space: str) -> QuantizeConfig:
+        """The :class:`~requant_plugin.ptq.QuantizeConfig` of one REQuant row at ``bits`` on ``space``."""
+        return QuantizeConfig(bits=bits, space=Space.parse(space), symmetric=self.symmetric,
+                              granularity=granularity(self.per_channel))
 
     @property
     def main_bits(self) -> int:

@@ -15,8 +15,9 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ..core import Grid, objective_for_rows
+from ..options import Space, granularity
 from ..ptq import weight_ch_axis
-from ..range import estimate_range, rows_of
+from ..range import RangeSpec, estimate_range, rows_of
 
 __all__ = ["AlphaCurve", "alpha_curve", "pick_curve_layers"]
 
@@ -64,8 +65,9 @@ def alpha_curve(
     obj = objective_for_rows(rows.astype(np.float64), grid, p=pexp)
     alphas = np.arange(1, points + 1, dtype=np.float64) / points
     loss = obj(alphas[None, :])[0]
-    est = estimate_range(w, bits, symmetric=symmetric, per_channel=per_channel, ch_axis=axis,
-                         space=space, p=p, name=name)  # type: ignore[arg-type]
+    spec = RangeSpec(bits=bits, symmetric=symmetric, granularity=granularity(per_channel, axis),
+                     space=Space.parse(space), p=p)
+    est = estimate_range(w, spec, name=name)
     chosen = float(est.alpha.reshape(-1)[0])
     chosen_loss = float(obj(np.array([[chosen]]))[0, 0])
     minmax_loss = float(obj(np.array([[1.0]]))[0, 0])

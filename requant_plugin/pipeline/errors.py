@@ -1,49 +1,25 @@
 """User-facing errors of the command-line pipeline.
 
-A :class:`UsageError` is something the user can fix (a missing file, an unknown name, an
-optional extra that is not installed). The CLI prints its message on one line and exits with
-status 2, without a traceback; anything else is a bug and keeps its traceback.
+A :class:`UsageError` is something the user can fix (a missing file, an unknown name). A missing
+optional extra raises :class:`requant_plugin.deps.MissingDependency` (through the one extras
+table of :mod:`requant_plugin.deps`); the CLI treats both alike: it prints the message on one
+line and exits with status 2, without a traceback; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from ..deps import EXTRAS, MissingDependency, install_hint
+from ..deps import require as require_module
 
-__all__ = ["EXTRA_FOR_MODULE", "UsageError", "install_hint", "require_module"]
+__all__ = ["EXTRA_FOR_MODULE", "USER_ERRORS", "MissingDependency", "UsageError", "install_hint", "require_module"]
 
-#: The pip extra that provides each optional import.
-EXTRA_FOR_MODULE: dict[str, str] = {
-    "matplotlib": "plots",
-    "onnx": "onnx",
-    "onnxruntime": "onnx",
-    "onnxscript": "onnx",
-    "polygraphy": "onnx",
-    "sklearn": "data",
-    "torchao": "pt2e",
-    "lightning": "lightning",
-    "pytorch_lightning": "pytorch-lightning",
-    "tensorrt": "tensorrt",
-    "mkdocs": "docs",
-}
+#: The pip extra that provides each optional import (the one table, :data:`requant_plugin.deps.EXTRAS`).
+EXTRA_FOR_MODULE = EXTRAS
 
 
 class UsageError(Exception):
     """A problem with the user's input or environment, reported as one line (exit status 2)."""
 
 
-def install_hint(module: str) -> str:
-    """``pip install 'requant-plugin[<extra>]'`` for the extra that provides ``module``."""
-    extra = EXTRA_FOR_MODULE.get(module.split(".")[0], "all")
-    return f"pip install 'requant-plugin[{extra}]'"
-
-
-def require_module(module: str, purpose: str) -> ModuleType:
-    """Import ``module`` or raise :class:`UsageError` naming ``purpose`` and the install command."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise UsageError(
-            f"{purpose} needs the optional package {module!r}, which is not installed "
-            f"({exc}); install it with: {install_hint(module)}"
-        ) from exc
+#: The exceptions the CLI reports as one line with exit status 2.
+USER_ERRORS: tuple[type[Exception], ...] = (UsageError, MissingDependency)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import plots
 from .config import METHOD_LABELS, PipelineResult
-from .run import accuracy_table, layer_table, setting_line
+from .tables import accuracy_table, layer_table, setting_line
 
 __all__ = ["REPORT_FILES", "write_report"]
 

@@ -27,8 +27,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import evaluate_accuracy
-from ..ptq import QuantizationReport, fold_bn_, quantizable_layers, quantize_weights
+from ..options import MAX_BITS, MIN_BITS, Space, check_bits
+from ..ptq import QuantizationReport, first_last, fold_bn_, layer_space, quantizable_layers, quantize_weights
 from .baselines import (
+    ActQParams,
     activation_qparams,
     calibrate_activations,
     fake_quant_activations,
@@ -37,10 +39,12 @@ from .baselines import (
 from .config import METHOD_LABELS, LayerRow, PipelineConfig, PipelineResult
 from .curves import AlphaCurve, alpha_curve, pick_curve_layers
 from .errors import UsageError, require_module
-from .tables import format_table
+from .export_step import export_and_verify
+from .report import write_report
+from .tables import accuracy_table, layer_table, setting_line
 from .workload import load_workload
 
-__all__ = ["accuracy_table", "layer_table", "run_pipeline"]
+__all__ = ["accuracy_table", "layer_table", "run_pipeline"]  # the tables live in .tables
 
 Log = Callable[[str], None]
 
@@ -50,10 +54,14 @@ def _check_config(cfg: PipelineConfig) -> None:
         raise UsageError("give at least one bit width with --bits")
     extra = [b for b in (cfg.act_bits, cfg.export_bits) if b is not None]
     for b in (*cfg.bits, *extra):
-        if not 2 <= b <= 8:
-            raise UsageError(f"bit width {b} is not supported: use 2..8")
-    if cfg.space not in ("uniform", "sqrt"):
-        raise UsageError(f"unknown --space {cfg.space!r}: use 'uniform' or 'sqrt'")
+        try:
+            check_bits(b)
+        except ValueError:
+            raise UsageError(f"bit width {b} is not supported: use {MIN_BITS}..{MAX_BITS}") from None
+    try:
+        Space.parse(cfg.space)
+    except ValueError:
+        raise UsageError(f"unknown --space {cfg.space!r}: use 'uniform' or 'sqrt'") from None
     if cfg.calib_images < 1:
         raise UsageError("--calib-images must be at least 1")
     if cfg.test_limit is not None and cfg.test_limit < 1:
@@ -101,40 +109,6 @@ def _layer_rows(report: QuantizationReport, minmax_mse: dict[str, float]) -> lis
     ]
 
 
-def layer_table(rows: list[LayerRow], *, markdown: bool = False) -> str:
-    """Per-layer table: alpha, weight MSE of min-max and REQuant, their ratio, evaluations."""
-    body = [
-        [r.name, "x".join(map(str, r.shape)), r.space, f"{r.alpha:.4f}", f"{r.mse_minmax:.3e}",
-         f"{r.mse_requant:.3e}",
-         f"{r.mse_minmax / r.mse_requant:.2f}x" if r.mse_requant > 0 else "-", str(r.evaluations)]
-        for r in rows
-    ]
-    head = ["layer", "shape", "grid", "alpha", "MSE min-max", "MSE REQuant", "MSE gain", "evals"]
-    return format_table(head, body, markdown=markdown,
-                        right=[False, False, False, True, True, True, True, True])
-
-
-def accuracy_table(result: PipelineResult, *, markdown: bool = False) -> str:
-    """Top-1 accuracy: one row per bit width, one column per method, FP32 first."""
-    methods = result.config.methods
-    head = ["weights", *[METHOD_LABELS[m] for m in methods]]
-    rows = [["FP32", *[f"{result.fp32:.2f}"] * len(methods)]]
-    for b in sorted(result.accuracy, reverse=True):
-        rows.append([f"W{b}", *[f"{result.accuracy[b][m]:.2f}" for m in methods]])
-    return format_table(head, rows, markdown=markdown, right=[False] + [True] * len(methods))
-
-
-def setting_line(cfg: PipelineConfig) -> str:
-    """One line describing the quantizer settings."""
-    grid = "symmetric" if cfg.symmetric else "asymmetric"
-    gran = "per-channel" if cfg.per_channel else "per-tensor"
-    acts = (f"activations A{cfg.act_bits} (per-tensor, fake-quant)" if cfg.act_bits
-            else "activations FP32 (A32)")
-    fold = ", BN folded" if cfg.fold_bn else ""
-    return (f"weights {gran} {grid}{fold}; first and last layers use the uniform grid "
-            f"(no sqrt transform); {acts}")
-
-
 def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     """Run the whole job for ``cfg``; see the module docstring. Raises UsageError on bad input."""
     _check_config(cfg)
@@ -156,7 +130,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     n_calib = min(cfg.calib_images, len(work.dataset.y_train))
     calib = work.dataset.calibration_batches(n_calib, batch_size=64, seed=cfg.seed) \
         if (cfg.act_bits or cfg.export) else []
-    act_qp: dict[str, dict[str, object]] = {}
+    act_qp: dict[str, dict[str, ActQParams]] = {}
     if cfg.act_bits:
         t1 = time.perf_counter()
         log(f"      calibrating activation ranges on {n_calib} train images (A{cfg.act_bits})")
@@ -167,7 +141,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
 
     def evaluate(model: nn.Module, method: str | None) -> float:
         qp = act_qp.get(method) if method else None
-        with fake_quant_activations(model, qp):  # type: ignore[arg-type]
+        with fake_quant_activations(model, qp):
             return evaluate_accuracy(model, loader)
 
     t2 = time.perf_counter()
@@ -188,8 +162,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         bar.update()
         for method in cfg.methods[1:]:
             space = "sqrt" if method == "requant_sqrt" else "uniform"
-            q_model, report = quantize_weights(
-                base, bits, space=space, symmetric=cfg.symmetric, per_channel=cfg.per_channel)
+            q_model, report = quantize_weights(base, cfg.quantize_config(bits, space))
             accuracy[bits][method] = evaluate(q_model, method)
             bar.update()
             if bits == cfg.main_bits and space == cfg.space:
@@ -214,8 +187,6 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         log(f"      ({note})")
     log("")
     if cfg.export is not None:
-        from .export_step import export_and_verify
-
         t3 = time.perf_counter()
         log(f"[5/5] export W{cfg.export_weight_bits}A{cfg.act_bits or 8} ONNX for TensorRT -> {cfg.export}")
         result.export = export_and_verify(work.model, calib, loader, cfg, log)
@@ -224,8 +195,6 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         log("[5/5] export: skipped (add --export model.onnx for a TensorRT-ready ONNX)")
     seconds["total"] = time.perf_counter() - t0
     if cfg.report is not None:
-        from .report import write_report
-
         result.files = write_report(result, cfg.report)
         log(f"report: {result.files[0]} ({len(result.files)} files)")
     return result
@@ -235,10 +204,10 @@ def _curves(base: nn.Module, cfg: PipelineConfig) -> list[AlphaCurve]:
     layers = quantizable_layers(base)
     names = [n for n, _ in layers]
     modules = dict(layers)
-    first_last = {names[0], names[-1]}
+    ends = first_last(names)
     out = []
     for name in pick_curve_layers(names):
-        space = "uniform" if name in first_last else cfg.space
+        space = layer_space(name, cfg.space, ends)
         out.append(alpha_curve(modules[name], name, cfg.main_bits, space, symmetric=cfg.symmetric,
                                per_channel=cfg.per_channel))
     return out

@@ -1,10 +1,12 @@
-"""Plain-text and markdown tables for the terminal and the report."""
+"""Plain-text and markdown tables for the terminal and the report: per-layer, accuracy, settings."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["format_table"]
+from .config import METHOD_LABELS, LayerRow, PipelineConfig, PipelineResult
+
+__all__ = ["accuracy_table", "format_table", "layer_table", "setting_line"]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False,
@@ -31,3 +33,37 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdo
     lines = ["  ".join(fmt(header)).rstrip(), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(fmt(r)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def layer_table(rows: list[LayerRow], *, markdown: bool = False) -> str:
+    """Per-layer table: alpha, weight MSE of min-max and REQuant, their ratio, evaluations."""
+    body = [
+        [r.name, "x".join(map(str, r.shape)), r.space, f"{r.alpha:.4f}", f"{r.mse_minmax:.3e}",
+         f"{r.mse_requant:.3e}",
+         f"{r.mse_minmax / r.mse_requant:.2f}x" if r.mse_requant > 0 else "-", str(r.evaluations)]
+        for r in rows
+    ]
+    head = ["layer", "shape", "grid", "alpha", "MSE min-max", "MSE REQuant", "MSE gain", "evals"]
+    return format_table(head, body, markdown=markdown,
+                        right=[False, False, False, True, True, True, True, True])
+
+
+def accuracy_table(result: PipelineResult, *, markdown: bool = False) -> str:
+    """Top-1 accuracy: one row per bit width, one column per method, FP32 first."""
+    methods = result.config.methods
+    head = ["weights", *[METHOD_LABELS[m] for m in methods]]
+    rows = [["FP32", *[f"{result.fp32:.2f}"] * len(methods)]]
+    for b in sorted(result.accuracy, reverse=True):
+        rows.append([f"W{b}", *[f"{result.accuracy[b][m]:.2f}" for m in methods]])
+    return format_table(head, rows, markdown=markdown, right=[False] + [True] * len(methods))
+
+
+def setting_line(cfg: PipelineConfig) -> str:
+    """One line describing the quantizer settings."""
+    grid = "symmetric" if cfg.symmetric else "asymmetric"
+    gran = "per-channel" if cfg.per_channel else "per-tensor"
+    acts = (f"activations A{cfg.act_bits} (per-tensor, fake-quant)" if cfg.act_bits
+            else "activations FP32 (A32)")
+    fold = ", BN folded" if cfg.fold_bn else ""
+    return (f"weights {gran} {grid}{fold}; first and last layers use the uniform grid "
+            f"(no sqrt transform); {acts}")

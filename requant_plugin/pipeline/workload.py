@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from ..data import ArrayDataset, default_dataset_name, load_dataset
+from ..deps import install_hint
 from ..zoo import SmallCNN, available_models, load_model, load_state_dict_file, train_small_cnn
-from .errors import UsageError, install_hint
+from .errors import UsageError
 
 __all__ = ["SMALL_CNN", "Workload", "load_workload", "model_choices"]
 

@@ -17,21 +17,28 @@ ranges for ``p = 1``, the transform codebook otherwise), usable by the integrati
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..core import Grid, PowerTransform, golden_search, grid_search
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
-from ..core.search import check_search, minmax_search, scan_points
+from ..core.search import minmax_search, scan_points
+from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
+from .config import check_p, translate_legacy
 from .report import LayerReport
 
-__all__ = ["ROUNDINGS", "LayerSolution", "OutputLayerReport", "feedback_round", "search_layer_output"]
+__all__ = [
+    "ROUNDINGS", "LayerSolution", "OutputLayerReport", "OutputSearchConfig", "feedback_round",
+    "search_layer_output",
+]
 
-ROUNDINGS: tuple[str, ...] = ("nearest", "feedback")
+ROUNDINGS: tuple[str, ...] = tuple(Rounding.values())
 #: The scan of the output search: 8 geometric points below 0.25, 24 linear ones on [0.25, 1].
 OUTPUT_SCAN = scan_points(8, 24)
 
@@ -149,48 +156,77 @@ def feedback_round(
     return torch.as_tensor(out.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
 
 
-def search_layer_output(
-    weight: torch.Tensor,
-    gram: np.ndarray,
-    bits: int = 4,
-    *,
-    symmetric: bool = False,
-    per_channel: bool = True,
-    p: float | Sequence[float] = 1.0,
-    convention: str = "torch",
-    search: str = "golden",
-    rounding: str = "nearest",
-    grid_points: int = 2000,
-    feedback_order: str = "energy",
-    feedback_damp: float = 0.01,
-) -> LayerSolution:
-    """Output-error REQuant for one layer whose output channels lie along axis 0.
+@dataclass(frozen=True)
+class OutputSearchConfig:
+    """How :func:`search_layer_output` searches one layer (strings accepted for the enums).
 
-    Args:
-        weight: ``(C, ...)`` weight; row ``c`` flattened must match the Gram's input order
-            (true for Linear and Conv weights with the im2col rows of :mod:`.calibration`).
-        gram: ``(n, n)`` or ``(groups, n, n)`` Gram matrix ``X^T X / N``.
-        bits, symmetric, convention: the grid (as in :func:`requant_plugin.estimate_range`).
-        per_channel: one range per output channel, or one per tensor.
-        p: transform exponent, or a sequence of exponents to choose from (per layer).
-        search: ``"golden"`` (fast) or ``"grid"`` (dense reference over ``grid_points``).
+    Attributes:
+        symmetric, convention: the grid (as in :func:`requant_plugin.estimate_range`).
+        granularity: ``PerChannel()`` (one range per output channel, default) or ``PerTensor()``
+            (legacy keyword ``per_channel``).
+        p: transform exponent in ``(0, 1]``, or a tuple of exponents to choose from (per layer).
+        search: ``"golden"`` (fast), ``"grid"`` (dense reference over ``grid_points``) or ``"minmax"``.
         rounding: ``"nearest"`` or ``"feedback"`` (error-feedback rounding on the same grid,
             per group of a grouped convolution).
         feedback_order, feedback_damp: column order (``"energy"``: largest ``G_jj`` first,
             measured better than ``"input"``) and relative damping of the feedback rounding.
     """
-    check_search(search)
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}: valid values are {list(ROUNDINGS)}")
-    grid = Grid.from_bits(bits, symmetric=symmetric, convention=convention)  # type: ignore[arg-type]
+
+    symmetric: bool = False
+    granularity: Granularity = field(default_factory=PerChannel)
+    p: float | tuple[float, ...] = 1.0
+    convention: Convention = Convention.TORCH
+    search: Search = Search.GOLDEN
+    rounding: Rounding = Rounding.NEAREST
+    grid_points: int = 2000
+    feedback_order: str = "energy"
+    feedback_damp: float = 0.01
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "convention", Convention.parse(self.convention))
+        put(self, "search", Search.parse(self.search))
+        put(self, "rounding", Rounding.parse(self.rounding))
+        if not isinstance(self.granularity, (PerTensor, PerChannel)):
+            raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
+        put(self, "p", check_p(self.p))
+
+    @property
+    def per_channel(self) -> bool:
+        """True for ``PerChannel`` granularity."""
+        return isinstance(self.granularity, PerChannel)
+
+
+def search_layer_output(
+    weight: torch.Tensor,
+    gram: np.ndarray,
+    bits: int = 4,
+    config: OutputSearchConfig | None = None,
+    **options: Any,
+) -> LayerSolution:
+    """Output-error REQuant for one layer whose output channels lie along axis 0: ``alpha``
+    minimising ``mean_c e_c^T G e_c`` on the grid of ``config``.
+
+    Args:
+        weight: ``(C, ...)`` weight; row ``c`` flattened must match the Gram's input order
+            (true for Linear and Conv weights with the im2col rows of :mod:`.calibration`).
+        gram: ``(n, n)`` or ``(groups, n, n)`` Gram matrix ``X^T X / N``.
+        bits: ``2..8``.
+        config: the search settings (default :class:`OutputSearchConfig`).
+        **options: :class:`OutputSearchConfig` fields (or the legacy ``per_channel``), which win.
+    """
+    cfg = config or OutputSearchConfig()
+    if options:
+        cfg = dataclasses.replace(cfg, **translate_legacy(options))
+    grid = Grid.from_bits(check_bits(bits), symmetric=cfg.symmetric, convention=cfg.convention.value)
     w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
     best: tuple[float, OutputObjective, np.ndarray, np.ndarray] | None = None
     evaluations = 0
-    for pv in _check_p(p):
-        obj = OutputObjective(w2, gram, grid, p=pv, per_channel=per_channel)
-        if search == "grid":
-            res = grid_search(obj, grid_points)
-        elif search == "minmax":
+    for pv in _check_p(cfg.p):
+        obj = OutputObjective(w2, gram, grid, p=pv, per_channel=cfg.per_channel)
+        if cfg.search is Search.GRID:
+            res = grid_search(obj, cfg.grid_points)
+        elif cfg.search is Search.MINMAX:
             res = minmax_search(obj)
         else:
             res = golden_search(obj, n_brackets=2, tol=1e-3, max_iter=16, scan=OUTPUT_SCAN)
@@ -200,10 +236,10 @@ def search_layer_output(
             best = (total, obj, res.alpha, res.mse)
     assert best is not None
     _, obj, alpha, row_mse = best
-    est = _estimate(obj, alpha, row_mse, evaluations, symmetric=symmetric, convention=convention,
+    est = _estimate(obj, alpha, row_mse, evaluations, symmetric=cfg.symmetric, convention=cfg.convention.value,
                     device=weight.device)
-    if rounding == "feedback":
-        wq = feedback_round(weight, gram, est, order=feedback_order, damp=feedback_damp)
+    if cfg.rounding is Rounding.FEEDBACK:
+        wq = feedback_round(weight, gram, est, order=cfg.feedback_order, damp=cfg.feedback_damp)
         w_hat = wq.detach().double().reshape(w2.shape).cpu().numpy()
     else:
         w_hat = obj.dequantize(alpha)

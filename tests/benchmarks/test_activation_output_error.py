@@ -1,23 +1,17 @@
-"""``benchmarks/activation_output_error.py``: scaled observer ranges reach the converted model,
+"""``benchmarks.activation_output_error``: scaled observer ranges reach the converted model,
 and the summary's ratios are right on known numbers."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT / "benchmarks", ROOT / "integrations"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import activation_output_error as aoe  # noqa: E402
-
-from requant_plugin import get_requant_qconfig_mapping  # noqa: E402
+import benchmarks.activation_output_error as aoe
+from requant_plugin import get_requant_qconfig_mapping
 
 
 def test_scaled_ranges_reach_the_converted_model() -> None:
@@ -27,14 +21,17 @@ def test_scaled_ranges_reach_the_converted_model() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
     calib = [torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     before = {id(p) for p in net.parameters()}
-    prep = aoe.prepare_calibrated(net, get_requant_qconfig_mapping(), calib)[0]
+    prep: Any = aoe.prepare_calibrated(net, get_requant_qconfig_mapping(), calib)[0]
     assert {id(p) for p in net.parameters()} == before  # the model itself is not prepared in place
-    base, scaled = convert_fx(aoe.scaled_ranges(prep, 1.0)), convert_fx(aoe.scaled_ranges(prep, 0.9))
+    scale: Any = aoe.scaled_ranges
+    base: Any = convert_fx(scale(prep, 1.0))
+    scaled: Any = convert_fx(scale(prep, 0.9))
     scales = [(float(a.scale), float(b.scale)) for a, b in zip(base.modules(), scaled.modules(), strict=True)
               if isinstance(a, torch.ao.nn.quantized.Conv2d)]
     assert scales and all(b == pytest.approx(0.9 * a, rel=1e-6) for a, b in scales)
     # the prepared model itself is left as it was
-    assert float(convert_fx(prep).get_submodule("0").scale) == pytest.approx(scales[0][0], rel=1e-6)
+    first: Any = convert_fx(prep).get_submodule("0")
+    assert float(first.scale) == pytest.approx(scales[0][0], rel=1e-6)
 
 
 def _res() -> dict:
@@ -46,7 +43,7 @@ def _res() -> dict:
 
 
 def test_summary_pairs_by_seed(tmp_path: Path) -> None:
-    md = aoe.markdown(_res(), [0, 1], 500, "python benchmarks/activation_output_error.py")
+    md = aoe.markdown(_res(), [0, 1], 500, "python -m benchmarks.activation_output_error")
     r = (0.12 / 0.13 + 0.15 / 0.14) / 2
     assert f"REQuant (factory default) / torch default, logit MSE ratio {r:.3f} on average" in md
     assert "lower on 1 of 2 seeds" in md

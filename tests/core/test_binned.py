@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from refs.quantizers import ref_mse
 
-from requant_plugin.core import Grid, RangeObjective, StreamingHistogram
+from requant_plugin.core import Grid, PointMoments, RangeObjective, StreamingHistogram
 
 ALPHAS = np.linspace(0.3, 1.0, 351)
 
@@ -19,7 +19,7 @@ def _collapsed(h: StreamingHistogram, grid: Grid) -> RangeObjective:
     means = np.clip(h.sum[keep] / h.count[keep], h.min, h.max)
     obj = h.objective(grid)
     return RangeObjective(means[None], grid, obj.transform, np.array([h.min]), np.array([h.max]),
-                          weights=h.count[keep][None], sums=h.sum[keep][None], sumsq=h.sumsq[keep][None])
+                          moments=PointMoments(h.count[keep][None], h.sum[keep][None], h.sumsq[keep][None]))
 
 
 @pytest.mark.parametrize("bits", [8, 7, 4])
@@ -59,6 +59,6 @@ def test_transformed_loss_space_is_the_plain_objective() -> None:
     plain = RangeObjective(np.clip(h.sum[keep] / h.count[keep], h.min, h.max)[None], grid, obj.transform,
                            obj.transform.forward(np.array([[h.min]]))[:, 0],
                            obj.transform.forward(np.array([[h.max]]))[:, 0], "transformed",
-                           weights=h.count[keep][None], sums=h.sum[keep][None], sumsq=h.sumsq[keep][None])
+                           moments=PointMoments(h.count[keep][None], h.sum[keep][None], h.sumsq[keep][None]))
     np.testing.assert_array_equal(obj(ALPHAS[None]), plain(ALPHAS[None]))
     assert obj.breakpoints(10**9) is not None and h.objective(grid).breakpoints(10**9) is None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from refs.quantizers import ref_mse, sample
 
-from requant_plugin.core import Grid, objective_for_rows
+from requant_plugin.core import Grid, PowerTransform, RangeObjective, objective_for_rows
 
 
 @settings(max_examples=60, deadline=None)
@@ -75,3 +76,9 @@ def test_large_row_blocked_prefix_sums_match_direct() -> None:
     for alpha in (0.2, 0.9, 1.0):
         direct = ref_mse(w, alpha, 8, False, "uniform")
         assert abs(float(obj(np.array([[alpha]]))[0, 0]) - direct) <= 1e-6 * direct
+
+
+def test_unknown_loss_space_lists_the_valid_values() -> None:
+    rows = np.sort(np.random.default_rng(0).normal(size=(1, 50)), axis=1)
+    with pytest.raises(ValueError, match=r"unknown loss space 'both': valid values are \['original', 'transformed'\]"):
+        RangeObjective(rows, Grid.from_bits(4), PowerTransform.identity(), rows[:, 0], rows[:, -1], "both")

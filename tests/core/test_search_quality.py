@@ -21,7 +21,7 @@ SPACES = st.sampled_from(["uniform", "sqrt"])
 def test_within_0p1_percent_of_dense_grid(dist: str, bits: int, space: str, symmetric: bool,
                                           seed: int, n: int) -> None:
     w = sample(dist, n, seed)
-    est = estimate_range(torch.from_numpy(w), bits, symmetric=symmetric, space=space)  # type: ignore[arg-type]
+    est = estimate_range(torch.from_numpy(w), bits, symmetric=symmetric, space=space)
     got = float(np.mean((est.fake_quantize(torch.from_numpy(w)).double().numpy() - w) ** 2))
     best = ref_dense_grid(w, bits, symmetric, space, points=2000)
     assert got <= best * 1.001 + 1e-15, (got, best)
@@ -31,7 +31,7 @@ def test_within_0p1_percent_of_dense_grid(dist: str, bits: int, space: str, symm
 @given(dist=DISTS, bits=BITS, space=SPACES, symmetric=st.booleans(), seed=st.integers(0, 10_000))
 def test_never_worse_than_min_max(dist: str, bits: int, space: str, symmetric: bool, seed: int) -> None:
     w = sample(dist, 700, seed, scale=0.05)
-    est = estimate_range(torch.from_numpy(w), bits, symmetric=symmetric, space=space)  # type: ignore[arg-type]
+    est = estimate_range(torch.from_numpy(w), bits, symmetric=symmetric, space=space)
     # the chosen alpha and alpha = 1, both through the independent float64 reference quantizer;
     # 1e-4: torch's symmetric grid puts max|w| exactly on a rounding tie (+-(qmax - qmin) / 2) at
     # alpha = 1, which two float64 evaluations may resolve differently (one value, one code)
@@ -48,7 +48,7 @@ def test_per_channel_each_row_within_0p1_percent(bits: int, space: str, symmetri
     rng = np.random.default_rng(seed)
     w = (rng.standard_t(3, size=(4, 300)) * rng.uniform(0.1, 2.0, size=(4, 1))).astype(np.float32)
     est = estimate_range(torch.from_numpy(w), bits, symmetric=symmetric, per_channel=True,
-                         space=space)  # type: ignore[arg-type]
+                         space=space)
     wq = est.fake_quantize(torch.from_numpy(w)).double().numpy()
     for c in range(4):
         got = float(np.mean((wq[c] - w[c]) ** 2))

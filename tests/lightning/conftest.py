@@ -6,15 +6,12 @@ message so that any other warning still fails the test under ``-W error``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
 # Lightning / torch warnings that real Trainer runs emit on this CPU-only setup.
 LIGHTNING_FILTERS = (
@@ -42,7 +39,7 @@ def _two_threads() -> None:
 @pytest.fixture(scope="session")
 def trained_state() -> dict[str, torch.Tensor]:
     """A SmallCNN trained on digits (plain torch, seeded): the float weights most tests quantize."""
-    import litmods
+    from refs import litmods
 
     from requant_plugin.zoo import train_small_cnn
 

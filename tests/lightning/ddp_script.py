@@ -1,6 +1,6 @@
-"""Child script of test_lightning_ddp.py: REQuantCalibration under a real 2-process CPU DDP run.
+"""Child script of test_merge.py: REQuantCalibration under a real 2-process CPU DDP run.
 
-Usage: python ddp_script.py OUT_DIR
+Usage: PYTHONPATH=<repo>/tests python ddp_script.py OUT_DIR (``refs.litmods`` is imported from there)
 
 ``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` re-launches this script for rank 1
 (gloo backend). The registered callback calibrates REQuant FX observers in ``on_fit_end`` on each
@@ -15,8 +15,6 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 class Recorder:
     def __init__(self) -> None:
@@ -29,8 +27,8 @@ class Recorder:
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    import litmods
     import torch
+    from refs import litmods
     from torch.ao.quantization import get_default_qconfig_mapping
 
     from requant_plugin.lightning import REQuantCalibration

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
-from requant_plugin._activation_observer import _CHUNK, _top_chunks, sample_batch, sample_stride
+from requant_plugin.calib.sampling import CHUNK as _CHUNK
+from requant_plugin.calib.sampling import sample_batch, sample_stride
+from requant_plugin.calib.sampling import top_chunks as _top_chunks
 from requant_plugin.core import StreamingHistogram
 from requant_plugin.observers import REQuantObserver
 

@@ -29,8 +29,7 @@ from torch.ao.quantization.observer import PerChannelMinMaxObserver
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from requant_plugin import quantize_weights
-from requant_plugin._pinned_observer import pinned_grids
-from requant_plugin.observers import PerChannelREQuantObserver, PinnedWeightObserver
+from requant_plugin.observers import PerChannelREQuantObserver, PinnedWeightObserver, pinned_grids
 from requant_plugin.qconfig import get_requant_qconfig, get_requant_qconfig_mapping
 
 SCRIPT = Path(__file__).resolve().parents[2] / "integrations" / "fx_qconfig.py"

@@ -16,8 +16,7 @@ from torch import nn
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from requant_plugin import quantize_weights
-from requant_plugin._pinned_observer import pinned_grids, pinned_weight_args
-from requant_plugin.observers import PinnedWeightObserver
+from requant_plugin.observers import PinnedWeightObserver, pinned_grids, pinned_weight_args
 from requant_plugin.qconfig import get_requant_qconfig_mapping
 
 
@@ -115,8 +114,8 @@ def test_repeated_weight_is_skipped_and_a_changed_one_rechecked(net: nn.Module) 
     w1 = qmodel.get_submodule(rep.layers[0].name).weight.detach().clone()
     w2 = qmodel.get_submodule(rep.layers[1].name).weight.detach().clone()
     obs(w1)
-    key = obs._weight_key
-    assert obs(w1) is w1 and obs._weight_key == key and obs.layer == rep.layers[0].name
+    key = obs.calibrator.weight_key
+    assert obs(w1) is w1 and obs.calibrator.weight_key == key and obs.layer == rep.layers[0].name
     obs(w2)
     assert obs.layer == rep.layers[1].name
     with torch.no_grad():

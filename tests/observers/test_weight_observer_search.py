@@ -163,7 +163,7 @@ def _brute_coherent(w: torch.Tensor, qmin: int, qmax: int, rho: float) -> tuple[
 
 @pytest.mark.parametrize("rho", [0.0, 0.4669, 2.0])
 def test_coherent_error_objective_against_brute_force(rho: float) -> None:
-    from requant_plugin._observer_base import RELU_MEAN_RATIO
+    from requant_plugin.observers import RELU_MEAN_RATIO
 
     assert pytest.approx(0.46694, abs=1e-4) == RELU_MEAN_RATIO
     w = _heavy(6, 300, seed=4)
@@ -191,14 +191,14 @@ def test_coherent_error_objective_against_brute_force(rho: float) -> None:
 
 
 def test_relu_mean_ratio_matches_monte_carlo() -> None:
-    from requant_plugin._observer_base import RELU_MEAN_RATIO
+    from requant_plugin.observers import RELU_MEAN_RATIO
 
     x = torch.relu(torch.randn(2_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     assert float(x.mean() ** 2 / x.var()) == pytest.approx(RELU_MEAN_RATIO, rel=5e-3)
 
 
 def test_factories_use_the_coherent_term_by_default() -> None:
-    from requant_plugin._observer_base import RELU_MEAN_RATIO
+    from requant_plugin.observers import RELU_MEAN_RATIO
     from requant_plugin.qconfig import get_requant_qconfig
 
     assert get_requant_qconfig().weight().input_mean_ratio == RELU_MEAN_RATIO

@@ -60,7 +60,7 @@ def test_tensorrt_convention_scale_is_amax_over_127() -> None:
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_fake_quantize_matches_closed_form(space: str, symmetric: bool) -> None:
     w = sample("gaussian", 1500, 2)
-    est = estimate_range(torch.from_numpy(w), 4, symmetric=symmetric, space=space)  # type: ignore[arg-type]
+    est = estimate_range(torch.from_numpy(w), 4, symmetric=symmetric, space=space)
     ref = ref_fake_quant(w, float(est.alpha), 4, symmetric, space)
     got = est.fake_quantize(torch.from_numpy(w)).double().numpy()
     assert np.mean(np.abs(got - ref) > 1e-6) < 0.002  # only rare near-tie elements may differ
@@ -126,7 +126,7 @@ def test_cuda_tensor() -> None:  # pragma: no cover - runs on GPU machines only
 @pytest.mark.parametrize("space", ["uniform", "sqrt"])
 def test_degenerate_tensors_get_a_valid_range(w: torch.Tensor, space: str) -> None:
     for sym in (False, True):
-        est = estimate_range(w, 4, space=space, symmetric=sym)  # type: ignore[arg-type]
+        est = estimate_range(w, 4, space=space, symmetric=sym)
         assert torch.isfinite(est.scale).all() and (est.scale > 0).all()
         out = est.fake_quantize(w)
         assert torch.isfinite(out).all()
@@ -159,9 +159,9 @@ def test_bad_bits(bits: object) -> None:
 
 def test_unknown_space_and_search_list_valid_values() -> None:
     with pytest.raises(ValueError, match="'uniform', 'sqrt'"):
-        estimate_range(torch.randn(5), 4, space="log")  # type: ignore[arg-type]
+        estimate_range(torch.randn(5), 4, space="log")
     with pytest.raises(ValueError, match="'golden', 'grid'"):
-        estimate_range(torch.randn(5), 4, search="bisect")  # type: ignore[arg-type]
+        estimate_range(torch.randn(5), 4, search="bisect")
 
 
 def test_integer_tensor_type_error() -> None:

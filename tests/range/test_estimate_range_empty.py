@@ -15,7 +15,7 @@ from requant_plugin import estimate_range
 @pytest.mark.parametrize("space", ["uniform", "sqrt"])
 def test_empty_tensor_per_channel(shape: tuple[int, ...], ch_axis: int, channels: int, space: str) -> None:
     w = torch.empty(shape)
-    est = estimate_range(w, 4, per_channel=True, ch_axis=ch_axis, space=space)  # type: ignore[arg-type]
+    est = estimate_range(w, 4, per_channel=True, ch_axis=ch_axis, space=space)
     assert est.alpha.shape == est.scale.shape == est.mse.shape == (channels,)
     assert torch.equal(est.alpha, torch.ones(channels, dtype=torch.float64))
     assert torch.equal(est.mse, torch.zeros(channels, dtype=torch.float64))

@@ -1,0 +1,76 @@
+"""Process setup shared by every benchmark: seeds, threads, quiet warnings, the command line
+and environment line shown with each table, progress bars and timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def quiet_warnings() -> None:
+    """Silence the deprecation chatter of torch.ao / torch.onnx / brevitas in benchmark output."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import logging
+
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
+def setup(seed: int = 0, threads: int = 2) -> None:
+    """Seed every RNG and pin torch to ``threads`` CPU threads (the machine is shared)."""
+    quiet_warnings()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def command(name: str, argv: Sequence[str]) -> str:
+    """The command line that reproduces a result, as shown in every table caption:
+    ``python -m benchmarks.<name> <argv>`` (a legacy ``name.py`` is accepted)."""
+    module = name[:-3] if name.endswith(".py") else name
+    return " ".join(["python", "-m", f"benchmarks.{module}", *argv]).strip()
+
+
+def environment() -> str:
+    """One line naming the software and machine the numbers come from."""
+    parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"NumPy {np.__version__}"]
+    for mod in ("torchao", "brevitas", "onnxruntime"):
+        try:
+            parts.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:
+            parts.append(f"{mod} (not installed)")
+    parts.append(
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), torch threads {torch.get_num_threads()}"
+    )
+    return ", ".join(parts)
+
+
+def progress(iterable: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
+    """A tqdm bar on stderr (plain iteration when tqdm is missing)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, dynamic_ncols=True)
+
+
+def best_time(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """``(min seconds over repeats, last result)``: the least-disturbed run on a shared CPU."""
+    best, out = float("inf"), None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out

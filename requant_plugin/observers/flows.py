@@ -1,0 +1,148 @@
+"""The FX and pt2e flows end to end: prepare a copy, run the calibration batches, (refine,) convert.
+
+Used by the integration scripts (``integrations/fx_qconfig.py``, ``integrations/pt2e_quantize.py``),
+the benchmarks and the tests. ``model`` is never modified: each flow works on a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..deps import require
+
+__all__ = [
+    "check_fx_model", "check_quantized", "count_qdq", "default_mapping", "forward_arg", "prepare_calibrated",
+    "print_refinement", "quantize_fx", "quantize_pt2e",
+]
+
+
+def forward_arg(model: nn.Module) -> str:
+    """Name of the model's (first) forward argument, for ``torch.export`` dynamic shapes."""
+    return next(iter(inspect.signature(model.forward).parameters))
+
+
+def check_fx_model(model: nn.Module) -> None:
+    """Refuse, before calibrating, what ``convert_fx`` cannot lower: non-float32 parameters/buffers
+    (torch.ao's quantized kernels take float32 only) and NaN/Inf weights (which would surface as
+    NaN activations in the next observer)."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise TypeError(
+                f"torch.ao FX quantization: {name!r} is {t.dtype}; convert_fx lowers float32 models only: "
+                "quantize model.float() (or use the pt2e flow, integrations/pt2e_quantize.py, which takes "
+                "fp16/bf16 models)"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(
+                f"torch.ao FX quantization: the weights of {name!r} have NaN/Inf values; REQuant needs "
+                "finite weights: fix or reload that layer's weights before quantizing"
+            )
+
+
+def prepare_calibrated(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
+                       backend: str = "x86") -> tuple[torch.fx.GraphModule, float]:
+    """``prepare_fx`` on a copy of ``model`` (checked by :func:`check_fx_model`, not modified) and the
+    calibration batches through it (seconds measured)."""
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    check_fx_model(model)
+    torch.backends.quantized.engine = backend
+    prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig_mapping, (calibration[0],))
+    start = time.perf_counter()
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x)
+    return prepared, time.perf_counter() - start
+
+
+def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
+                backend: str = "x86", *, refine: bool = False) -> tuple[nn.Module, float]:
+    """:func:`prepare_calibrated` -> ``convert_fx``; ``refine=True`` fits the REQuant activation
+    ranges' shared factor on the output error of the calibration batches before converting
+    (:func:`requant_plugin.refine.refine_activation_ranges`, not included in the seconds)."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared, seconds = prepare_calibrated(model, qconfig_mapping, calibration, backend)
+    if refine:
+        from .refine import refine_activation_ranges
+
+        print_refinement(refine_activation_ranges(prepared, model, calibration))
+    return convert_fx(prepared), seconds
+
+
+def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
+                  refine: bool = False) -> tuple[nn.Module, float]:
+    """``torch.export`` (dynamic batch) -> ``prepare_pt2e`` -> calibration (timed) -> ``convert_pt2e``.
+
+    ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
+    output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
+    included in the seconds). ``model`` is not modified: a contiguous deep copy is exported (so
+    parameters created under ``torch.inference_mode()`` and channels_last models give the plain
+    model's result). The result is put in eval mode with ``allow_exported_model_train_eval``
+    (exported modules otherwise refuse ``.eval()``/``.train()``).
+    """
+    pt2e = require("torchao.quantization.pt2e", "the pt2e flow")
+    flow = require("torchao.quantization.pt2e.quantize_pt2e", "the pt2e flow")
+
+    batch = torch.export.Dim("batch", min=1)
+    # a copy: the user's model keeps its mode, inference-mode parameters become ordinary tensors
+    # (torch.export cannot trace inference tensors) and weights contiguous (a channels_last conv sums
+    # in another order, so the observers would see activations a few ulps apart from the plain
+    # model's; Inductor picks its own layouts when compiling); fp16/bf16 models export as they are
+    twin: Any = copy.deepcopy(model)  # Module.to's stubs omit memory_format
+    plain = twin.to(memory_format=torch.contiguous_format).eval()
+    exported = torch.export.export(plain, (calibration[0],),
+                                   dynamic_shapes={forward_arg(model): {0: batch}})
+    prepared = flow.prepare_pt2e(exported.module(), quantizer)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x)
+    seconds = time.perf_counter() - start
+    if refine:
+        from .refine import refine_activation_ranges
+
+        print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e"))
+    quantized: nn.Module = flow.convert_pt2e(prepared)
+    pt2e.allow_exported_model_train_eval(quantized)
+    quantized.eval()  # the patched eval() returns None, not the module
+    return quantized, seconds
+
+
+def print_refinement(res: Any) -> None:
+    """One stderr line for a :class:`requant_plugin.refine.RangeRefinement`."""
+    print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
+          f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
+
+
+def default_mapping(backend: str = "x86") -> Any:
+    """torch's default qconfig mapping (HistogramObserver + PerChannelMinMaxObserver on x86)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    return get_default_qconfig_mapping(backend)
+
+
+def check_quantized(model: nn.Module) -> int:
+    """Number of quantized conv/linear modules (a wrong dtype silently leaves float modules)."""
+    kinds = (torch.ao.nn.quantized.Conv2d, torch.ao.nn.quantized.Linear)
+    return sum(isinstance(m, kinds) for m in model.modules())
+
+
+def count_qdq(model: nn.Module) -> dict[str, int]:
+    """Number of ``quantized_decomposed`` q/dq nodes by op (0 means nothing was quantized)."""
+    graph = getattr(model, "graph", None)
+    counts: dict[str, int] = {}
+    for node in [] if graph is None else graph.nodes:
+        target = str(node.target)
+        if "quantized_decomposed" in target:
+            op = target.split(".")[-2]
+            counts[op] = counts.get(op, 0) + 1
+    return counts

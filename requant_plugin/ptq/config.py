@@ -1,0 +1,257 @@
+"""``QuantizeConfig``: every setting of :func:`~requant_plugin.quantize_weights`, frozen and validated.
+
+A config is plain data: build one, or start from a named recipe
+(:data:`requant_plugin.ptq.recipes.RECIPES`) and change fields with ``dataclasses.replace``.
+Strings are accepted wherever an option enum is expected (``space="sqrt"``) and normalised to
+the members of :mod:`requant_plugin.options`; the legacy ``per_channel=`` keyword is translated
+to ``granularity`` by :func:`translate_legacy`, the one place that knows it.
+
+The paper's rule that the first and last weighted layers keep the uniform grid is declared
+here once (:func:`first_last` and :func:`layer_space`), for the PTQ plan, the ONNX export and
+the pipeline's curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..options import (
+    BiasCorrection,
+    Convention,
+    Granularity,
+    LossSpace,
+    Objective,
+    PerChannel,
+    PerTensor,
+    Rounding,
+    Search,
+    Space,
+    check_bits,
+    granularity,
+)
+
+__all__ = [
+    "OVERRIDE_KEYS", "LayerOverride", "QuantizeConfig", "check_p", "first_last", "layer_space",
+    "translate_legacy",
+]
+
+#: The keys a per-layer override mapping may use (``per_channel`` is the legacy spelling of
+#: ``granularity``).
+OVERRIDE_KEYS = frozenset({"bits", "space", "skip", "granularity", "per_channel", "symmetric", "p"})
+
+PValue = float | tuple[float, ...]
+
+
+def first_last(names: Sequence[str]) -> frozenset[str]:
+    """The first and last of the ordered weighted layers ``names``: the paper keeps their grid
+    uniform (no transform); empty for no layer."""
+    return frozenset({names[0], names[-1]}) if names else frozenset()
+
+
+def layer_space(
+    name: str, space: str, ends: frozenset[str], *, transform_first_last: bool = False,
+    space_overridden: bool = False,
+) -> str:
+    """The grid space of layer ``name``: ``"uniform"`` when it is one of ``ends`` (see
+    :func:`first_last`), unless ``transform_first_last`` or a per-layer override set its space;
+    else ``space``."""
+    if name in ends and not transform_first_last and not space_overridden:
+        return Space.UNIFORM.value
+    return str(space)
+
+
+def check_p(p: Any, what: str = "p") -> PValue:
+    """``p`` as a float, or a non-empty tuple of floats (the candidates searched per layer)."""
+    if isinstance(p, bool):
+        raise ValueError(f"{what} must be a number or a sequence of numbers, got {p!r}")
+    if isinstance(p, (int, float)):
+        return float(p)
+    numbers = isinstance(p, Sequence) and not isinstance(p, str) and len(p) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
+    if numbers:
+        return tuple(float(v) for v in p)
+    raise ValueError(f"{what} must be a number or a non-empty sequence of numbers, got {p!r}")
+
+
+def translate_legacy(options: Mapping[str, Any], what: str = "options") -> dict[str, Any]:
+    """``options`` with the legacy ``per_channel=`` turned into ``granularity`` (both: ValueError)."""
+    out = dict(options)
+    if "per_channel" in out:
+        if "granularity" in out:
+            raise ValueError(f"{what}: give granularity= or the legacy per_channel=, not both")
+        out["granularity"] = granularity(bool(out.pop("per_channel")))
+    return out
+
+
+def _granularity(value: Any, what: str) -> Granularity:
+    if not isinstance(value, (PerTensor, PerChannel)):
+        raise ValueError(f"{what} must be PerTensor() or PerChannel(), got {value!r}")
+    if isinstance(value, PerChannel) and value.axis != 0:
+        raise ValueError(
+            f"{what}={value!r}: weights are always split along each layer's output-channel axis "
+            "(0; 1 for ConvTranspose, found per layer); pass PerChannel()"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """Per-layer changes to a :class:`QuantizeConfig` (``None``: the config's value).
+
+    Attributes:
+        bits: ``2..8``.
+        space: ``"uniform"`` or ``"sqrt"``; setting it also lifts the first/last-layer rule.
+        skip: leave the layer float.
+        granularity: ``PerTensor()`` or ``PerChannel()`` (legacy mapping key: ``per_channel``).
+        symmetric: zero point 0.
+        p: transform exponent, or candidates searched for this layer.
+    """
+
+    bits: int | None = None
+    space: Space | None = None
+    skip: bool = False
+    granularity: Granularity | None = None
+    symmetric: bool | None = None
+    p: PValue | None = None
+
+    def __post_init__(self) -> None:
+        if self.bits is not None:
+            object.__setattr__(self, "bits", check_bits(int(self.bits)))
+        if self.space is not None:
+            object.__setattr__(self, "space", Space.parse(self.space))
+        if self.granularity is not None:
+            object.__setattr__(self, "granularity", _granularity(self.granularity, "override granularity"))
+        if self.p is not None:
+            object.__setattr__(self, "p", check_p(self.p, "override p"))
+        object.__setattr__(self, "skip", bool(self.skip))
+        if self.symmetric is not None:
+            object.__setattr__(self, "symmetric", bool(self.symmetric))
+
+    @classmethod
+    def from_mapping(cls, name: str, value: LayerOverride | Mapping[str, Any]) -> LayerOverride:
+        """The override for layer ``name`` from ``{"bits": 8, ...}`` (keys :data:`OVERRIDE_KEYS`)."""
+        if isinstance(value, LayerOverride):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"overrides[{name!r}] must be a mapping or a LayerOverride, got {value!r}")
+        bad = set(value) - OVERRIDE_KEYS
+        if bad:
+            raise ValueError(
+                f"overrides[{name!r}] has unknown keys {sorted(bad)}; valid: {sorted(OVERRIDE_KEYS)}"
+            )
+        return cls(**translate_legacy(value, f"overrides[{name!r}]"))
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How :func:`~requant_plugin.quantize_weights` quantizes each Conv/ConvTranspose/Linear weight
+    to ``T^-1(Q_alpha(T(w)))`` with ``T(w) = sign(w)|w|^p`` (``space="sqrt"``) or ``T = id``.
+
+    Attributes:
+        bits: weight bit width, ``2..8``.
+        space: ``"sqrt"`` (REQuant with the transform) or ``"uniform"`` (``alpha`` only).
+        symmetric: zero point 0 (``convention`` sets the scale), else asymmetric.
+        granularity: ``PerTensor()`` or ``PerChannel()`` (each layer's output channels).
+        fold_bn: fold BatchNorm into the preceding layer first.
+        search: ``"golden"``, ``"grid"`` or ``"minmax"`` (``alpha = 1``).
+        p: transform exponent in ``(0, 1]``, or a tuple searched per layer.
+        loss_space: weight MSE measured on ``w`` (``"original"``) or on ``T(w)``.
+        convention: symmetric scale ``c/((qmax-qmin)/2)`` (torch), ``c/qmax`` (tensorrt) or narrow.
+        transform_first_last: also transform the first and last layers (the paper does not).
+        objective: ``alpha`` minimises the weight MSE (``"weight"``) or the layer-output MSE
+            ``mean_c e_c^T G e_c`` on calibration data (``"output"``).
+        bias_correction: add ``(W - Wq) E[x]`` to the bias: ``"none"``, ``"plain"`` (``True``),
+            ``"sequential"`` or ``"bn"`` (data-free, from BatchNorm statistics).
+        rounding: nearest code, or ``"feedback"`` (column-wise error feedback; needs data).
+        calibration_rows: im2col rows per layer for the Gram matrices (``None``: all), ``>= 1``.
+        seed: seeds the row subsampling and the synthetic samples of ``"bn"``.
+        input_shape: one input sample's shape for ``bias_correction="bn"`` without data.
+        overrides: per layer name, a :class:`LayerOverride` (or its mapping form); ``None``: none.
+        recipe: the name of the recipe this config is (reported; its constraints are checked).
+    """
+
+    bits: int = 4
+    space: Space = Space.SQRT
+    symmetric: bool = False
+    granularity: Granularity = field(default_factory=PerTensor)
+    fold_bn: bool = False
+    search: Search = Search.GOLDEN
+    p: PValue = 0.5
+    loss_space: LossSpace = LossSpace.ORIGINAL
+    convention: Convention = Convention.TORCH
+    transform_first_last: bool = False
+    objective: Objective = Objective.WEIGHT
+    bias_correction: BiasCorrection = BiasCorrection.NONE
+    rounding: Rounding = Rounding.NEAREST
+    calibration_rows: int | None = 8192
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+    overrides: Mapping[str, LayerOverride | Mapping[str, Any]] = field(default_factory=dict)
+    recipe: str | None = None
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "bits", check_bits(self.bits))
+        for name, kind in (("space", Space), ("search", Search), ("loss_space", LossSpace),
+                           ("convention", Convention), ("objective", Objective), ("rounding", Rounding)):
+            put(self, name, kind.parse(getattr(self, name)))
+        put(self, "bias_correction", BiasCorrection.parse(self.bias_correction))
+        put(self, "granularity", _granularity(self.granularity, "granularity"))
+        put(self, "p", check_p(self.p))
+        rows = self.calibration_rows
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+            raise ValueError(f"calibration_rows must be positive or None, got {rows}")
+        if self.input_shape is not None:
+            put(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.overrides is None:  # the documented "no overrides"
+            put(self, "overrides", {})
+        if not isinstance(self.overrides, Mapping):
+            raise TypeError(f"overrides must map layer names to overrides, got {self.overrides!r}")
+        put(self, "overrides", {str(n): LayerOverride.from_mapping(str(n), v) for n, v in self.overrides.items()})
+
+    @property
+    def per_channel(self) -> bool:
+        """True for ``PerChannel`` granularity (the legacy flag)."""
+        return isinstance(self.granularity, PerChannel)
+
+    def override(self, name: str) -> LayerOverride:
+        """The override of layer ``name`` (an empty one when it has none)."""
+        return LayerOverride.from_mapping(name, self.overrides.get(name, _NO_OVERRIDE))
+
+    @property
+    def needs_data(self) -> str | None:
+        """The setting that needs calibration data (``None``: the config is data-free)."""
+        if self.objective is Objective.OUTPUT:
+            return "objective='output'"
+        if self.rounding is Rounding.FEEDBACK:
+            return "rounding='feedback'"
+        if self.bias_correction in (BiasCorrection.PLAIN, BiasCorrection.SEQUENTIAL):
+            return f"bias_correction={self.bias_correction.value!r}"
+        return None
+
+    def replace(self, **options: Any) -> QuantizeConfig:
+        """A copy with ``options`` (field names, or the legacy ``per_channel``) changed."""
+        unknown = sorted(set(options) - _FIELDS - {"per_channel"})
+        if unknown:
+            raise TypeError(
+                f"unknown quantize option(s) {unknown}; valid: {sorted(_FIELDS | {'per_channel'})}"
+            )
+        return dataclasses.replace(self, **translate_legacy(options))
+
+    def settings(self) -> dict[str, object]:
+        """The plain ``QuantizationReport.settings`` view (strings, ``None`` for no bias correction)."""
+        bc = self.bias_correction
+        return dict(
+            bits=self.bits, space=self.space.value, symmetric=self.symmetric, per_channel=self.per_channel,
+            fold_bn=self.fold_bn, search=self.search.value, p=self.p, loss_space=self.loss_space.value,
+            objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
+            rounding=self.rounding.value, calibration_rows=self.calibration_rows, seed=self.seed,
+            recipe=self.recipe,
+        )
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(QuantizeConfig))
+_NO_OVERRIDE = LayerOverride()

@@ -1,0 +1,98 @@
+"""The state one ``quantize_weights`` run shares between its layers, the bias-correction step
+``delta_c = w_c . mu - wq_c . mu'`` and the per-layer report row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.output_objective import output_mse
+from ..options import BiasCorrection
+from ..range import RangeEstimate
+from .bias_correction import expected_output, output_shift
+from .calibration import LayerStatistics
+from .config import QuantizeConfig
+from .output_search import OutputLayerReport
+from .plan import LayerPlan
+from .report import QuantizationReport
+
+__all__ = ["RunState", "Solution", "bias_delta", "layer_report"]
+
+
+@dataclass(frozen=True)
+class Solution:
+    """One layer's quantized weight and how it was found (for the report)."""
+
+    estimate: RangeEstimate
+    weight: torch.Tensor
+    p: float
+    evaluations: int
+    objective: str = "weight"
+    gram: Any = None
+    searched_mse: bool = True
+    notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+    bias_shift: float = 0.0
+
+
+@dataclass
+class RunState:
+    """What every layer of one run reads: the config, the model being quantized, the report,
+    the calibration batches and the statistics gathered before the first layer."""
+
+    cfg: QuantizeConfig
+    model: nn.Module
+    report: QuantizationReport
+    batches: list[torch.Tensor] | None = None
+    rows_per_batch: int | None = None
+    float_stats: dict[str, LayerStatistics] = field(default_factory=dict)
+    bn_means: dict[str, Any] = field(default_factory=dict)
+    unhooked: set[str] = field(default_factory=set)
+
+
+def bias_delta(
+    state: RunState, name: str, w_float: torch.Tensor, w_q: torch.Tensor, stats: LayerStatistics | None,
+) -> Any:
+    """The bias change of layer ``name`` (``None``: no input statistics): ``(W - Wq) mu`` with
+    ``mu`` from BN statistics or the float model, or ``W mu_float - Wq mu_quant`` (sequential)."""
+    bc = state.cfg.bias_correction
+    if bc is BiasCorrection.BN:
+        mu = state.bn_means.get(name)
+        return None if mu is None else output_shift(w_float, w_q, mu)
+    if name not in state.float_stats:
+        return None
+    mu_f = state.float_stats[name].mean
+    if bc is BiasCorrection.PLAIN or stats is None:
+        return output_shift(w_float, w_q, mu_f)
+    return expected_output(w_float, mu_f) - expected_output(w_q, stats.mean)
+
+
+def layer_report(
+    plan: LayerPlan, module: nn.Module, w: torch.Tensor, w_float: torch.Tensor, sol: Solution,
+) -> OutputLayerReport:
+    """The report row of one quantized weight ``w`` (float copy ``w_float``): alpha, the weight MSE
+    ``mean (w - wq)^2`` (the search's own when it rounded to nearest) and the output MSE
+    ``mean_c e_c^T G e_c`` relative to ``mean_c w_c^T G w_c`` when a Gram matrix is known."""
+    est = sol.estimate
+    wf = w_float.double().contiguous()  # reductions in logical order: same for any memory format
+    err = wf - w.detach().double().contiguous()
+    mean_sq = float(wf.pow(2).mean()) if w.numel() else 0.0
+    # the search's weight MSE (in its loss space) unless the weight was not rounded to nearest on it
+    mse = float(est.mse.double().mean()) if sol.searched_mse else float(err.pow(2).mean())
+    out_mse = rel_out = None
+    if sol.gram is not None and plan.ch_axis == 0:
+        w2 = wf.reshape(w.shape[0], -1).cpu().numpy()
+        e_out = output_mse(w2, w.detach().double().reshape(w.shape[0], -1).cpu().numpy(), sol.gram)
+        ref = output_mse(w2, 0.0 * w2, sol.gram)
+        out_mse = float(e_out.mean())
+        rel_out = out_mse / float(ref.mean()) if float(ref.mean()) > 0 else 0.0
+    return OutputLayerReport(
+        name=plan.name, kind=type(module).__name__, shape=tuple(w.shape), bits=plan.bits,
+        space=plan.space.value, alpha=float(est.alpha.double().mean()), mse=mse,
+        rel_mse=mse / mean_sq if mean_sq > 0 else 0.0, evaluations=sol.evaluations, seconds=sol.seconds,
+        note=", ".join(sol.notes), objective=sol.objective, output_mse=out_mse, rel_output_mse=rel_out,
+        p=sol.p, bias_shift=sol.bias_shift, estimate=est,
+    )
