@@ -183,13 +183,20 @@ def test_clean_exports_have_no_weight_path_error(convnet: onnx.ModelProto, atten
     assert [v for v in check_tensorrt_compat(attention) if v.severity == "error"] == []
 
 
-@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_each_conv_weight_corruption_is_an_error(convnet: onnx.ModelProto, corruption: str) -> None:
+def _corrupted(convnet: onnx.ModelProto, op: str, weight_prefix: str, corruption: str) -> tuple[onnx.ModelProto, Any]:
+    """A copy of ``convnet`` with ``CORRUPTIONS[corruption]`` applied to the ``op`` node reading
+    ``weight_prefix``'s weight (still a valid model ONNX Runtime runs), and that node."""
     m = onnx.ModelProto()
     m.CopyFrom(convnet)
-    conv = _node(m, "Conv", "conv2.")
-    CORRUPTIONS[corruption](m, conv)
+    node = _node(m, op, weight_prefix)
+    CORRUPTIONS[corruption](m, node)
     _runs_in_ort(m, (3, 6, 6))
+    return m, node
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_each_conv_weight_corruption_is_an_error(convnet: onnx.ModelProto, corruption: str) -> None:
+    m, conv = _corrupted(convnet, "Conv", "conv2.", corruption)
     assert _weight_path_errors(m) == [conv.name]
     message = next(str(v) for v in check_tensorrt_compat(m) if v.rule == "weight_path")
     assert conv.name in message and "initializer" in message
@@ -197,11 +204,7 @@ def test_each_conv_weight_corruption_is_an_error(convnet: onnx.ModelProto, corru
 
 @pytest.mark.parametrize("corruption", ["identity_before_dq", "cast_after_dq"])
 def test_gemm_weight_b_corruption_is_an_error(convnet: onnx.ModelProto, corruption: str) -> None:
-    m = onnx.ModelProto()
-    m.CopyFrom(convnet)
-    gemm = _node(m, "Gemm", "fc.")
-    CORRUPTIONS[corruption](m, gemm)
-    _runs_in_ort(m, (3, 6, 6))
+    m, gemm = _corrupted(convnet, "Gemm", "fc.", corruption)
     assert _weight_path_errors(m) == [gemm.name]
 
 

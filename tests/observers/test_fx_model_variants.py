@@ -1,8 +1,8 @@
 """The torch.ao FX side on the models users bring (issue 15 items 1, 2, 8).
 
 * weight variants (plain / channels_last / inference tensors / frozen): the same qparams as the
-  plain model, through the integration helper, raw ``prepare_fx`` and the pinned weight grids,
-  and the user's model untouched;
+  plain model, through the flow helper ``quantize_fx``, raw ``prepare_fx`` and the pinned weight
+  grids, and the user's model untouched;
 * onednn on CPUs without VNNI, simulated by patching ``torch.cpu._is_vnni_supported`` (the
   function torch's ``get_default_qconfig`` asks): no warning, the same mapping as with VNNI;
 * options validated when the config is built; fp16/bf16 and NaN weights refused up front.
@@ -13,15 +13,13 @@ References: the plain model's converted modules, torch's ``PerChannelMinMaxObser
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from refs.nets import CALIB, make_net
+from refs.options import INVALID_OPTIONS
 from refs.variants import assert_untouched, make_variant, snapshot
 from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
@@ -30,44 +28,8 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from requant_plugin import quantize_weights
 from requant_plugin.observers import PerChannelREQuantObserver, PinnedWeightObserver, pinned_grids
+from requant_plugin.observers.flows import quantize_fx
 from requant_plugin.qconfig import get_requant_qconfig, get_requant_qconfig_mapping
-
-SCRIPT = Path(__file__).resolve().parents[2] / "integrations" / "fx_qconfig.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fx_qconfig_script_variants", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = torch.relu(self.conv2(y))
-        return self.fc(y.mean((2, 3)))
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    net = Net()
-    with torch.no_grad():
-        net.bn1.running_mean.uniform_(-0.5, 0.5)
-        net.bn1.running_var.uniform_(0.5, 2.0)
-    return net.eval()
-
-
-CALIB = [torch.randn(8, 3, 10, 10, generator=torch.Generator().manual_seed(i)) for i in range(3)]
 
 
 def _qparams(q: nn.Module) -> dict[str, Any]:
@@ -86,18 +48,16 @@ def _qparams(q: nn.Module) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def plain_fx() -> dict[str, Any]:
-    net = _net()
-    mod = _script()
-    q, _ = mod.quantize_fx(net, get_requant_qconfig_mapping(), CALIB)
+    net = make_net()
+    q, _ = quantize_fx(net, get_requant_qconfig_mapping(), CALIB)
     return _qparams(q)
 
 
 def test_fx_helper_and_raw_prepare_fx_accept_every_weight_variant(weight_variant: str, plain_fx) -> None:
     """Same scales/zero points/int8 codes as the plain model; the user's model untouched."""
-    model = make_variant(_net(), weight_variant)
+    model = make_variant(make_net(), weight_variant)
     before = snapshot(model)
-    mod = _script()
-    q, _ = mod.quantize_fx(model, get_requant_qconfig_mapping(), CALIB)
+    q, _ = quantize_fx(model, get_requant_qconfig_mapping(), CALIB)
     assert _qparams(q) == plain_fx
     # raw torch flow on a deep copy (prepare_fx cannot fuse inference-tensor parameters in place)
     prepared = prepare_fx(copy.deepcopy(model), get_requant_qconfig_mapping(), (CALIB[0],))
@@ -111,26 +71,26 @@ def test_fx_helper_and_raw_prepare_fx_accept_every_weight_variant(weight_variant
 
 def test_weight_observer_matches_torch_minmax_on_every_variant(weight_variant: str) -> None:
     """The per-channel observer called directly on a variant's (BN-free) weight tensor."""
-    model = make_variant(_net(), weight_variant)
+    model = make_variant(make_net(), weight_variant)
     w = model.conv2.weight
     before = snapshot(model)
     ours = PerChannelREQuantObserver(search="minmax")
     ours(w)
     ref = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    ref(_net().conv2.weight.detach())
+    ref(make_net().conv2.weight.detach())
     for a, b in zip(ours.calculate_qparams(), ref.calculate_qparams(), strict=True):
         assert torch.equal(a, b)
     searched = PerChannelREQuantObserver()
     searched(w)
     plain = PerChannelREQuantObserver()
-    plain(_net().conv2.weight.detach())
+    plain(make_net().conv2.weight.detach())
     for a, b in zip(searched.calculate_qparams(), plain.calculate_qparams(), strict=True):
         assert torch.equal(a, b)
     assert_untouched(model, before)
 
 
 def test_pinned_weights_accept_every_variant(weight_variant: str) -> None:
-    qmodel, rep = quantize_weights(_net(), 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
+    qmodel, rep = quantize_weights(make_net(), 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
 
     def run(model: nn.Module) -> dict[str, Any]:
         prepared = prepare_fx(copy.deepcopy(model), get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep),
@@ -190,7 +150,7 @@ def test_onednn_mapping_does_not_depend_on_vnni(no_vnni: None) -> None:
 
 def test_onednn_flow_and_errors_without_vnni(no_vnni: None) -> None:
     """What failed on AMD EPYC: the onednn flow end to end, and the pinned-grid error."""
-    net = _net()
+    net = make_net()
     old = torch.backends.quantized.engine
     torch.backends.quantized.engine = "onednn"
     try:
@@ -213,15 +173,7 @@ def test_onednn_flow_and_errors_without_vnni(no_vnni: None) -> None:
 # --------------------------------------------------------------------------- item 8
 
 
-@pytest.mark.parametrize(("option", "match"), [
-    ({"weight_space": "log"}, "unknown space 'log'"),
-    ({"p": 0.0}, "exponent p"),
-    ({"weight_input_mean_ratio": -1.0}, "input_mean_ratio"),
-    ({"bins": 1}, "bins must be at least"),
-    ({"act_sample_size": 10}, "sample_size must be at least"),
-    ({"eps": -1.0}, r"eps \(the smallest scale\) must be"),
-    ({"eps": float("nan")}, r"eps \(the smallest scale\) must be"),
-])
+@pytest.mark.parametrize(("option", "match"), INVALID_OPTIONS)
 @pytest.mark.parametrize("factory", ["qconfig", "mapping", "mapping_per_tensor"])
 def test_every_option_is_validated_at_construction(factory: str, option: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -235,23 +187,21 @@ def test_every_option_is_validated_at_construction(factory: str, option: dict[st
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_fx_helper_refuses_half_models_up_front(dtype: torch.dtype) -> None:
-    model = _net().to(dtype)
+    model = make_net().to(dtype)
     before = snapshot(model)
-    mod = _script()
     with pytest.raises(TypeError, match=rf"conv1.weight.*{str(dtype).split('.')[-1]}.*model\.float\(\)"):
-        mod.quantize_fx(model, get_requant_qconfig_mapping(), [x.to(dtype) for x in CALIB])
+        quantize_fx(model, get_requant_qconfig_mapping(), [x.to(dtype) for x in CALIB])
     assert_untouched(model, before)
-    q, _ = mod.quantize_fx(model.float(), get_requant_qconfig_mapping(), CALIB)  # the named fix works
+    q, _ = quantize_fx(model.float(), get_requant_qconfig_mapping(), CALIB)  # the named fix works
     assert isinstance(q.conv1, torch.ao.nn.quantized.Conv2d)
 
 
 def test_nan_weight_is_reported_as_a_weight_with_the_fix() -> None:
-    model = _net()
+    model = make_net()
     with torch.no_grad():
         model.conv2.weight[0, 0, 0, 0] = float("nan")
-    mod = _script()
     with pytest.raises(ValueError, match=r"weights of 'conv2.weight' have NaN/Inf.*fix"):
-        mod.quantize_fx(model, get_requant_qconfig_mapping(), CALIB)
+        quantize_fx(model, get_requant_qconfig_mapping(), CALIB)
     # raw prepare_fx: the activation observer after the layer sees the NaN first; it names weights
     prepared = prepare_fx(copy.deepcopy(model), get_requant_qconfig_mapping(), (CALIB[0],))
     with pytest.raises(ValueError, match=r"NaN/Inf weights.*named_parameters"), torch.no_grad():

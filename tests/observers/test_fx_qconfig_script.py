@@ -50,3 +50,12 @@ def test_fx_script_refine_reports_the_fitted_factor(capsys: pytest.CaptureFixtur
     before, after = (float(v) for v in line.split("output MSE ")[1].split(" (")[0].split(" -> "))
     assert 0.8 <= factor <= 1.0 and after <= before
     assert any(ln.startswith("REQuant qconfig + refined ranges") for ln in cap.out.splitlines())
+
+
+def test_fx_script_re_exports_the_flow_helpers() -> None:
+    """Importers of the script get the package's flow functions themselves (the tests call those)."""
+    from requant_plugin.observers import flows
+
+    mod = _load()
+    for name in ("check_fx_model", "prepare_calibrated", "quantize_fx", "check_quantized", "default_mapping"):
+        assert getattr(mod, name) is getattr(flows, name), name

@@ -1,9 +1,9 @@
 """The torchao pt2e side on the models users bring (issue 15 items 1, 6, 8).
 
-* weight variants (plain / channels_last / inference tensors / frozen) through the integration
-  helper ``quantize_pt2e``: the same q/dq parameters as the plain model, the user's model untouched;
-* a ResNet-18-shaped model (torchvision's BasicBlock layout, one ``relu`` module called twice per
-  block) through the X86 quantizer, for REQuant's and torchao's default observers. Reference: the
+* weight variants (plain / channels_last / inference tensors / frozen) through the flow helper
+  ``quantize_pt2e``: the same q/dq parameters as the plain model, the user's model untouched;
+* ``requant_plugin.zoo``'s ResNet-18 (torchvision's BasicBlock layout, one ``relu`` module called
+  twice per block) through the X86 quantizer, for REQuant's and torchao's default observers. Reference: the
   same network with a distinct ReLU module per call, quantized by torchao's stock
   ``X86InductorQuantizer`` (which handles that layout): identical converted graphs and outputs;
 * options validated when the config is built; fp16/bf16 models quantize like float32.
@@ -12,15 +12,13 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from refs.nets import CALIB, make_net
+from refs.options import INVALID_OPTIONS
 from refs.variants import assert_untouched, make_variant, snapshot
 from torch import nn
 
@@ -28,49 +26,14 @@ pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed
 
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+from requant_plugin.observers.flows import quantize_pt2e
 from requant_plugin.pt2e import (
     get_requant_quantization_config,
     get_requant_quantizer,
     get_torchao_default_quantization_config,
     make_quantizer,
 )
-
-SCRIPT = Path(__file__).resolve().parents[2] / "integrations" / "pt2e_quantize.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pt2e_quantize_script_variants", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = torch.relu(self.conv2(y))
-        return self.fc(y.mean((2, 3)))
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    net = Net()
-    with torch.no_grad():
-        net.bn1.running_mean.uniform_(-0.5, 0.5)
-        net.bn1.running_var.uniform_(0.5, 2.0)
-    return net.eval()
-
-
-CALIB = [torch.randn(8, 3, 10, 10, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+from requant_plugin.zoo.resnet_imagenet import ImageNetBasicBlock, ImageNetResNet, resnet18
 
 
 def _qdq_args(q: nn.Module) -> list[Any]:
@@ -90,12 +53,11 @@ def _qdq_args(q: nn.Module) -> list[Any]:
 
 @pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
 def test_pt2e_helper_accepts_every_weight_variant(weight_variant: str, backend: str) -> None:
-    mod = _script()
-    ref, _ = mod.quantize_pt2e(_net(), get_requant_quantizer(4, 8, backend=backend), CALIB)
-    model = make_variant(_net(), weight_variant)
+    ref, _ = quantize_pt2e(make_net(), get_requant_quantizer(4, 8, backend=backend), CALIB)
+    model = make_variant(make_net(), weight_variant)
     model.train()  # the helper must not switch the user's model to eval
     before = snapshot(model)
-    q, _ = mod.quantize_pt2e(model, get_requant_quantizer(4, 8, backend=backend), CALIB)
+    q, _ = quantize_pt2e(model, get_requant_quantizer(4, 8, backend=backend), CALIB)
     assert _qdq_args(q) == _qdq_args(ref) and _qdq_args(ref)
     with torch.no_grad():
         assert torch.equal(q(CALIB[0]), ref(CALIB[0]))
@@ -106,12 +68,11 @@ def test_pt2e_helper_accepts_every_weight_variant(weight_variant: str, backend: 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_models_quantize_like_float32(dtype: torch.dtype) -> None:
     """pt2e takes fp16/bf16 models: same q/dq structure, output within the float32 flow's error."""
-    mod = _script()
-    net = _net()
+    net = make_net()
     x = torch.randn(16, 3, 10, 10, generator=torch.Generator().manual_seed(9))
-    q32, _ = mod.quantize_pt2e(net, get_requant_quantizer(), CALIB)
+    q32, _ = quantize_pt2e(net, get_requant_quantizer(), CALIB)
     half = copy.deepcopy(net).to(dtype)
-    q16, _ = mod.quantize_pt2e(half, get_requant_quantizer(), [c.to(dtype) for c in CALIB])
+    q16, _ = quantize_pt2e(half, get_requant_quantizer(), [c.to(dtype) for c in CALIB])
     assert [r[0] for r in _qdq_args(q16)] == [r[0] for r in _qdq_args(q32)]
     with torch.no_grad():
         ref = net(x)
@@ -123,61 +84,29 @@ def test_half_models_quantize_like_float32(dtype: torch.dtype) -> None:
 # --------------------------------------------------------------------------- item 6: ResNet-18 layout
 
 
-class BasicBlock(nn.Module):
-    """torchvision's BasicBlock: one ``relu`` module for both activations, in-place add."""
+class SeparateReluBlock(ImageNetBasicBlock):
+    """The zoo's (torchvision's) BasicBlock with a second ReLU module for the output activation."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, shared_relu: bool = True) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.shared_relu = shared_relu
-        if not shared_relu:
-            self.relu_out = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+        super().__init__(cin, width, stride)
+        self.relu_out = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
+        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
         out += identity
-        return self.relu(out) if self.shared_relu else self.relu_out(out)
-
-
-class ResNet18(nn.Module):
-    """torchvision's resnet18 layout (stem conv7x7/2 + maxpool, layers [2, 2, 2, 2], avgpool + fc),
-    narrow (``width`` channels in the first stage) to stay fast on a CPU."""
-
-    def __init__(self, width: int = 8, num_classes: int = 10, shared_relu: bool = True) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        stages, cin = [], width
-        for i, w in enumerate((width, 2 * width, 4 * width, 8 * width)):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(cin, w, stride, shared_relu), BasicBlock(w, w, 1, shared_relu)))
-            cin = w
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.relu_out(out)  # type: ignore[no-any-return]
 
 
 def _resnet18(shared_relu: bool) -> nn.Module:
+    """The zoo's resnet18 narrowed to 8 channels in the first stage (fast on a CPU), 10 classes; with
+    ``shared_relu=False`` the same weights with a distinct ReLU module per call."""
     torch.manual_seed(0)
-    net = ResNet18(shared_relu=shared_relu)
+    if shared_relu:
+        net = resnet18(num_classes=10, base=8)
+    else:
+        net = ImageNetResNet(SeparateReluBlock, (2, 2, 2, 2), num_classes=10, base=8)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -252,15 +181,7 @@ def test_annotation_leaves_graph_metadata_as_exported(monkeypatch: pytest.Monkey
 # --------------------------------------------------------------------------- item 8: validation
 
 
-@pytest.mark.parametrize(("option", "match"), [
-    ({"weight_space": "log"}, "unknown space 'log'"),
-    ({"p": 0.0}, "exponent p"),
-    ({"weight_input_mean_ratio": -1.0}, "input_mean_ratio"),
-    ({"bins": 1}, "bins must be at least"),
-    ({"act_sample_size": 10}, "sample_size must be at least"),
-    ({"eps": 0.0}, r"eps \(the smallest scale\) must be"),
-    ({"eps": float("inf")}, r"eps \(the smallest scale\) must be"),
-])
+@pytest.mark.parametrize(("option", "match"), INVALID_OPTIONS)
 @pytest.mark.parametrize("factory", ["config", "quantizer", "xnnpack_per_tensor"])
 def test_every_option_is_validated_at_construction(factory: str, option: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):

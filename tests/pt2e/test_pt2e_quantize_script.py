@@ -45,3 +45,11 @@ def test_pt2e_script_refine_fits_a_factor_per_requant_config(capsys: pytest.Capt
     assert len(lines) == 1  # REQuant only: the default observers have no range factor
     before, after = (float(v) for v in lines[0].split("output MSE ")[1].split(" (")[0].split(" -> "))
     assert after <= before
+
+
+def test_pt2e_script_uses_the_flow_helpers() -> None:
+    """The script's pt2e flow is the package's (the tests call that one directly)."""
+    from requant_plugin.observers import flows
+
+    mod = _load("pt2e_quantize_script_names")
+    assert mod.quantize_pt2e is flows.quantize_pt2e and mod.count_qdq is flows.count_qdq

@@ -6,19 +6,11 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
+from refs.nets import make_seq_net
 
 from requant_plugin import quantize_weights
 from requant_plugin.options import BiasCorrection, PerChannel, PerTensor, Space
 from requant_plugin.ptq import LayerOverride, QuantizeConfig, first_last, layer_space
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    ).eval()
 
 
 def test_defaults_and_normalisation() -> None:
@@ -86,7 +78,7 @@ def test_first_last_rule() -> None:
 
 
 def test_config_and_keyword_forms_agree() -> None:
-    net = _net()
+    net = make_seq_net()
     cfg = QuantizeConfig(bits=3, granularity=PerChannel(), symmetric=True, overrides={"2": {"bits": 5}})
     q1, r1 = quantize_weights(net, cfg)
     q2, r2 = quantize_weights(net, 3, per_channel=True, symmetric=True, overrides={"2": {"bits": 5}})

@@ -6,21 +6,10 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
+from refs.nets import DATA, make_seq_net
 
 from requant_plugin import quantize_weights
 from requant_plugin.ptq.presets import PRESETS, allocate_bits, layer_error_curves, quantize_beyond
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    ).eval()
-
-
-DATA = [torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
 
 
 def test_allocate_bits_is_optimal_on_convex_curves_and_respects_the_budget() -> None:
@@ -44,7 +33,7 @@ def test_allocate_bits_is_optimal_on_convex_curves_and_respects_the_budget() -> 
 
 
 def test_layer_error_curves_fall_with_bits_and_drive_overrides() -> None:
-    net = _net()
+    net = make_seq_net()
     curves = layer_error_curves(net, DATA, (2, 4, 8))
     assert set(curves) == {"0", "2", "6"}
     for c in curves.values():
@@ -57,7 +46,7 @@ def test_layer_error_curves_fall_with_bits_and_drive_overrides() -> None:
 
 
 def test_quantize_beyond_is_the_beyond_recipe() -> None:
-    net = _net()
+    net = make_seq_net()
     q1, r1 = quantize_beyond(net, 3, DATA)
     q2, _ = quantize_weights(net, 3, recipe="beyond", calibration_data=DATA)
     for a, b in zip(q1.parameters(), q2.parameters(), strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from refs.nets import make_seq_bn_net
 from refs.quantizers import ref_fake_quant
 from torch import nn
 
@@ -13,12 +14,7 @@ from requant_plugin.ptq import conv_bn_pairs, fold_bn_
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    )
+    net = make_seq_bn_net()
     for m in net.modules():  # non-trivial BN statistics
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

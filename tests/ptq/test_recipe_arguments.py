@@ -4,26 +4,14 @@ keyword the recipe cannot honour raises naming both."""
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
+from refs.nets import DATA, make_seq_net
 
 from requant_plugin import estimate_range, quantize_weights
 from requant_plugin.ptq.presets import DEFAULTS, PRESETS, apply_recipe, quantize_beyond
 
 
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    ).eval()
-
-
-DATA = [torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-
-
 def test_explicit_default_valued_space_beats_the_recipe() -> None:
-    net = _net()
+    net = make_seq_net()
     _, rep = quantize_weights(net, 4, recipe="beyond", space="sqrt", calibration_data=DATA)
     assert rep.settings["space"] == "sqrt"
     assert rep["2"].space == "sqrt" and rep["2"].p == 0.5  # the middle layer uses the transform
@@ -33,7 +21,7 @@ def test_explicit_default_valued_space_beats_the_recipe() -> None:
 
 
 def test_explicit_default_valued_per_channel_and_objective_beat_the_recipe() -> None:
-    net = _net()
+    net = make_seq_net()
     _, rep = quantize_weights(net, 4, recipe="beyond", per_channel=False, objective="weight",
                               bias_correction=False, rounding="nearest", calibration_data=DATA)
     assert rep.settings["per_channel"] is False and rep.settings["objective"] == "weight"
@@ -45,7 +33,7 @@ def test_explicit_default_valued_per_channel_and_objective_beat_the_recipe() -> 
 
 
 def test_quantize_beyond_passes_written_keywords_through() -> None:
-    net = _net()
+    net = make_seq_net()
     _, rep = quantize_beyond(net, 4, DATA, space="sqrt", per_channel=False)
     assert rep.settings["recipe"] == "beyond"
     assert rep.settings["space"] == "sqrt" and rep.settings["per_channel"] is False
@@ -69,13 +57,13 @@ def test_no_recipe_gives_the_documented_defaults() -> None:
 ])
 def test_a_keyword_the_recipe_cannot_honour_raises_naming_both(recipe: str, key: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"recipe='{recipe}' cannot honour {key}={value!r}"):
-        quantize_weights(_net(), 4, recipe=recipe, calibration_data=DATA, input_shape=(3, 8, 8),
+        quantize_weights(make_seq_net(), 4, recipe=recipe, calibration_data=DATA, input_shape=(3, 8, 8),
                          **{key: value})  # type: ignore[arg-type]
 
 
 def test_compatible_written_keywords_are_accepted() -> None:
-    _, rep = quantize_weights(_net(), 4, recipe="beyond-tensorrt", symmetric=True, convention="tensorrt",
+    _, rep = quantize_weights(make_seq_net(), 4, recipe="beyond-tensorrt", symmetric=True, convention="tensorrt",
                               calibration_data=DATA)
     assert rep.settings["symmetric"] is True
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
-        quantize_weights(_net(), 4, recipe="nope")
+        quantize_weights(make_seq_net(), 4, recipe="nope")

@@ -6,23 +6,13 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
+from refs.nets import DATA, make_seq_net
 
 from requant_plugin import quantize_weights
 from requant_plugin.options import PerChannel, Rounding, Space
 from requant_plugin.ptq import RECIPES, QuantizeConfig
 from requant_plugin.ptq.presets import PRESETS
 from requant_plugin.ptq.recipes import RECIPE_REQUIRES, make_config, recipe_fields
-
-DATA = [torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    ).eval()
 
 
 def test_recipes_are_configs_named_after_themselves() -> None:
@@ -39,7 +29,7 @@ def test_recipes_are_configs_named_after_themselves() -> None:
 
 
 def test_replace_a_recipe_equals_the_keyword_form() -> None:
-    net = _net()
+    net = make_seq_net()
     q1, r1 = quantize_weights(net, dataclasses.replace(RECIPES["beyond"], bits=3), DATA)
     q2, r2 = quantize_weights(net, 3, recipe="beyond", calibration_data=DATA)
     q3, r3 = quantize_weights(net, "beyond", DATA, bits=3)
@@ -51,9 +41,9 @@ def test_replace_a_recipe_equals_the_keyword_form() -> None:
 def test_a_replaced_field_the_recipe_cannot_honour_raises() -> None:
     cfg = dataclasses.replace(RECIPES["beyond-tensorrt"], symmetric=False)
     with pytest.raises(ValueError, match="recipe='beyond-tensorrt' cannot honour symmetric=False"):
-        quantize_weights(_net(), cfg, DATA)
+        quantize_weights(make_seq_net(), cfg, DATA)
     # dropping the name makes it a plain config
-    quantize_weights(_net(), dataclasses.replace(cfg, recipe=None), DATA)
+    quantize_weights(make_seq_net(), dataclasses.replace(cfg, recipe=None), DATA)
 
 
 def test_make_config_refuses_two_recipes() -> None:

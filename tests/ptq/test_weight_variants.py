@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from refs.nets import make_seq_bn_net
 from refs.variants import assert_untouched, make_variant, snapshot
 from torch import nn
 
@@ -19,12 +20,7 @@ from requant_plugin.ptq.presets import PRESETS, layer_error_curves
 
 
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    )
+    net = make_seq_bn_net()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in net.modules():  # non-trivial BN statistics
