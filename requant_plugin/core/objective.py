@@ -76,6 +76,21 @@ def code_sse(codes: Codes, levels: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.maximum(sse, 0.0)
 
 
+def select_near(
+    bp: NDArray[np.float64] | None, center: NDArray[np.float64], window: float, limit: int,
+) -> NDArray[np.float64] | None:
+    """The entries of ``bp`` (``(R, M)``, NaN: none) with ``|a - center| <= window * center``, the
+    first ``limit`` of each row in column order, NaN-padded to the most any row has."""
+    if bp is None:
+        return None
+    center = np.asarray(center, dtype=np.float64)
+    near = np.abs(bp - center[:, None]) <= window * center[:, None]
+    bp = np.where(near, bp, np.nan)
+    keep = min(bp.shape[1], int(np.max(np.sum(near, axis=1), initial=0)), limit)
+    order = np.argsort(np.isnan(bp), axis=1, kind="stable")[:, :keep]
+    return np.take_along_axis(bp, order, axis=1)
+
+
 class RangeObjective:
     """``L(alpha)`` for ``R`` rows at once.
 
@@ -260,6 +275,71 @@ class RangeObjective:
             a = y[:, :, None] / (self.s1[:, None, None] * self._half[:, None, :])
         a = np.where((a > 0) & (a <= 1), a, np.nan)
         return a.reshape(self.rows, -1)
+
+    def breakpoints_between(
+        self, lo: NDArray[np.float64], hi: NDArray[np.float64],
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+        """The :meth:`breakpoints` ``a`` (same float operations) with ``lo[r] <= a <= hi[r]`` and
+        ``0 < a <= 1``, as flat ``(row, threshold, value index, a)`` arrays (unordered). For each
+        threshold the values concerned form one run of the sorted row, found by binary search
+        (one index of slack on each side) and then filtered exactly."""
+        width = self._half.shape[1]
+        y = self.transform.forward(self._values)  # (R, n), ascending
+        den = self.s1[:, None] * self._half  # (R, L-1): a = y / den
+        lo_y, hi_y = den * (lo[:, None] * (1.0 - 1e-9)), den * (hi[:, None] * (1.0 + 1e-9))
+        lo_y, hi_y = np.minimum(lo_y, hi_y), np.maximum(lo_y, hi_y)
+        y0 = y[:, :1]
+        span = y[:, -1:] - y0
+        span = np.where(span > 0, span, 1.0)
+        off = 3.0 * np.arange(self.rows, dtype=np.float64)[:, None]
+        keys = ((y - y0) / span + off).ravel()
+        first = np.searchsorted(keys, (np.clip((lo_y - y0) / span, -1.0, 2.0) + off).ravel(), side="left")
+        last = np.searchsorted(keys, (np.clip((hi_y - y0) / span, -1.0, 2.0) + off).ravel(), side="right")
+        first = np.maximum(first - 1, 0)  # ulp-level disorder of the transformed values
+        cnt = np.maximum(np.minimum(last + 1, keys.size) - first, 0)
+        total = int(cnt.sum())
+        run = np.repeat(np.arange(cnt.size), cnt)  # (r, k) flat index of each entry
+        flat_i = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
+        r, k = run // width, run % width
+        i = flat_i - r * self.n
+        inside = (i >= 0) & (i < self.n)
+        r, k, i = r[inside], k[inside], i[inside]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = y[r, i] / den[r, k]
+        ok = (a > 0) & (a <= 1) & (a >= lo[r]) & (a <= hi[r])
+        return r[ok], k[ok], i[ok], a[ok]
+
+    def near_breakpoints(
+        self, center: NDArray[np.float64], window: float, max_points: int, limit: int,
+    ) -> NDArray[np.float64] | None:
+        """The :meth:`breakpoints` ``a`` with ``|a - center| <= window * center`` (per row), the first
+        ``limit`` of each row in :meth:`breakpoints`' column order, NaN-padded to ``(R, K)`` with ``K``
+        the most any row has (at most ``limit``); ``None`` as :meth:`breakpoints` for ``max_points``.
+
+        The same array as selecting from :meth:`breakpoints` (same float operations on the same
+        entries), without its ``(R, n * (L - 1))`` array: for each threshold the values whose
+        breakpoint can be near form one run of the sorted row, found by binary search with a
+        twice wider window and then filtered exactly.
+        """
+        width = self._half.shape[1]
+        if type(self).breakpoints is not RangeObjective.breakpoints:  # a subclass's own code changes
+            return select_near(self.breakpoints(max_points), center, window, limit)
+        if self.n * width > max_points:
+            return None
+        center = np.asarray(center, dtype=np.float64)
+        r, k, i, a = self.breakpoints_between(center * (1.0 - 2.0 * window), center * (1.0 + 2.0 * window))
+        c = center[r]
+        ok = np.abs(a - c) <= window * c
+        r, k, i, a = r[ok], k[ok], i[ok], a[ok]
+        order = np.argsort((r * self.n + i) * width + k, kind="stable")  # breakpoints' column order
+        r, a = r[order], a[order]
+        per_row = np.bincount(r, minlength=self.rows)
+        keep = min(int(per_row.max(initial=0)), limit)
+        rank = np.arange(r.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        sel = rank < keep
+        out = np.full((self.rows, keep), np.nan)
+        out[r[sel], rank[sel]] = a[sel]
+        return out
 
     def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """Least-squares ``alpha`` for the code assignment at ``alpha`` (shape ``(R,)``).

@@ -21,6 +21,8 @@ from numpy.typing import NDArray
 
 from .compat import check_search as check_search  # compatibility: ``core.search.check_search``
 from .grid import Grid
+from .objective import RangeObjective, select_near
+from .sweep import can_sweep, contenders
 
 #: The search names as a typing alias (validation: :class:`~requant_plugin.options.Search`).
 SearchMethod = Literal["golden", "grid", "minmax"]
@@ -80,6 +82,8 @@ LOCAL_POINTS = 2048
 #: relative offset of those evaluations from the code change: far above float32 rounding, so
 #: that every fake-quantizer assigns the codes the objective counted
 SIDE = 1e-5
+#: more side candidates per row than this are ranked by a sweep (:mod:`.sweep`) first
+SWEEP_MIN = 16
 
 
 def scan_size(rows: int, levels: int, n: int) -> int:
@@ -118,11 +122,51 @@ def _prefer_minmax(obj: Objective, best: _Best, start: int, l1: NDArray[np.float
     return SearchResult(np.where(keep, best.alpha, 1.0), np.where(keep, best.mse, l1), obj.evaluations - start)
 
 
-def _try_sides(obj: Objective, best: _Best, bp: NDArray[np.float64]) -> None:
-    """Evaluate both sides (relative offset :data:`SIDE`) of the code changes ``bp`` (NaN: none)."""
+def _try_sides(obj: Objective, best: _Best, bp: NDArray[np.float64], one_seen: bool = False) -> None:
+    """Evaluate both sides (relative offset :data:`SIDE`) of the code changes ``bp`` (NaN: none).
+
+    A NaN stands for ``alpha = 1``; with ``one_seen`` (``L(1)`` is already in ``best``, which it
+    can then never strictly beat) those entries are dropped first, keeping the others in order:
+    the same update as evaluating them all.
+    """
+    start, count = obj.evaluations, 2 * bp.shape[1]  # the candidates evaluated, as counted before
+    if one_seen and bp.size:
+        finite = np.isfinite(bp)
+        keep = int(np.max(np.sum(finite, axis=1)))
+        if keep < bp.shape[1]:
+            order = np.argsort(~finite, axis=1, kind="stable")[:, :keep]
+            bp = np.take_along_axis(bp, order, axis=1)
+    if bp.shape[1] == 0:
+        obj.evaluations = start + count
+        return
     side = np.concatenate([bp * (1.0 - SIDE), np.minimum(bp * (1.0 + SIDE), 1.0)], axis=1)
     side = np.where(np.isfinite(side), side, 1.0)
-    best.update(side, obj(side))
+    if not (one_seen and side.shape[1] > SWEEP_MIN and can_sweep(obj)):
+        best.update(side, obj(side))
+        obj.evaluations = start + count
+        return
+    # rank all by one sweep, evaluate exactly those that can hold the minimum (in their order,
+    # padded with alpha = 1, which cannot beat ``best``): the same update, counted as before
+    assert isinstance(obj, RangeObjective)
+    cand = contenders(obj, side, side < 1.0)
+    keep = int(np.max(np.sum(cand, axis=1)))
+    if keep:
+        order = np.argsort(~cand, axis=1, kind="stable")[:, :keep]
+        packed = np.where(np.take_along_axis(cand, order, axis=1), np.take_along_axis(side, order, axis=1), 1.0)
+        best.update(packed, obj(packed))
+    obj.evaluations = start + count
+
+
+def _near_breakpoints(obj: Objective, center: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """The code changes within :data:`LOCAL_WINDOW` of ``center``, the first :data:`LOCAL_POINTS`
+    per row in the objective's breakpoint order (NaN-padded), or ``None`` for rows with more than
+    :data:`LOCAL_BUDGET` code changes. Objectives without ``near_breakpoints`` select them from
+    their full ``breakpoints`` array (the same result)."""
+    fast = getattr(obj, "near_breakpoints", None)
+    if callable(fast):
+        out: NDArray[np.float64] | None = fast(center, LOCAL_WINDOW, LOCAL_BUDGET, LOCAL_POINTS)
+        return out
+    return select_near(obj.breakpoints(LOCAL_BUDGET), center, LOCAL_WINDOW, LOCAL_POINTS)  # type: ignore[attr-defined]
 
 
 def minmax_search(obj: Objective) -> SearchResult:
@@ -201,16 +245,11 @@ def golden_search(
     if callable(breakpoints):
         bp = breakpoints(BREAKPOINT_BUDGET)
         if bp is not None:  # short rows: both sides of every code change (sawtooth minima sit there)
-            _try_sides(obj, best, bp)
+            _try_sides(obj, best, bp, l1 is not None)
         else:  # longer rows: the code changes within LOCAL_WINDOW of the best alpha found
-            bp = breakpoints(LOCAL_BUDGET)
-            if bp is not None:
-                near = np.abs(bp - best.alpha[:, None]) <= LOCAL_WINDOW * best.alpha[:, None]
-                bp = np.where(near, bp, np.nan)
-                keep = min(bp.shape[1], int(np.max(np.sum(near, axis=1), initial=0)))
-                if keep:
-                    order = np.argsort(np.isnan(bp), axis=1, kind="stable")[:, :min(keep, LOCAL_POINTS)]
-                    _try_sides(obj, best, np.take_along_axis(bp, order, axis=1))
+            near = _near_breakpoints(obj, best.alpha)
+            if near is not None and near.shape[1]:
+                _try_sides(obj, best, near, l1 is not None)
     for _ in range(refine_steps):
         cand = obj.refit(best.alpha)
         lc1 = obj(cand[:, None])

@@ -13,7 +13,7 @@ from ..options import PerChannel, Space
 from .config import PValue, QuantizeConfig, first_last, layer_space
 
 __all__ = [
-    "QUANTIZABLE", "LayerPlan", "attention_weights", "check_model", "layer_weight", "plan_attention",
+    "QUANTIZABLE", "LayerPlan", "all_finite", "attention_weights", "check_model", "layer_weight", "plan_attention",
     "plan_layers", "quantizable_layers", "weight_ch_axis",
 ]
 
@@ -102,6 +102,16 @@ def plan_attention(cfg: QuantizeConfig, model: nn.Module) -> list[LayerPlan]:
     return [_plan(cfg, n, 0, frozenset()) for n, _, _ in attention_weights(model)]
 
 
+def all_finite(w: torch.Tensor) -> bool:
+    """True unless ``w`` holds a NaN or an Inf: one reduction (``aminmax`` propagates NaN and
+    keeps Inf), no full-size boolean temporary."""
+    w = w.detach()
+    if w.numel() == 0 or not w.is_floating_point():
+        return True
+    lo, hi = torch.aminmax(w)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 def check_model(model: nn.Module, cfg: QuantizeConfig) -> None:
     """Refuse a model without quantizable weights, overrides naming unknown layers, and NaN/Inf weights."""
     layers = quantizable_layers(model)
@@ -114,7 +124,7 @@ def check_model(model: nn.Module, cfg: QuantizeConfig) -> None:
             raise ValueError(f"overrides names an unknown layer {name!r}; quantizable layers are: {names}")
     tensors = [(n, layer_weight(m)) for n, m in layers] + [(n, getattr(m, a)) for n, m, a in attention]
     for name, weight in tensors:
-        if not torch.isfinite(weight.detach()).all():
+        if not all_finite(weight):
             raise ValueError(
                 f"layer {name!r} has NaN/Inf weights; fix the checkpoint or skip the layer with "
                 f"overrides={{{name!r}: {{'skip': True}}}}"

@@ -19,7 +19,7 @@ from .output_search import OutputLayerReport
 from .plan import LayerPlan
 from .report import QuantizationReport
 
-__all__ = ["RunState", "Solution", "bias_delta", "layer_report"]
+__all__ = ["RunState", "Solution", "bias_delta", "layer_report", "mean_square", "needs_float_copy"]
 
 
 @dataclass(frozen=True)
@@ -70,21 +70,43 @@ def bias_delta(
     return expected_output(w_float, mu_f) - expected_output(w_q, stats.mean)
 
 
+def mean_square(w: torch.Tensor) -> float:
+    """``mean(w**2)`` in float64, reduced in logical order (the same for any memory format)."""
+    return float(w.detach().double().contiguous().pow(2).mean()) if w.numel() else 0.0
+
+
+def needs_float_copy(sol: Solution) -> bool:
+    """Whether :func:`layer_report` needs the float weight itself (not just its mean square): the
+    weight MSE is measured (not the search's) or an output MSE is computed from a Gram matrix."""
+    return not sol.searched_mse or sol.gram is not None
+
+
 def layer_report(
-    plan: LayerPlan, module: nn.Module, w: torch.Tensor, w_float: torch.Tensor, sol: Solution,
+    plan: LayerPlan, module: nn.Module, w: torch.Tensor, w_float: torch.Tensor | float, sol: Solution,
 ) -> OutputLayerReport:
     """The report row of one quantized weight ``w`` (float copy ``w_float``): alpha, the weight MSE
     ``mean (w - wq)^2`` (the search's own when it rounded to nearest) and the output MSE
-    ``mean_c e_c^T G e_c`` relative to ``mean_c w_c^T G w_c`` when a Gram matrix is known."""
+    ``mean_c e_c^T G e_c`` relative to ``mean_c w_c^T G w_c`` when a Gram matrix is known.
+
+    ``w_float`` may be the float weight's :func:`mean_square` instead where
+    :func:`needs_float_copy` is false (no copy of the weight is then needed)."""
     est = sol.estimate
-    wf = w_float.double().contiguous()  # reductions in logical order: same for any memory format
-    err = wf - w.detach().double().contiguous()
-    mean_sq = float(wf.pow(2).mean()) if w.numel() else 0.0
+    if isinstance(w_float, torch.Tensor):
+        mean_sq = mean_square(w_float)
+    elif needs_float_copy(sol):
+        raise ValueError("layer_report needs the float weight (not its mean square) for this solution")
+    else:
+        mean_sq = float(w_float)
     # the search's weight MSE (in its loss space) unless the weight was not rounded to nearest on it
-    mse = float(est.mse.double().mean()) if sol.searched_mse else float(err.pow(2).mean())
+    if sol.searched_mse:
+        mse = float(est.mse.double().mean())
+    else:
+        assert isinstance(w_float, torch.Tensor)
+        mse = float((w_float.double().contiguous() - w.detach().double().contiguous()).pow(2).mean())
     out_mse = rel_out = None
     if sol.gram is not None and plan.ch_axis == 0:
-        w2 = wf.reshape(w.shape[0], -1).cpu().numpy()
+        assert isinstance(w_float, torch.Tensor)
+        w2 = w_float.double().contiguous().reshape(w.shape[0], -1).cpu().numpy()
         e_out = output_mse(w2, w.detach().double().reshape(w.shape[0], -1).cpu().numpy(), sol.gram)
         ref = output_mse(w2, 0.0 * w2, sol.gram)
         out_mse = float(e_out.mean())

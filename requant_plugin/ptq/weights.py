@@ -43,7 +43,7 @@ from .plan import (
 )
 from .recipes import make_config
 from .report import QuantizationReport
-from .run_state import RunState, Solution, bias_delta, layer_report
+from .run_state import RunState, Solution, bias_delta, layer_report, mean_square, needs_float_copy
 
 __all__ = ["quantize_beyond", "quantize_weights"]
 
@@ -226,7 +226,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", stats.gram,
                         searched_mse=False)
     est = _weight_estimate(w, plan, cfg)
-    new_w = est.fake_quantize(w)
+    new_w = est.fake_quantize(w.detach())
     if cfg.rounding is Rounding.FEEDBACK and stats is not None and plan.ch_axis == 0:
         new_w, gram = feedback_round(w, stats.gram, est), stats.gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", gram,
@@ -253,10 +253,12 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None
     stats = _layer_statistics(state, name)
     notes = ["first/last: no transform"] if plan.end else []
     w = layer_weight(module)
-    w_float = w.detach().clone()
     t0 = time.perf_counter()
-    sol = _solve(state, plan, w, stats)
+    sol = _solve(state, plan, w, stats)  # reads w, never writes it
     secs = time.perf_counter() - t0
+    # the float weight is copied only where something reads it after the write-back
+    copy = cfg.bias_correction is not BiasCorrection.NONE or needs_float_copy(sol)
+    w_float: torch.Tensor | float = w.detach().clone() if copy else mean_square(w)
     if cfg.objective is Objective.OUTPUT and sol.objective != "output":
         notes.append("MultiheadAttention.out_proj: weight objective (the attention reads its weight "
                      "directly, no calibration input)" if name in state.unhooked
@@ -264,7 +266,7 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None
     with write_guard(w):
         w.copy_(sol.weight)
     shift = 0.0
-    if cfg.bias_correction is not BiasCorrection.NONE:
+    if isinstance(w_float, torch.Tensor) and cfg.bias_correction is not BiasCorrection.NONE:
         delta = bias_delta(state, name, w_float, w, stats)
         if delta is None:
             notes.append("no bias correction (no input statistics)")
@@ -283,10 +285,10 @@ def _quantize_attention_weight(state: RunState, plan: LayerPlan) -> None:
         return
     module, attr = next((m, a) for n, m, a in attention_weights(state.model) if n == plan.name)
     w = getattr(module, attr)
-    w_float = w.detach().clone()
+    w_float = mean_square(w)  # the report's only use of the float weight (searched MSE, no Gram)
     t0 = time.perf_counter()
     est = _weight_estimate(w, plan, state.cfg)
-    new_w = est.fake_quantize(w)
+    new_w = est.fake_quantize(w.detach())
     secs = time.perf_counter() - t0
     with write_guard(w):
         w.copy_(new_w)

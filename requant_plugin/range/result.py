@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..options import Granularity, PerChannel, PerTensor
@@ -90,8 +91,70 @@ class RangeEstimate:
         return m * torch.sign(y) * y.abs() ** (1.0 / self.p)
 
     def fake_quantize(self, w: torch.Tensor) -> torch.Tensor:
-        """``dequantize(quantize(w))`` (float64 math) with the dtype and device of ``w``."""
-        return self.dequantize(self.quantize(w)).to(w.dtype)
+        """``dequantize(quantize(w))`` (float64 math) with the dtype and device of ``w``.
+
+        For ``p`` in ``{1, 1/2}`` the codes are computed in place on one float64 copy and mapped to
+        their values through the per-row codebook (:meth:`_codebook`: the same float64 operations
+        as :meth:`dequantize`, on ``levels`` values per row), which gives the same bits with a few
+        passes over the tensor instead of a dozen temporaries.
+        """
+        if self.p not in (1.0, 0.5) or (w.requires_grad and torch.is_grad_enabled()):
+            return self.dequantize(self.quantize(w)).to(w.dtype)
+        check_tensor(w, "w")
+        if w.device.type == "cpu":
+            return self._fake_quantize_np(w)
+        x = w.detach().to(torch.float64)
+        x = x.clone() if x is w else x  # the float64 working copy (never ``w`` itself)
+        if self.p != 1.0:  # T(x) = sign(x) * (|x| / m) ** p, as in :meth:`transform`
+            sign = torch.sign(x)
+            x.abs_().div_(self._view(self.m, x)).pow_(self.p).mul_(sign)
+            del sign
+        # codes as in :meth:`quantize` (float64 integers), then shifted to rows of the codebook
+        x.div_(self._view(self.scale, x)).round_().add_(self._view(self.zero_point, x))
+        x.clamp_(self.quant_min, self.quant_max).sub_(self.quant_min)
+        book = self._codebook()
+        if self.per_channel and x.dim() > 0:
+            rows = torch.arange(book.shape[0], dtype=torch.float64, device=x.device) * book.shape[1]
+            x.add_(self._view(rows, x))
+        return torch.take(book.to(device=x.device, dtype=w.dtype).reshape(-1), x.long())
+
+    def _fake_quantize_np(self, w: torch.Tensor) -> torch.Tensor:
+        """:meth:`fake_quantize` of a CPU tensor in NumPy, in place on one float64 copy (the same
+        IEEE operations: division, sqrt, round half to even, clamp; single-threaded, so no torch
+        thread pool to wait for on a busy machine)."""
+        x = np.array(w.detach().to(torch.float64).numpy(), dtype=np.float64, copy=True)
+
+        def view(t: torch.Tensor) -> np.ndarray:
+            return self._view(t, w).cpu().numpy()
+
+        if self.p != 1.0:  # T(x) = sign(x) * (|x| / m) ** (1/2)
+            sign = np.sign(x)
+            np.abs(x, out=x)
+            np.divide(x, view(self.m), out=x)
+            np.sqrt(x, out=x)
+            np.multiply(x, sign, out=x)
+            del sign
+        np.divide(x, view(self.scale), out=x)
+        np.rint(x, out=x)
+        np.add(x, view(self.zero_point), out=x)
+        np.clip(x, self.quant_min, self.quant_max, out=x)
+        np.subtract(x, self.quant_min, out=x)
+        book = self._codebook().cpu().numpy()
+        if self.per_channel and x.ndim > 0:
+            rows = torch.arange(book.shape[0], dtype=torch.float64) * book.shape[1]
+            np.add(x, view(rows), out=x)
+        out = np.take(book.reshape(-1), x.astype(np.intp))
+        return torch.from_numpy(out).to(w.dtype)
+
+    def _codebook(self) -> torch.Tensor:
+        """``(rows, levels)`` float64: :meth:`dequantize` of every code of every row (same operations)."""
+        k = torch.arange(self.quant_min, self.quant_max + 1, dtype=torch.float64, device=self.scale.device)
+        s = self.scale.to(torch.float64).reshape(-1, 1)
+        y = s * (k[None, :] - self.zero_point.to(torch.float64).reshape(-1, 1))
+        if self.p == 1.0:
+            return y
+        m = self.m.to(device=y.device, dtype=torch.float64).reshape(-1, 1)
+        return m * torch.sign(y) * y.abs() ** (1.0 / self.p)
 
     def levels(self) -> torch.Tensor:
         """The codebook in ``w``: ``(C, levels)`` (per channel) or ``(levels,)`` values."""

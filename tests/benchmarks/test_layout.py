@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("accuracy_table", "activation_observer_speed", "activation_output_error", "beyond_paper",
-              "convexity", "fx_flow_cost", "observers_accuracy", "plot_algorithm", "run_all", "search_cost",
-              "search_quality", "tensorrt_export")
+              "convexity", "fx_flow_cost", "imagenet_cost", "observers_accuracy", "plot_algorithm", "run_all",
+              "search_cost", "search_quality", "tensorrt_export")
 MAX_PARAMS = 8
 
 
