@@ -140,5 +140,7 @@ def export_onnx(config: CalibrationConfig, source: nn.Module, batches: list[tupl
     kwargs: dict[str, Any] = {"weight_bits": config.weight_bits, "act_bits": config.act_bits,
                               "space": config.space or "sqrt",
                               "per_channel": True if config.per_channel is None else config.per_channel}
+    if "granularity" in config.export_kwargs:  # the user's spelling of the same option wins
+        kwargs.pop("per_channel")
     kwargs.update(config.export_kwargs)
     return export_fn()(source, [b[0] for b in batches], config.export_onnx, **kwargs)

@@ -171,3 +171,25 @@ def test_defaults_without_recipe_are_sqrt_per_channel() -> None:
     ref, _ = quantize_weights(_net(), 4, space="sqrt", per_channel=True)
     for a, b in zip(got.state_dict().values(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- export keyword precedence
+
+
+@pytest.mark.parametrize(("export_kwargs", "sent"), [
+    ({}, {"per_channel": True}),
+    ({"granularity": "written"}, {"granularity": "written"}),
+    ({"per_channel": False}, {"per_channel": False}),
+])
+def test_export_kwargs_win_over_the_callback_grid(monkeypatch, export_kwargs, sent):
+    """``granularity`` in ``export_kwargs`` is the user's choice: the callback's own ``per_channel``
+    default must not be sent beside it (the export refuses both at once)."""
+    from requant_plugin.lightning import CalibrationConfig, calibration
+
+    calls = []
+    monkeypatch.setattr(calibration, "export_fn", lambda: lambda *a, **kw: calls.append(kw))
+    config = CalibrationConfig(mode="fx", export_onnx="m.onnx", export_kwargs=export_kwargs)
+    calibration.export_onnx(config, torch.nn.Linear(2, 2), [(torch.zeros(1, 2),)])
+    (kw,) = calls
+    grid = {k: kw[k] for k in ("per_channel", "granularity") if k in kw}
+    assert grid == sent and kw["space"] == "sqrt"
