@@ -3,13 +3,11 @@
 NumPy only: nothing here imports torch or a host framework, so every integration (torch.ao,
 torchao pt2e, Lightning, ONNX/TensorRT) is a thin adapter over these functions. The option
 values (spaces, searches, loss spaces, conventions, bit widths) are those of
-:mod:`requant_plugin.options`; the tuples and ``check_*`` names below are aliases kept for
-callers that imported them from here (:mod:`.compat`).
+:mod:`requant_plugin.options`, declared there once.
 """
 
 from .binned import BinnedObjective, HistogramBins
 from .coherent import CoherentErrorObjective
-from .compat import LOSS_SPACES, SEARCHES, SPACES, check_bits, check_space
 from .estimate import RowEstimate, estimate_rows, objective_for_rows, run_search
 from .grid import EPS, Grid, fake_quantize_np
 from .histogram import StreamingHistogram
@@ -18,9 +16,9 @@ from .search import SearchResult, golden_search, grid_search, minmax_search
 from .transform import PowerTransform
 
 __all__ = [
-    "EPS", "LOSS_SPACES", "SEARCHES", "SPACES", "BinnedObjective",
+    "EPS", "BinnedObjective",
     "CoherentErrorObjective", "Grid", "HistogramBins", "PointMoments", "PowerTransform", "RangeObjective",
-    "RowEstimate", "SearchResult", "StreamingHistogram", "check_bits", "check_space",
+    "RowEstimate", "SearchResult", "StreamingHistogram",
     "estimate_rows", "fake_quantize_np", "golden_search", "grid_search", "minmax_search",
     "objective_for_rows",
     "run_search",

@@ -19,7 +19,6 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .compat import check_search as check_search  # compatibility: ``core.search.check_search``
 from .grid import Grid
 from .objective import RangeObjective, select_near
 from .sweep import can_sweep, contenders
