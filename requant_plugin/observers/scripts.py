@@ -16,7 +16,7 @@ from torch import nn
 
 __all__ = ["CIFAR_MODELS", "MODELS", "Task", "common_args", "configurations", "load_task", "print_rows", "quiet"]
 
-CIFAR_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56")
+CIFAR_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "mobilenetv2")
 MODELS = (*CIFAR_MODELS, "smallcnn")
 
 

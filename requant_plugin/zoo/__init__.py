@@ -1,4 +1,4 @@
-"""Model zoo: CIFAR-10 ResNets with safe weight loading, and a tiny CNN for quick tests."""
+"""Model zoo: CIFAR-10 ResNets and a MobileNetV2 (weights shipped) with safe weight loading, and a tiny CNN."""
 
 from requant_plugin.zoo.registry import (
     MODELS_DIR_ENV,
@@ -7,6 +7,7 @@ from requant_plugin.zoo.registry import (
     default_weights_path,
     load_model,
     load_state_dict_file,
+    packaged_weights_path,
 )
 from requant_plugin.zoo.resnet_cifar import (
     BasicBlock,
@@ -34,6 +35,7 @@ __all__ = [
     "default_weights_path",
     "load_model",
     "load_state_dict_file",
+    "packaged_weights_path",
     "resnet20",
     "resnet32",
     "resnet44",

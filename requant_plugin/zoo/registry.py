@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from requant_plugin.zoo.mobilenet_cifar import mobilenetv2_x0_5
 from requant_plugin.zoo.resnet_cifar import (
-    CifarResNet,
     resnet20,
     resnet32,
     resnet44,
@@ -30,16 +30,21 @@ __all__ = [
     "default_weights_path",
     "load_model",
     "load_state_dict_file",
+    "packaged_weights_path",
 ]
 
 MODELS_DIR_ENV = "REQUANT_MODELS_DIR"
 
-_BUILDERS: dict[str, Callable[[], CifarResNet]] = {
+_BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    "mobilenetv2": mobilenetv2_x0_5,
     "resnet20": resnet20,
     "resnet32": resnet32,
     "resnet44": resnet44,
     "resnet56": resnet56,
 }
+#: weights shipped inside the package (used when the models folder has no file for the name)
+_PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
+_PACKAGED = ("mobilenetv2",)
 _HINT = (
     "pass the file explicitly (load_model(..., weights=PATH) / --weights PATH) or set "
     f"${MODELS_DIR_ENV} to a folder holding cifar10_<name>.pt"
@@ -78,7 +83,18 @@ def default_weights_path(name: str, models_dir: str | Path | None = None) -> Pat
     build_model(name)  # validates the name
     folder = _models_dir(models_dir)
     key = name.strip().lower().replace("-", "")
-    return None if folder is None else folder / f"cifar10_{key}.pt"
+    own = None if folder is None else folder / f"cifar10_{key}.pt"
+    if (own is None or not own.is_file()) and key in _PACKAGED:
+        return packaged_weights_path(key)
+    return own
+
+
+def packaged_weights_path(name: str) -> Path | None:
+    """The weights file shipped with the package for ``name`` (``None`` when none is shipped)."""
+    key = name.strip().lower().replace("-", "")
+    if key not in _PACKAGED:
+        return None
+    return _PACKAGED_DIR / f"cifar10_{key}.pt"
 
 
 def _describe(keys: list[str]) -> str:

@@ -15,6 +15,7 @@ from requant_plugin.zoo import (
     default_weights_path,
     load_model,
     load_state_dict_file,
+    packaged_weights_path,
     resnet20,
     resnet56,
 )
@@ -49,11 +50,11 @@ def no_models_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_available_models() -> None:
-    assert available_models() == ["resnet20", "resnet32", "resnet44", "resnet56"]
+    assert available_models() == ["mobilenetv2", "resnet20", "resnet32", "resnet44", "resnet56"]
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="resnet20, resnet32, resnet44, resnet56"):
+    with pytest.raises(ValueError, match="mobilenetv2, resnet20, resnet32, resnet44, resnet56"):
         load_model("resnet18", weights="unused.pt")
     with pytest.raises(ValueError, match="valid names"):
         build_model("vgg")
@@ -184,3 +185,31 @@ def test_shared_weights_accuracy_on_subset(name: str, floor: float) -> None:
     data = load_cifar10(train_limit=0, test_limit=1000, seed=0)
     accuracy = evaluate_accuracy(load_model(name), data.loader("test", batch_size=500))
     assert accuracy > floor
+
+
+def test_packaged_mobilenetv2_loads_without_a_models_folder(tmp_path: Path, no_models_env: None) -> None:
+    """The MobileNetV2 weights ship with the package: an empty models folder falls back to them."""
+    packaged = packaged_weights_path("mobilenetv2")
+    assert packaged is not None and packaged.is_file()
+    assert default_weights_path("mobilenetv2", models_dir=tmp_path) == packaged
+    model = load_model("mobilenetv2", models_dir=tmp_path)
+    assert not model.training
+    assert packaged_weights_path("resnet20") is None
+
+
+def test_models_folder_file_wins_over_packaged_weights(tmp_path: Path, no_models_env: None) -> None:
+    mine = build_model("mobilenetv2")
+    torch.save(mine.state_dict(), tmp_path / "cifar10_mobilenetv2.pt")
+    assert default_weights_path("mobilenetv2", models_dir=tmp_path) == tmp_path / "cifar10_mobilenetv2.pt"
+    model = load_model("mobilenetv2", models_dir=tmp_path)
+    for key, value in mine.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+@pytest.mark.skipif(not cifar10_available(), reason="needs the shared CIFAR-10 arrays")
+def test_packaged_mobilenetv2_is_trained() -> None:
+    """The shipped weights classify CIFAR-10 (the full test-set figure is in its .json)."""
+    data = load_cifar10(test_limit=1000, train_limit=1)
+    model = load_model("mobilenetv2", weights=packaged_weights_path("mobilenetv2"))
+    acc = evaluate_accuracy(model, [(data.x_test[i:i + 500], data.y_test[i:i + 500]) for i in range(0, 1000, 500)])
+    assert acc > 80.0
