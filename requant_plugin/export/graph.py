@@ -118,6 +118,14 @@ def label(node: Any) -> str:
     return str(node.name) if node.name else f"{node.op_type}({node.output[0] if node.output else ''})"
 
 
+def scope_name(node: str) -> str:
+    """Module qualname of a TorchScript-exported node name (``/layer1/layer1.0/conv1/Conv``)."""
+    path = ""
+    for part in node.split("/")[1:-1]:
+        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+    return path
+
+
 def attr(node: Any, name: str, default: Any = None) -> Any:
     """Value of attribute ``name`` of ``node`` (ints, floats, strings, lists), else ``default``."""
     helper = require("onnx", "requant_plugin.export").helper

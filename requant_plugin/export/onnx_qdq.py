@@ -23,6 +23,7 @@ from torch import nn
 from ..deps import require
 from ..ptq.report import range_table
 from .atomic import write_bytes_atomic
+from .attention import attention_aliases, split_attention_ranges
 from .calibrate import collect_histograms, int8_scale
 from .config import ExportConfig, export_config
 from .layers import check_exclude, check_override_layers, quantize_plan_weights
@@ -125,7 +126,7 @@ def export_onnx_qdq(
             unknown override or exclude layers, NaN/Inf, a failing ``onnx.checker`` or (strict) rule errors.
     """
     t0 = time.perf_counter()
-    cfg = export_config(config, **options)
+    cfg = attention_aliases(export_config(config, **options))
     out_path = Path(path)
     _check_path(out_path)
     require("onnx", "requant_plugin.export")
@@ -140,7 +141,7 @@ def export_onnx_qdq(
     if not plan.weighted:
         raise ValueError("the model has no Conv/ConvTranspose/Gemm/MatMul layer to quantize")
 
-    pinned = range_table(cfg.weight_ranges, layers + list(names.values()))
+    pinned = range_table(split_attention_ranges(range_table(cfg.weight_ranges)), layers + list(names.values()))
     if pinned and cfg.fp16:
         raise ValueError("weight_ranges keeps exact float32 weight scales: it cannot be combined with fp16=True")
     scale_dtype: type = np.float16 if cfg.fp16 else np.float32

@@ -22,6 +22,7 @@ import operator
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,10 @@ from torch import nn
 
 from ..deps import require
 from ..ptq import fold_bn_
+from .attention import attach_matmul_quantizers, mha_fastpath_off
+from .graph import GraphIndex, attr, label, scope_name
 from .report import ExportReport, WeightInfo
-from .torch_export import float32_copy
+from .torch_export import export_copy
 
 
 @dataclass
@@ -107,22 +110,66 @@ class FakeQuantLayer(nn.Module):
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (FakeQuantLayer, ActQuant)) or super().is_leaf_module(m, qualname)
+        if isinstance(m, (FakeQuantLayer, ActQuant)):
+            return True
+        if any(isinstance(c, FakeQuantLayer) for c in m.modules()):  # e.g. nn.TransformerEncoder
+            return False
+        return super().is_leaf_module(m, qualname)
+
+
+def _constant(node: torch.fx.Node) -> bool:
+    """A parameter/buffer (``get_attr``) or a value computed from such only: a constant in ONNX."""
+    if node.op == "get_attr":
+        return True
+    if node.op not in ("call_function", "call_method"):
+        return False
+    args = [a for a in node.all_input_nodes]
+    return bool(args) and all(_constant(a) for a in args)
 
 
 def _is_add(node: torch.fx.Node) -> bool:
+    """An addition of two non-constant tensors (the ONNX Adds the placement looks at)."""
     tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
-    if len(tensors) != 2:
+    if len(tensors) != 2 or any(_constant(a) for a in tensors):
         return False
     if node.op == "call_function":
         return node.target in (operator.add, operator.iadd, torch.add)
     return node.op == "call_method" and node.target in ("add", "add_")
 
 
-def _initializers(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def _initializers(proto: Any) -> dict[str, np.ndarray]:
     onnx = require("onnx", "requant_plugin.export")
-    proto = onnx.load(os.fspath(path))
     return {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def _transposed(node: Any, weight: torch.Tensor, old: torch.Tensor) -> bool:
+    """Whether the ONNX weight is the layer's weight transposed: MatMul's B ``[in, out]``, Gemm's
+    B with ``transB=0`` (by the node, so square weights are not missed), else by shape."""
+    if node is not None and weight.dim() == 2 and node.op_type in ("MatMul", "Gemm"):
+        return node.op_type == "MatMul" or not int(attr(node, "transB", 0))
+    return tuple(weight.shape) != tuple(old.shape)
+
+
+def _activation_matmuls(proto: Any) -> dict[str, list[tuple[str | None, str | None]]]:
+    """Module scope -> the MatMuls of two activations in it, in graph order, as the quantized
+    tensors read by their inputs (``None`` for an input without Q/DQ)."""
+    index = GraphIndex(proto)
+
+    def source(t: str) -> str | None:
+        dq = index.producer.get(t)
+        q = index.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return str(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+
+    def constant(t: str) -> bool:
+        dq = index.producer.get(t)
+        return index.is_constant(t) or (dq is not None and dq.op_type == "DequantizeLinear"
+                                        and index.is_constant(dq.input[0]))
+
+    out: dict[str, list[tuple[str | None, str | None]]] = {}
+    for node in proto.graph.node:
+        if node.op_type == "MatMul" and not any(constant(t) for t in node.input[:2]):
+            out.setdefault(scope_name(node.name), []).append((source(node.input[0]), source(node.input[1])))
+    return out
 
 
 def _weight_holders(model: nn.Module) -> dict[str, list[str]]:
@@ -135,14 +182,6 @@ def _weight_holders(model: nn.Module) -> dict[str, list[str]]:
     return {name: names for names in by_id.values() for name in names}
 
 
-def _scope_name(node: str) -> str:
-    """Module qualname of a TorchScript-exported node name (``/layer1/layer1.0/conv1/Conv``)."""
-    path = ""
-    for part in node.split("/")[1:-1]:
-        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
-    return path
-
-
 def _module_for(model: nn.Module, w: WeightInfo, holders: Mapping[str, list[str]], done: set[str]) -> str:
     """The module of ``model`` that runs the ONNX node of ``w``: ``w.layer`` itself, or, for a
     weight shared by several layers (named after the first), the sharing layer of the node."""
@@ -151,7 +190,7 @@ def _module_for(model: nn.Module, w: WeightInfo, holders: Mapping[str, list[str]
     except AttributeError as exc:
         raise ValueError(f"layer {w.layer!r} of the export is not a module of the model") from exc
     free = [n for n in holders.get(w.layer, [w.layer]) if n not in done]
-    scoped = _scope_name(w.node)
+    scoped = scope_name(w.node)
     if scoped in free:
         return scoped
     if w.layer in free:
@@ -168,19 +207,25 @@ def _module_for(model: nn.Module, w: WeightInfo, holders: Mapping[str, list[str]
 def fake_quant_reference(model: nn.Module, report: ExportReport) -> nn.Module:
     """The fake-quant twin of the float32 Q/DQ ONNX file at ``report.path``.
 
-    Works on a float32 copy of ``model`` (``model`` itself is not modified); layers sharing one
-    weight tensor (tied weights) each get their own activation quantizer. Raises ValueError for
+    Works on a float32 copy of ``model`` (``model`` itself is not modified) with each
+    ``nn.MultiheadAttention`` written out as in the export (:mod:`.attention`), whose activation
+    MatMuls get the file's input quantizers; layers sharing one weight tensor (tied weights) each
+    get their own activation quantizer. Raises ValueError for
     fp16 exports, when a layer is missing, or when the residual Adds of the model and of the
     ONNX graph do not line up.
     """
     if report.fp16:
         raise ValueError("the fake-quant reference models float32 graphs only (export with fp16=False)")
-    ref = float32_copy(model)
+    onnx = require("onnx", "requant_plugin.export")
+    proto = onnx.load(os.fspath(report.path))
+    ref = export_copy(model)
     if report.settings.get("fold_bn", True):
-        fold_bn_(ref)
-    inits = _initializers(report.path)
+        with mha_fastpath_off():
+            fold_bn_(ref)
+    inits = _initializers(proto)
     scales = report.act_scales
     holders = _weight_holders(ref)
+    nodes = {label(n): n for n in proto.graph.node}
     done: set[str] = set()
     for w in report.weights:
         name = _module_for(ref, w, holders, done)
@@ -195,13 +240,15 @@ def fake_quant_reference(model: nn.Module, report: ExportReport) -> nn.Module:
         old = layer.weight
         if not isinstance(old, torch.Tensor):
             raise ValueError(f"layer {w.layer!r} has no weight tensor")
-        if tuple(weight.shape) != tuple(old.shape):
+        if _transposed(nodes.get(w.node), weight, old):
             weight = weight.t().contiguous()
         wrapped = FakeQuantLayer(layer, ActQuant(w.inputs[0], scales[w.inputs[0]]), weight)
         done.add(name)
         parent, _, child = name.rpartition(".")
         setattr(ref.get_submodule(parent) if parent else ref, child, wrapped)
-    graph = _Tracer().trace(ref)
+    attach_matmul_quantizers(ref, _activation_matmuls(proto), lambda t: ActQuant(t, scales[t]))
+    with mha_fastpath_off():
+        graph = _Tracer().trace(ref)
     adds = [n for n in graph.nodes if _is_add(n)]
     if len(adds) != len(report.residual_adds):
         raise ValueError(

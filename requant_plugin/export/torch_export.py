@@ -12,7 +12,8 @@ from torch import nn
 
 from ..deps import require
 from ..ptq import fold_bn_, quantizable_layers
-from .graph import WEIGHTED_OPS, GraphIndex
+from .attention import explicit_attention_, mha_fastpath_off
+from .graph import WEIGHTED_OPS, GraphIndex, scope_name
 
 
 def export_fp32_onnx(
@@ -25,20 +26,24 @@ def export_fp32_onnx(
 ) -> tuple[Any, dict[str, str], bool]:
     """Export a float32 deep copy of ``model`` (eval mode, BN folded when fx can trace it) to ONNX.
 
+    Every ``nn.MultiheadAttention`` of the copy is written out as explicit q/k/v/out Linear layers
+    (:mod:`.attention`) and PyTorch's fused MHA/Transformer fast path is off while tracing.
+
     Uses ``torch.onnx.export(dynamo=False)`` (fast, deterministic, initializers keep the
     parameter names) with a dynamic batch axis. Returns ``(ModelProto, names, folded)`` where
     ``names`` maps each weight initializer of a weighted op to its torch layer name and
     ``folded`` tells whether BatchNorm was folded before export.
     """
     onnx = require("onnx", "requant_plugin.export")
-    net = float32_copy(model)
-    try:
-        fold_bn_(net)
-        folded = True
-    except ValueError:
-        folded = False
+    net = export_copy(model)
+    with mha_fastpath_off():
+        try:
+            fold_bn_(net)
+            folded = True
+        except ValueError:
+            folded = False
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), mha_fastpath_off():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net,
@@ -63,26 +68,46 @@ def float32_copy(model: nn.Module) -> nn.Module:
     return net
 
 
+def export_copy(model: nn.Module) -> nn.Module:
+    """:func:`float32_copy` with every ``nn.MultiheadAttention`` as an explicit
+    :class:`~.attention.ExplicitAttention` (the model the ONNX graph and its reference follow)."""
+    net = float32_copy(model)
+    explicit_attention_(net)
+    return net
+
+
+def _shape_fits(value: Any, module: nn.Module | None) -> bool:
+    w = getattr(module, "weight", None)
+    if value is None or not isinstance(w, torch.Tensor):
+        return False
+    return tuple(value.shape) in (tuple(w.shape), tuple(w.shape)[::-1])
+
+
 def layer_names(proto: Any, net: nn.Module) -> dict[str, str]:
-    """Weight initializer -> torch layer name: by ``<layer>.weight`` names, else by order and shape."""
+    """Weight initializer -> torch layer name: by ``<layer>.weight`` names, else by the node's
+    module scope (a Linear on 3-D inputs exports a MatMul on a constant-folded ``weight^T``),
+    else by order and shape."""
     index = GraphIndex(proto)
     modules = dict(net.named_modules())
-    weights = [
-        n.input[1]
+    nodes = [
+        n
         for n in proto.graph.node
         if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and index.is_constant(n.input[1])
     ]
+    weights = [n.input[1] for n in nodes]
     names: dict[str, str] = {}
-    for w in weights:
+    for node, w in zip(nodes, weights, strict=True):
         if w.endswith(".weight") and w[: -len(".weight")] in modules:
             names[w] = w[: -len(".weight")]
+        elif w not in names:
+            scope = scope_name(node.name)
+            if scope and _shape_fits(index.const_value(w), modules.get(scope)):
+                names[w] = scope
     missing = [w for w in weights if w not in names]
     if missing:
         layers = [n for n, _ in quantizable_layers(net) if n not in names.values()]
         if len(layers) == len(missing):
             for w, layer in zip(missing, layers, strict=False):
-                value = index.const_value(w)
-                shape = tuple(modules[layer].weight.shape)  # type: ignore[union-attr]
-                if value is not None and (value.shape == shape or value.shape == shape[::-1]):
+                if _shape_fits(index.const_value(w), modules[layer]):
                     names[w] = layer
     return names
