@@ -182,11 +182,17 @@ class RangeObjective:
         total = self._p0[:, -1]
         self.total_weight = np.where(total > 0, total, 1.0)
 
-    def _gather(self, bounds: NDArray[np.intp]) -> tuple[NDArray[np.float64], ...]:
-        """Prefix sums (count, x, x**2) at integer positions ``bounds`` of shape ``(R, M)``."""
-        p0 = bounds.astype(np.float64) if self._p0 is None else np.take_along_axis(self._p0, bounds, 1)
+    def _gather(
+        self, bounds: NDArray[np.intp], rows: NDArray[np.intp] | None = None, squares: bool = True,
+    ) -> tuple[NDArray[np.float64], ...]:
+        """Prefix sums (count, x[, x**2]) at positions ``bounds`` ``(R', M)`` of ``rows`` (default all)."""
+
+        def take(p: NDArray[np.float64]) -> NDArray[np.float64]:
+            return np.take_along_axis(p if rows is None else p[rows], bounds, 1)
+
+        p0 = bounds.astype(np.float64) if self._p0 is None else take(self._p0)
         if not self._blocked:
-            return p0, np.take_along_axis(self._p1, bounds, 1), np.take_along_axis(self._p2, bounds, 1)
+            return (p0, take(self._p1), take(self._p2)) if squares else (p0, take(self._p1))
         nb = self._data.shape[1]
         j = np.minimum(bounds // _BLOCK, nb - 1)
         rem = bounds - _BLOCK * j
@@ -194,55 +200,82 @@ class RangeObjective:
         mask = np.arange(_BLOCK)[None, :] < rem[0][:, None]
         part = np.where(mask, blk, 0.0)
         p1 = self._p1[0][j[0]] + part.sum(axis=1)
+        if not squares:
+            return p0, p1[None, :]
         p2 = self._p2[0][j[0]] + np.einsum("mk,mk->m", part, part)
         return p0, p1[None, :], p2[None, :]
 
     # -- evaluation ---------------------------------------------------------------------
-    def _thresholds_to_keys(self, thr: NDArray[np.float64]) -> NDArray[np.floating]:
-        """Map thresholds ``(R, K, L-1)`` in the original space to flat key space."""
+    def _thresholds_to_keys(self, thr: NDArray[np.float64], rows: NDArray[np.intp] | None = None,
+                            ) -> NDArray[np.floating]:
+        """Map thresholds ``(R', K, L-1)`` in the original space (of ``rows``, default all) to flat key space."""
         if self._vmin is None:
             return thr.astype(self._keys.dtype, copy=False)
         assert self._span is not None
-        u = (thr - self._vmin[:, :, None]) / self._span[:, :, None]
-        u = np.clip(u, -1.0, 2.0)
-        return u + 3.0 * np.arange(self.rows, dtype=np.float64)[:, None, None]
+        sel = slice(None) if rows is None else rows
+        u = (thr - self._vmin[sel][:, :, None]) / self._span[sel][:, :, None]
+        u = np.clip(u, -1.0, 2.0, out=u)
+        r = np.arange(self.rows) if rows is None else rows
+        return np.add(u, (3.0 * r.astype(np.float64))[:, None, None], out=u)
+
+    def _splits(
+        self, alpha: NDArray[np.float64], rows: NDArray[np.intp] | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+        """Rounding thresholds (original space) and split positions ``(R', K, L-1)`` of ``rows``
+        (default all): values at sorted positions ``>= split[k]`` go above threshold ``k``."""
+        sel = slice(None) if rows is None else rows
+        s = alpha * self.s1[sel][:, None]  # (R', K)
+        thr_w = self.transform.inverse_rows(s[:, :, None] * self._half[sel][:, None, :], rows)
+        keys = self._thresholds_to_keys(thr_w, rows)
+        # Values exactly on a threshold round half to even: to code k when k - z is even.
+        idx = np.searchsorted(self._keys, keys, side="left")
+        hit = self._keys[np.minimum(idx, self._keys.size - 1)] == keys
+        if hit.any():
+            tie = hit & self._lower_even[sel][:, None, :] & (idx < self._keys.size)
+            idx[tie] = np.searchsorted(self._keys, keys[tie], side="right")
+        if self.rows > 1:
+            r = np.arange(self.rows) if rows is None else rows
+            idx -= (r * self.n)[:, None, None]
+        return thr_w, np.clip(idx, 0, self.n, out=idx)
 
     def codes(self, alpha: NDArray[np.float64]) -> Codes:
         """Per-code count and sums for candidates ``alpha`` of shape ``(R, K)``."""
         alpha = np.asarray(alpha, dtype=np.float64)
         r_, k_ = alpha.shape
-        s = alpha * self.s1[:, None]  # (R, K)
-        thr_w = self.transform.inverse(s[:, :, None] * self._half[:, None, :])  # (R, K, L-1)
-        keys = self._thresholds_to_keys(thr_w)
-        # Values exactly on a threshold round half to even: to code k when k - z is even.
-        idx = np.searchsorted(self._keys, keys, side="left")
-        hit = self._keys[np.minimum(idx, self._keys.size - 1)] == keys
-        if hit.any():
-            tie = hit & self._lower_even[:, None, :] & (idx < self._keys.size)
-            idx[tie] = np.searchsorted(self._keys, keys[tie], side="right")
-        if self.rows > 1:
-            idx = idx - (np.arange(self.rows) * self.n)[:, None, None]
-        bounds = np.empty((r_, k_, idx.shape[2] + 2), dtype=np.intp)
-        bounds[:, :, 0] = 0
-        bounds[:, :, -1] = self.n
-        np.clip(idx, 0, self.n, out=bounds[:, :, 1:-1])
-        p0, p1, p2 = self._gather(bounds.reshape(r_, -1))
-
-        def seg(g: NDArray[np.float64]) -> NDArray[np.float64]:
-            g = g.reshape(r_, k_, -1)
-            return g[:, :, 1:] - g[:, :, :-1]
-
+        thr_w, split = self._splits(alpha)
+        bounds = np.concatenate([np.zeros((r_, k_, 1), np.intp), split, np.full((r_, k_, 1), self.n)], axis=2)
+        g = [x.reshape(r_, k_, -1) for x in self._gather(bounds.reshape(r_, -1))]
         self.evaluations += k_
         coef = np.broadcast_to(self._coef[:, None, :], (r_, k_, self._coef.shape[1]))
-        return Codes(seg(p0), seg(p1), seg(p2), coef, thr_w, bounds[:, :, 1:-1])
+        p0, p1, p2 = (x[:, :, 1:] - x[:, :, :-1] for x in g)
+        return Codes(p0, p1, p2, coef, thr_w, split)
 
     def levels(self, alpha: NDArray[np.float64], codes: Codes) -> NDArray[np.float64]:
         """The grid levels ``v_k = alpha**exponent * c_k`` in the loss space, ``(R, K, L)``."""
         return (alpha ** self.exponent)[:, :, None] * codes.level_coef
 
     def _mse_chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        c = self.codes(alpha)
-        return code_sse(c, self.levels(alpha, c)) / self.total_weight[:, None]
+        if self._p0 is not None:  # weighted points: per code, as histogram subclasses do (bit for bit)
+            c = self.codes(alpha)
+            return code_sse(c, self.levels(alpha, c)) / self.total_weight[:, None]
+        return self._mse_rows(alpha, None)
+
+    def _mse_rows(self, alpha: NDArray[np.float64], rows: NDArray[np.intp] | None) -> NDArray[np.float64]:
+        """Raw values: ``L`` by summation by parts: ``sum_k c_k (P[b_k+1] - P[b_k]) = c_last P[n] + sum_k P[b_k]
+        (c_k-1 - c_k)`` over the splits ``b_k``, so ``S2`` is the row total and only ``L - 1``
+        prefix sums per candidate are gathered: ``SSE = A - 2 a**e B + a**2e C``."""
+        _, split = self._splits(alpha, rows)
+        self.evaluations += alpha.shape[1]
+        sel = slice(None) if rows is None else rows
+        r_, k_, w_ = split.shape
+        p0, p1 = self._gather(split.reshape(r_, -1), rows, squares=False)[:2]
+        coef = self._coef[sel]
+        dc, dc2 = coef[:, :-1] - coef[:, 1:], coef[:, :-1] ** 2 - coef[:, 1:] ** 2
+        b = np.einsum("rkl,rl->rk", p1.reshape(r_, k_, w_), dc) + coef[:, -1:] * self._p1[sel][:, -1:]
+        c = np.einsum("rkl,rl->rk", p0.reshape(r_, k_, w_), dc2) + coef[:, -1:] ** 2 * float(self.n)
+        ae = alpha ** self.exponent
+        sse = self._p2[sel][:, -1:] - 2.0 * ae * b + ae * ae * c
+        return np.maximum(sse, 0.0) / self.total_weight[sel][:, None]
 
     def chunked(self, alpha: NDArray[np.float64],
                 fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]) -> NDArray[np.float64]:
@@ -258,6 +291,17 @@ class RangeObjective:
     def __call__(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """``L(alpha)`` for ``alpha`` of shape ``(R, K)``; returns ``(R, K)``."""
         return self.chunked(alpha, self._mse_chunk)
+
+    def rows_call(self, alpha: NDArray[np.float64], rows: NDArray[np.intp]) -> NDArray[np.float64]:
+        """``L`` of the rows ``rows`` only, ``alpha`` of shape ``(len(rows), K)`` (counted as ``K``)."""
+        if type(self)._mse_chunk is not RangeObjective._mse_chunk or self._p0 is not None:  # all rows
+            full = np.ones((self.rows, alpha.shape[1]))
+            full[rows] = alpha
+            return self(full)[rows]
+        step = max(1, _CHUNK // max(1, rows.size * self.grid.levels * (_BLOCK if self._blocked else 1)))
+        out = [self._mse_rows(np.ascontiguousarray(alpha[:, i:i + step], dtype=np.float64), rows)
+               for i in range(0, alpha.shape[1], step)]
+        return np.concatenate(out, axis=1)
 
     def breakpoints(self, max_points: int) -> NDArray[np.float64] | None:
         """The ``alpha`` in (0, 1] at which some value changes code, ``(R, n * (L - 1))`` (NaN

@@ -168,6 +168,15 @@ def _near_breakpoints(obj: Objective, center: NDArray[np.float64]) -> NDArray[np
     return select_near(obj.breakpoints(LOCAL_BUDGET), center, LOCAL_WINDOW, LOCAL_POINTS)  # type: ignore[attr-defined]
 
 
+def _rows_call(obj: Objective, alpha: NDArray[np.float64], rows: NDArray[np.intp]) -> NDArray[np.float64]:
+    """``L`` at ``alpha`` (``(R, K)``) for the rows ``rows`` only, where the objective can."""
+    fast = getattr(obj, "rows_call", None)
+    if callable(fast) and rows.size < obj.rows:
+        out: NDArray[np.float64] = fast(alpha[rows], rows)
+        return out
+    return obj(alpha)[rows]
+
+
 def minmax_search(obj: Objective) -> SearchResult:
     """No search: ``alpha = 1`` (plain min-max / max-abs ranges), for baselines and tests."""
     start = obj.evaluations
@@ -229,16 +238,21 @@ def golden_search(
     best.update(np.where(valid, c, 1.0), np.where(valid, lc, np.inf))
     best.update(np.where(valid, d, 1.0), np.where(valid, ld, np.inf))
     for _ in range(max_iter):
-        if np.all((b - a) < tol * np.maximum(b, tol)):
+        # only the valid brackets not yet converged move (and only their rows are evaluated)
+        live = valid & ((b - a) >= tol * np.maximum(b, tol))
+        rows_live = np.flatnonzero(live.any(axis=1))
+        if rows_live.size == 0:
             break
         go_left = lc <= ld  # keep [a, d] (new point left) or [c, b] (new point right)
-        a, b = np.where(go_left, a, c), np.where(go_left, d, b)
-        x = np.where(go_left, b - INV_PHI * (b - a), a + INV_PHI * (b - a))
-        lx = obj(x)
-        best.update(np.where(valid, x, 1.0), np.where(valid, lx, np.inf))
+        na, nb = np.where(go_left, a, c), np.where(go_left, d, b)
+        x = np.where(go_left, nb - INV_PHI * (nb - na), na + INV_PHI * (nb - na))
+        lx = np.full(x.shape, np.inf)
+        lx[rows_live] = _rows_call(obj, x, rows_live)
+        best.update(np.where(live, x, 1.0), np.where(live, lx, np.inf))
+        a, b = np.where(live, na, a), np.where(live, nb, b)
         c, d, lc, ld = (
-            np.where(go_left, x, d), np.where(go_left, c, x),
-            np.where(go_left, lx, ld), np.where(go_left, lc, lx),
+            np.where(live & go_left, x, np.where(live, d, c)), np.where(live & ~go_left, x, np.where(live, c, d)),
+            np.where(live & go_left, lx, np.where(live, ld, lc)), np.where(live & ~go_left, lx, np.where(live, lc, ld)),
         )
     breakpoints = getattr(obj, "breakpoints", None)
     if callable(breakpoints):

@@ -66,3 +66,10 @@ class PowerTransform:
         if self.p == 0.5:
             return self._m(y) * y * np.abs(y)
         return self._m(y) * np.sign(y) * np.abs(y) ** (1.0 / self.p)
+
+    def inverse_rows(self, y: NDArray[np.float64], rows: NDArray[np.intp] | None = None) -> NDArray[np.float64]:
+        """:meth:`inverse` of ``y`` whose axis 0 holds the rows ``rows`` (default all) of ``m``."""
+        if rows is None or self.is_identity:
+            return self.inverse(y)
+        return PowerTransform(self.p, self.m[rows]).inverse(y)
+
