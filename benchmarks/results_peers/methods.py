@@ -1,0 +1,145 @@
+"""The methods of the peer table and how each one is run: ours in process, Brevitas in process
+(installed in the main venv), ModelOpt and AIMET as subprocess workers in their own venvs.
+
+Every runner returns ``(model carrying fake-quantized weights, calibration seconds)`` or raises
+:class:`CellError` whose message becomes the cell's row (why it could not run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.harness.paths import ROOT
+
+VENVS = Path(os.environ.get("REQUANT_PEER_VENVS", str(ROOT / ".peer-venvs")))
+HERE = Path(__file__).resolve().parent
+#: how the optional venvs were built (shown when one is missing)
+INSTALL = {
+    "modelopt": "python3 -m venv .peer-venvs/modelopt && .peer-venvs/modelopt/bin/pip install "
+                "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl && .peer-venvs/modelopt/bin/pip install "
+                "nvidia-modelopt==0.47.0 requests huggingface_hub",
+    "aimet": "python3 -m venv .peer-venvs/aimet && .peer-venvs/aimet/bin/pip install "
+             "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl && .peer-venvs/aimet/bin/pip install "
+             "--no-deps aimet-torch==2.42.0",
+}
+Cal = Sequence[torch.Tensor]
+
+
+class CellError(RuntimeError):
+    """A cell that cannot be measured; the message is shown in the table."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row family: ``run(model, bits, cal, opts) -> (model, seconds)``."""
+
+    key: str
+    label: str
+    system: str
+    granularity: str
+    run: Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]
+    acts: bool = False  # supports W4A8 / W4A4 here
+
+
+def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
+    def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
+        from requant_plugin import quantize_weights
+
+        data = None if recipe == "paper" else list(cal)
+        t0 = time.perf_counter()
+        q, _ = quantize_weights(model, bits, recipe=recipe, calibration_data=data)
+        return q, time.perf_counter() - t0
+
+    return run
+
+
+def _brevitas(method: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
+    def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
+        try:
+            from benchmarks.harness.peers import brevitas_ptq
+        except ImportError as exc:  # pragma: no cover
+            raise CellError(f"not installed: pip install --no-deps brevitas==0.13.4 ({exc})") from exc
+        t0 = time.perf_counter()
+        q = brevitas_ptq.quantize(model, bits, method, cal, iters=int(opts.get("lr_iters", 200)),
+                                  act_bits=opts.get("act_bits"))
+        return q, time.perf_counter() - t0
+
+    return run
+
+
+def run_worker(venv: str, worker: str, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    """Run ``worker`` with ``VENVS/venv/bin/python`` on ``job`` (a temp ``.pt``), return its output dict."""
+    python = VENVS / venv / "bin" / "python"
+    if not python.is_file():
+        raise CellError(f"not installed: {INSTALL[venv]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.pt", Path(tmp) / "out.pt"
+        torch.save(job, src)
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(job.get("threads", 1)))
+        proc = subprocess.run([str(python), str(HERE / worker), str(src), str(dst)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if not dst.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise CellError(f"{venv} worker failed (exit {proc.returncode}): {tail[0][:300]}")
+        out: dict[str, Any] = torch.load(dst, weights_only=False)
+    if "error" in out:
+        raise CellError(f"{venv}: {out['error']}")
+    return out
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` with ``state`` loaded (biases added by the peer are created first)."""
+    import copy
+
+    out = copy.deepcopy(model).eval()
+    for name, mod in out.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)) and mod.bias is None and f"{name}.bias" in state:
+            mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0]))
+    missing = [k for k in out.state_dict() if k not in state]
+    if missing:
+        raise CellError(f"peer returned no value for {missing[:3]}")
+    out.load_state_dict({k: state[k] for k in out.state_dict()})
+    return out
+
+
+def _worker(venv: str, worker: str, algorithm: str
+            ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
+    def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
+        job = dict(model=model, cal=list(cal), bits=bits, algorithm=algorithm, threads=torch.get_num_threads(),
+                   act_bits=opts.get("act_bits"))
+        out = run_worker(venv, worker, job)
+        if out.get("model") is not None:
+            return out["model"], float(out["seconds"])
+        return _load_state(model, out["state_dict"]), float(out["seconds"])
+
+    return run
+
+
+METHODS: list[Method] = [
+    Method("paper", "REQuant paper (alpha + sqrt, per-tensor, no data)", "ours", "per-tensor", _ours("paper")),
+    Method("beyond", "REQuant beyond (output obj. + feedback + bias corr.)", "ours", "per-channel", _ours("beyond")),
+    Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),
+    Method("brevitas-gpfq", "Brevitas GPFQ + bias corr.", "Brevitas", "per-channel", _brevitas("gpfq"), acts=True),
+    Method("brevitas-lr", "Brevitas learned round (AdaRound) + bias corr.", "Brevitas", "per-channel",
+           _brevitas("learned_round"), acts=True),
+    Method("modelopt-mse", "ModelOpt mse", "ModelOpt", "per-channel sym",
+           _worker("modelopt", "worker_modelopt.py", "mse")),
+    Method("modelopt-lh", "ModelOpt local_hessian", "ModelOpt", "per-channel sym",
+           _worker("modelopt", "worker_modelopt.py", "local_hessian")),
+    Method("modelopt-gptq", "ModelOpt gptq", "ModelOpt", "per-channel sym",
+           _worker("modelopt", "worker_modelopt.py", "gptq")),
+    Method("aimet-adaround", "AIMET AdaRound", "AIMET", "per-channel", _worker("aimet", "worker_aimet.py", "adaround")),
+    Method("aimet-seqmse", "AIMET SeqMSE", "AIMET", "per-channel", _worker("aimet", "worker_aimet.py", "seqmse")),
+]
+BY_KEY = {m.key: m for m in METHODS}
+QUICK_METHODS = tuple(m.key for m in METHODS)

@@ -1,0 +1,71 @@
+"""The peer benchmark's in-process adapters (Brevitas GPTQ / GPFQ / learned round, REQuant paper /
+beyond) on a tiny model: each returns a model whose weights really are quantized."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.results_peers.cli import bits_of, max_distinct
+from benchmarks.results_peers.methods import BY_KEY, CellError, run_worker
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()
+
+
+def cal() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(4, 3, 8, 8, generator=g) for _ in range(2)]
+
+
+def per_channel_distinct(model: nn.Module) -> list[int]:
+    out = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach().reshape(m.weight.shape[0], -1)
+            out += [len(torch.unique(r)) for r in w]
+    return out
+
+
+@pytest.mark.parametrize("key", ["paper", "beyond"])
+@pytest.mark.parametrize("bits", [2, 3])
+def test_ours_quantizes(key: str, bits: int) -> None:
+    model = tiny()
+    q, secs = BY_KEY[key].run(model, bits, cal(), {})
+    assert secs >= 0
+    assert max(per_channel_distinct(q)) <= 2**bits
+    assert max_distinct(q) <= 2**bits
+    assert not torch.equal(q[0].weight, model[0].weight)
+
+
+@pytest.mark.filterwarnings("ignore")  # Brevitas' own deprecation warnings (brevitas.fx, torch.fx)
+@pytest.mark.parametrize("key", ["brevitas-gptq", "brevitas-gpfq", "brevitas-lr"])
+def test_brevitas_quantizes(key: str) -> None:
+    pytest.importorskip("brevitas")
+    model = tiny()
+    before = [p.detach().clone() for p in model.parameters()]
+    q, _ = BY_KEY[key].run(model, 3, cal(), {"lr_iters": 5})
+    assert isinstance(q[0], nn.Conv2d)  # a plain float model carrying the quantized weights
+    assert max(per_channel_distinct(q)) <= 2**3
+    assert q[0].bias is not None  # Brevitas' bias correction added a bias
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # input untouched
+
+
+def test_setting_names() -> None:
+    assert bits_of("W4") == (4, None)
+    assert bits_of("W4A8") == (4, 8)
+
+
+def test_missing_venv_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import benchmarks.results_peers.methods as methods
+
+    monkeypatch.setattr(methods, "VENVS", tmp_path)
+    with pytest.raises(CellError, match="not installed: python3 -m venv"):
+        run_worker("modelopt", "worker_modelopt.py", {"bits": 4})
