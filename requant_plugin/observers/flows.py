@@ -20,7 +20,7 @@ from ..deps import require
 
 __all__ = [
     "check_fx_model", "check_quantized", "count_qdq", "default_mapping", "forward_arg", "prepare_calibrated",
-    "print_refinement", "quantize_fx", "quantize_pt2e",
+    "print_refinement", "quantize_fx", "quantize_pt2e", "check_converted_runs",
 ]
 
 
@@ -75,7 +75,32 @@ def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[to
         from .refine import refine_activation_ranges
 
         print_refinement(refine_activation_ranges(prepared, model, calibration))
-    return convert_fx(prepared), seconds
+    converted = convert_fx(prepared)
+    check_converted_runs(converted, calibration[0][:1], backend)
+    return converted, seconds
+
+
+def check_converted_runs(converted: nn.Module, sample: torch.Tensor, backend: str = "x86") -> None:
+    """Run one sample through a converted FX graph node by node; when torch's int8 kernels cannot
+    run a node (e.g. ``x.mean([2, 3])`` on a quantized channels_last tensor), raise a RuntimeError
+    naming the node, its call and the fix instead of torch's bare message."""
+    class _Locate(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            try:
+                return super().run_node(n)
+            except Exception as exc:
+                call = f"{getattr(n.target, '__name__', n.target)}{tuple(str(a) for a in n.args)}"
+                raise RuntimeError(
+                    f"convert_fx ({backend}): the quantized graph cannot run node {n.name!r} ({n.op} {call}): "
+                    f"{exc}. torch's int8 kernels cannot execute this op on a quantized tensor (usual cases: "
+                    "x.mean([2, 3]) without keepdim or a 5-D view of a channels_last tensor). Fix: write it as "
+                    "x.mean([2, 3], keepdim=True).flatten(1) or nn.AdaptiveAvgPool2d(1), keep the module holding "
+                    "it in float (qconfig_mapping.set_module_name(<module>, None)), or use the pt2e flow "
+                    "(quantize_pt2e)"
+                ) from exc
+    gm: Any = converted
+    with torch.no_grad():
+        _Locate(gm).run(sample)
 
 
 def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
