@@ -12,7 +12,7 @@ Each projection is then an ordinary Linear layer: per-channel int8 weights, quan
 
 The activation x activation MatMuls (``q k^T`` and ``attn v``) follow the export's rule for every
 MatMul: both inputs get a per-tensor Q/DQ (q scaled by ``1/sqrt(d)``, k transposed, the softmax
-output, v), the pattern TensorRT fuses into its INT8 attention kernels; ``exclude`` with their
+output, v; whether TensorRT fuses it into INT8 attention kernels is not verified here); ``exclude`` with their
 node names keeps them float. The reference model fake-quantizes the same four tensors
 (:func:`attach_matmul_quantizers`).
 """

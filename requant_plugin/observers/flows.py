@@ -90,8 +90,11 @@ def check_converted_runs(converted: nn.Module, sample: torch.Tensor, backend: st
                 return super().run_node(n)
             except Exception as exc:
                 call = f"{getattr(n.target, '__name__', n.target)}{tuple(str(a) for a in n.args)}"
+                after = [str(a.target) for a in n.all_input_nodes if a.op == "call_module"]
+                source = f", on the output of module {', '.join(map(repr, after))}" if after else ""
                 raise RuntimeError(
-                    f"convert_fx ({backend}): the quantized graph cannot run node {n.name!r} ({n.op} {call}): "
+                    f"convert_fx ({backend}): the quantized graph cannot run node {n.name!r} ({n.op} {call}"
+                    f"{source}): "
                     f"{exc}. torch's int8 kernels cannot execute this op on a quantized tensor (usual cases: "
                     "x.mean([2, 3]) without keepdim or a 5-D view of a channels_last tensor). Fix: write it as "
                     "x.mean([2, 3], keepdim=True).flatten(1) or nn.AdaptiveAvgPool2d(1), keep the module holding "
