@@ -22,7 +22,6 @@ percentage of test inputs whose argmax agrees.
 from __future__ import annotations
 
 import copy
-import random
 import re
 import signal
 import time
@@ -32,11 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchmarks.coverage.paths import CellFailure, Inputs
+from benchmarks.harness.runtime import seed_everything
 
 OK, CLEAR, FAILURE, TIMEOUT = "ok", "clear error", "failure", "timeout"
 STATUSES = (OK, CLEAR, FAILURE, TIMEOUT)
@@ -68,12 +67,6 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def layer_names(model: nn.Module) -> set[str]:
@@ -139,7 +132,7 @@ def run_cell(run: Callable[[nn.Module, Inputs], torch.Tensor], model: nn.Module,
              y_fp: torch.Tensor, *, seed: int = 0, timeout: float | None = None) -> dict[str, Any]:
     """One cell: ``run`` on a deep copy of ``model`` -> ``{"status", "message", "seconds" (wall),
     "cpu_seconds" (this process's CPU time: on a shared machine the steadier figure), ...metrics}``."""
-    seed_all(seed)
+    seed_everything(seed)
     names = layer_names(model)
     start, cpu = time.perf_counter(), time.process_time()
     try:

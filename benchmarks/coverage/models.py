@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmarks.coverage.cells import seed_all
 from benchmarks.coverage.paths import Inputs
+from benchmarks.harness.runtime import seed_everything
 
 
 class Tiny(nn.Module):
@@ -56,7 +56,7 @@ def build_model(name: str, size: int, seed: int = 0, num_classes: int = 1000) ->
     """Arch ``name`` in eval mode, its weights drawn with ``seed`` (ViT is built for ``size``)."""
     if name not in ARCHS:
         raise ValueError(f"unknown architecture {name!r}: valid values are {sorted(ARCHS)}")
-    seed_all(seed)
+    seed_everything(seed)
     if name == "tiny":
         return Tiny(num_classes).eval()
     try:

@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.coverage.cells import FAILURE, run_cell, seed_all
+from benchmarks.coverage.cells import FAILURE, run_cell
 from benchmarks.coverage.models import build_model, make_inputs
 from benchmarks.coverage.paths import PATHS
 from benchmarks.harness.cache import ResultCache, code_digest
-from benchmarks.harness.runtime import progress
+from benchmarks.harness.runtime import progress, seed_everything
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def run_arch(arch: str, paths: Sequence[str], settings: Settings, cache: ResultC
             out[p] = {"status": FAILURE, "message": f"building/running FP32 {arch}: {exc}", "seconds": 0.0}
         return out
     for p in progress(todo, desc=f"{arch} ({settings.size}px)"):
-        seed_all(settings.seed)
+        seed_everything(settings.seed)
         res = run_cell(PATHS[p], model, inputs, y_fp, seed=settings.seed, timeout=timeout)
         res["digest"] = digest
         cache.put(cell_key(arch, p, settings), res)

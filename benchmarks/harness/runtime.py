@@ -27,12 +27,17 @@ def quiet_warnings() -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
-def setup(seed: int = 0, threads: int = 2) -> None:
-    """Seed every RNG and pin torch to ``threads`` CPU threads (the machine is shared)."""
-    quiet_warnings()
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def setup(seed: int = 0, threads: int = 2) -> None:
+    """Seed every RNG and pin torch to ``threads`` CPU threads (the machine is shared)."""
+    quiet_warnings()
+    seed_everything(seed)
     torch.set_num_threads(threads)
 
 
