@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..options import LossSpace as LossSpaceChoice
+from .direct import direct_is_cheaper, fake_quant_sse_bias
 from .grid import Grid
 from .transform import PowerTransform
 
@@ -134,6 +135,11 @@ class RangeObjective:
         # c_k: level(alpha) = alpha**exponent * c_k in the loss space
         self._coef = level_y1 if self.exponent == 1.0 else self.transform.inverse(level_y1)
         self.evaluations = 0
+        # short raw rows: direct fake quantization is cheaper than 2**b binary searches per row
+        self._direct = moments is None and not self._blocked and direct_is_cheaper(self.n, grid.levels)
+        if self._direct:
+            self._y = self.transform.forward(values)
+            self._x = self._y if loss_space == "transformed" else values.astype(np.float64)
 
     # -- construction -------------------------------------------------------------------
     def _build_keys(self, values: NDArray[np.floating]) -> None:
@@ -261,21 +267,57 @@ class RangeObjective:
         return self._mse_rows(alpha, None)
 
     def _mse_rows(self, alpha: NDArray[np.float64], rows: NDArray[np.intp] | None) -> NDArray[np.float64]:
-        """Raw values: ``L`` by summation by parts: ``sum_k c_k (P[b_k+1] - P[b_k]) = c_last P[n] + sum_k P[b_k]
-        (c_k-1 - c_k)`` over the splits ``b_k``, so ``S2`` is the row total and only ``L - 1``
-        prefix sums per candidate are gathered: ``SSE = A - 2 a**e B + a**2e C``."""
+        """``L`` of raw values by summation by parts (:meth:`sse_bias_rows`)."""
+        sse, _ = self.sse_bias_rows(alpha, rows)
+        sel = slice(None) if rows is None else rows
+        return np.maximum(sse, 0.0) / self.total_weight[sel][:, None]
+
+    def sse_bias_rows(
+        self, alpha: NDArray[np.float64], rows: NDArray[np.intp] | None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Raw values: ``SSE = sum_i d_i**2`` and ``bias = sum_i d_i`` (``d = level - x``), ``(R', K)``.
+
+        By parts, ``sum_k c_k (P[b_k+1] - P[b_k]) = c_last P[n] + sum_k P[b_k] (c_k-1 - c_k)`` over
+        the splits ``b_k``, so only ``L - 1`` prefix sums per candidate are gathered:
+        ``SSE = A - 2 a**e B + a**2e C`` and ``bias = a**e D - P1[n]``."""
+        if self._p0 is not None:
+            raise ValueError("sse_bias_rows needs raw values (weighted points go through codes())")
+        sel = slice(None) if rows is None else rows
+        if self._direct:
+            self.evaluations += alpha.shape[1]
+            return fake_quant_sse_bias(self._y[sel], self._x[sel], self.s1[sel], self._a[sel, 0], self._coef[sel],
+                                       alpha, self.exponent)
         _, split = self._splits(alpha, rows)
         self.evaluations += alpha.shape[1]
-        sel = slice(None) if rows is None else rows
         r_, k_, w_ = split.shape
         p0, p1 = self._gather(split.reshape(r_, -1), rows, squares=False)[:2]
+        p0 = p0.reshape(r_, k_, w_)
         coef = self._coef[sel]
         dc, dc2 = coef[:, :-1] - coef[:, 1:], coef[:, :-1] ** 2 - coef[:, 1:] ** 2
-        b = np.einsum("rkl,rl->rk", p1.reshape(r_, k_, w_), dc) + coef[:, -1:] * self._p1[sel][:, -1:]
-        c = np.einsum("rkl,rl->rk", p0.reshape(r_, k_, w_), dc2) + coef[:, -1:] ** 2 * float(self.n)
+        total1 = self._p1[sel][:, -1:]
+        b = np.einsum("rkl,rl->rk", p1.reshape(r_, k_, w_), dc) + coef[:, -1:] * total1
+        c = np.einsum("rkl,rl->rk", p0, dc2) + coef[:, -1:] ** 2 * float(self.n)
+        d = np.einsum("rkl,rl->rk", p0, dc) + coef[:, -1:] * float(self.n)
         ae = alpha ** self.exponent
-        sse = self._p2[sel][:, -1:] - 2.0 * ae * b + ae * ae * c
-        return np.maximum(sse, 0.0) / self.total_weight[sel][:, None]
+        return self._p2[sel][:, -1:] - 2.0 * ae * b + ae * ae * c, ae * d - total1
+
+    values = property(lambda self: self._values, doc="The sorted values ``(R, n)`` (raw, or bin means).")
+    half = property(lambda self: self._half, doc="Rounding thresholds ``k - z + 1/2`` (scale units), ``(R, L-1)``.")
+
+    @property
+    def raw_points(self) -> bool:
+        """Whether the objective holds raw values (not weighted points such as histogram bins)."""
+        return self._p0 is None
+
+    def rows_step(self, rows_count: int) -> int:
+        """Candidates per block so that one block's gathered arrays stay within :data:`_CHUNK`."""
+        return max(1, _CHUNK // max(1, rows_count * self._row_cost))
+
+    @property
+    def _row_cost(self) -> int:
+        if self._direct:
+            return max(self.grid.levels, self.n)
+        return self.grid.levels * (_BLOCK if self._blocked else 1)
 
     def chunked(self, alpha: NDArray[np.float64],
                 fn: Callable[[NDArray[np.float64]], NDArray[np.float64]]) -> NDArray[np.float64]:
@@ -284,7 +326,7 @@ class RangeObjective:
         alpha = np.asarray(alpha, dtype=np.float64)
         if alpha.ndim == 1:
             alpha = np.broadcast_to(alpha[None, :], (self.rows, alpha.shape[0]))
-        per = self.rows * self.grid.levels * (_BLOCK if self._blocked else 1)
+        per = self.rows * self._row_cost
         step = max(1, _CHUNK // max(1, per))
         return np.concatenate([fn(alpha[:, i:i + step]) for i in range(0, alpha.shape[1], step)], axis=1)
 
@@ -298,7 +340,7 @@ class RangeObjective:
             full = np.ones((self.rows, alpha.shape[1]))
             full[rows] = alpha
             return self(full)[rows]
-        step = max(1, _CHUNK // max(1, rows.size * self.grid.levels * (_BLOCK if self._blocked else 1)))
+        step = self.rows_step(rows.size)
         out = [self._mse_rows(np.ascontiguousarray(alpha[:, i:i + step], dtype=np.float64), rows)
                for i in range(0, alpha.shape[1], step)]
         return np.concatenate(out, axis=1)
@@ -323,67 +365,22 @@ class RangeObjective:
     def breakpoints_between(
         self, lo: NDArray[np.float64], hi: NDArray[np.float64],
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
-        """The :meth:`breakpoints` ``a`` (same float operations) with ``lo[r] <= a <= hi[r]`` and
-        ``0 < a <= 1``, as flat ``(row, threshold, value index, a)`` arrays (unordered). For each
-        threshold the values concerned form one run of the sorted row, found by binary search
-        (one index of slack on each side) and then filtered exactly."""
-        width = self._half.shape[1]
-        y = self.transform.forward(self._values)  # (R, n), ascending
-        den = self.s1[:, None] * self._half  # (R, L-1): a = y / den
-        lo_y, hi_y = den * (lo[:, None] * (1.0 - 1e-9)), den * (hi[:, None] * (1.0 + 1e-9))
-        lo_y, hi_y = np.minimum(lo_y, hi_y), np.maximum(lo_y, hi_y)
-        y0 = y[:, :1]
-        span = y[:, -1:] - y0
-        span = np.where(span > 0, span, 1.0)
-        off = 3.0 * np.arange(self.rows, dtype=np.float64)[:, None]
-        keys = ((y - y0) / span + off).ravel()
-        first = np.searchsorted(keys, (np.clip((lo_y - y0) / span, -1.0, 2.0) + off).ravel(), side="left")
-        last = np.searchsorted(keys, (np.clip((hi_y - y0) / span, -1.0, 2.0) + off).ravel(), side="right")
-        first = np.maximum(first - 1, 0)  # ulp-level disorder of the transformed values
-        cnt = np.maximum(np.minimum(last + 1, keys.size) - first, 0)
-        total = int(cnt.sum())
-        run = np.repeat(np.arange(cnt.size), cnt)  # (r, k) flat index of each entry
-        flat_i = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
-        r, k = run // width, run % width
-        i = flat_i - r * self.n
-        inside = (i >= 0) & (i < self.n)
-        r, k, i = r[inside], k[inside], i[inside]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = y[r, i] / den[r, k]
-        ok = (a > 0) & (a <= 1) & (a >= lo[r]) & (a <= hi[r])
-        return r[ok], k[ok], i[ok], a[ok]
+        """The :meth:`breakpoints` ``a`` with ``lo[r] <= a <= hi[r]`` and ``0 < a <= 1`` as flat
+        ``(row, threshold, value index, a)`` arrays (:func:`~.breakpoints.breakpoints_between`)."""
+        from .breakpoints import breakpoints_between
+
+        return breakpoints_between(self, lo, hi)
 
     def near_breakpoints(
         self, center: NDArray[np.float64], window: float, max_points: int, limit: int,
     ) -> NDArray[np.float64] | None:
-        """The :meth:`breakpoints` ``a`` with ``|a - center| <= window * center`` (per row), the first
-        ``limit`` of each row in :meth:`breakpoints`' column order, NaN-padded to ``(R, K)`` with ``K``
-        the most any row has (at most ``limit``); ``None`` as :meth:`breakpoints` for ``max_points``.
-
-        The same array as selecting from :meth:`breakpoints` (same float operations on the same
-        entries), without its ``(R, n * (L - 1))`` array: for each threshold the values whose
-        breakpoint can be near form one run of the sorted row, found by binary search with a
-        twice wider window and then filtered exactly.
-        """
-        width = self._half.shape[1]
+        """The :meth:`breakpoints` ``a`` with ``|a - center| <= window * center`` per row, the first
+        ``limit`` in column order, NaN-padded (:func:`~.breakpoints.near_breakpoints`)."""
         if type(self).breakpoints is not RangeObjective.breakpoints:  # a subclass's own code changes
             return select_near(self.breakpoints(max_points), center, window, limit)
-        if self.n * width > max_points:
-            return None
-        center = np.asarray(center, dtype=np.float64)
-        r, k, i, a = self.breakpoints_between(center * (1.0 - 2.0 * window), center * (1.0 + 2.0 * window))
-        c = center[r]
-        ok = np.abs(a - c) <= window * c
-        r, k, i, a = r[ok], k[ok], i[ok], a[ok]
-        order = np.argsort((r * self.n + i) * width + k, kind="stable")  # breakpoints' column order
-        r, a = r[order], a[order]
-        per_row = np.bincount(r, minlength=self.rows)
-        keep = min(int(per_row.max(initial=0)), limit)
-        rank = np.arange(r.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        sel = rank < keep
-        out = np.full((self.rows, keep), np.nan)
-        out[r[sel], rank[sel]] = a[sel]
-        return out
+        from .breakpoints import near_breakpoints
+
+        return near_breakpoints(self, center, window, max_points, limit)
 
     def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """Least-squares ``alpha`` for the code assignment at ``alpha`` (shape ``(R,)``).

@@ -69,3 +69,18 @@ def test_missing_venv_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setattr(methods, "VENVS", tmp_path)
     with pytest.raises(CellError, match="not installed: python3 -m venv"):
         run_worker("modelopt", "worker_modelopt.py", {"bits": 4})
+
+
+def test_ours_integer_graph_row_runs_activation_settings_only() -> None:
+    pytest.importorskip("torchao")
+    model = tiny()
+    with pytest.raises(CellError, match="activation settings only"):
+        BY_KEY["pt2e"].run(model, 4, cal(), {})
+    q, secs = BY_KEY["pt2e"].run(model, 4, cal(), {"act_bits": 4})
+    x = cal()[0]
+    with torch.no_grad():
+        y, ref = q(x), model(x)
+    assert secs >= 0 and y.shape == ref.shape and torch.isfinite(y).all()
+    assert not torch.allclose(y, ref)  # quantized, and the user's model is untouched by it
+    graph_ops = {str(n.target) for n in q.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in t for t in graph_ops)  # 4-bit activations in the integer graph

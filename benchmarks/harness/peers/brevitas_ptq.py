@@ -17,7 +17,14 @@ included, BatchNorm left float and unfolded, as in our paper setting) for ``Quan
 each followed by ``brevitas.graph.calibrate.bias_correction_mode`` when ``bias_correction`` (the
 example's default). Weights: ``ShiftedUint8WeightPerChannelFloat`` (asymmetric, zero point,
 min-max statistics; ``symmetric=True``: ``Int8WeightPerChannelFloat``, abs-max) with
-``weight_bit_width=bits``. With ``act_bits`` the inputs of every layer get
+``weight_bit_width=bits`` and, as ``create_quant_maps`` in the example, ``narrow_range=False``,
+``scaling_impl=ParameterFromStatsFromParameterScaling`` and (asymmetric)
+``zero_point_impl=ParameterFromStatsFromParameterZeroPoint``: scale and zero point are taken from
+the statistics once (one weight-quantizer call right after the swap, like the example's forward
+pass) and then stay fixed. GPTQ/GPFQ need this: they change the float weights column by column
+and quantize single columns (``quant_weight(subtensor_slice_list=...)``); runtime statistics would
+be recomputed on that one column (a zero point and scale from one value per channel), which
+returned a chance-level ResNet-20 even at 8 bits. With ``act_bits`` the inputs of every layer get
 ``Int8ActPerTensorFloat`` (``bit_width=act_bits``, calibrated with
 ``brevitas.graph.calibrate.calibration_mode``) and the Brevitas model itself is returned.
 Without it, the result is a copy of the float model carrying ``quant_weight().value`` and the
@@ -94,11 +101,18 @@ def _ensure_accelerate() -> None:
 def to_brevitas(model: nn.Module, bits: int, *, symmetric: bool = False, act_bits: int | None = None) -> nn.Module:
     """A deep copy of ``model`` with Conv2d/Linear replaced by Brevitas layers (per-channel weights)."""
     import brevitas.nn as qnn
+    from brevitas.core.scaling.standalone import ParameterFromStatsFromParameterScaling
+    from brevitas.core.zero_point import ParameterFromStatsFromParameterZeroPoint
     from brevitas.graph.quantize import layerwise_quantize
+    from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer as QuantWBIOL
     from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerChannelFloat
     from brevitas.quant.shifted_scaled_int import ShiftedUint8WeightPerChannelFloat
 
+    # as ``create_quant_maps`` in Brevitas' PTQ example: statistics-initialised, then fixed, scale/zero point
     wq = Int8WeightPerChannelFloat if symmetric else ShiftedUint8WeightPerChannelFloat
+    wq = wq.let(narrow_range=False, scaling_impl=ParameterFromStatsFromParameterScaling)
+    if not symmetric:
+        wq = wq.let(zero_point_impl=ParameterFromStatsFromParameterZeroPoint)
     kw: dict[str, Any] = dict(weight_quant=wq, weight_bit_width=bits, bias_quant=None, output_quant=None,
                               return_quant_tensor=False)
     if act_bits is None:
@@ -108,7 +122,12 @@ def to_brevitas(model: nn.Module, bits: int, *, symmetric: bool = False, act_bit
     layer_map = {nn.Conv2d: (qnn.QuantConv2d, dict(kw)), nn.Linear: (qnn.QuantLinear, dict(kw))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return layerwise_quantize(copy.deepcopy(model).eval(), compute_layer_map=layer_map)
+        qmodel = layerwise_quantize(copy.deepcopy(model).eval(), compute_layer_map=layer_map)
+    with torch.no_grad():  # initialise every scale / zero point from the float weights
+        for m in qmodel.modules():
+            if isinstance(m, QuantWBIOL):
+                m.quant_weight()
+    return qmodel
 
 
 def _passes(model: nn.Module, cal: Sequence[torch.Tensor]) -> None:
@@ -121,7 +140,9 @@ def _gpxq(model: nn.Module, cal: Sequence[torch.Tensor], method: str) -> None:
     from brevitas.graph.gpfq import GPFQ, gpfq_mode
     from brevitas.graph.gptq import gptq_mode
 
-    ctx = (gptq_mode(model, act_order=False, use_quant_activations=False, create_weight_orig=False)
+    # ``apply_gptq`` / ``apply_gpfq`` with the example's defaults; ``create_weight_orig`` keeps the float
+    # weights as the reference of the float forward passes (GPFQ, bias correction)
+    ctx = (gptq_mode(model, act_order=False, use_quant_activations=False, create_weight_orig=True)
            if method == "gptq" else gpfq_mode(model, act_order=False, algorithm_impl=GPFQ))
     with ctx as algo:
         for _ in range(algo.num_layers):
