@@ -56,8 +56,8 @@ def measure(model_name: str, key: str, setting: str, cal: list[torch.Tensor], ev
     """One cell: quantize with the method's own code, evaluate with the shared evaluator."""
     method = BY_KEY[key]
     bits, act_bits = bits_of(setting)
-    if act_bits is not None and not method.acts:
-        return dict(error="activation quantization not run for this method here (weights-only row)")
+    if not method.applies(act_bits):
+        return dict(na=True)
     model = load_fp32(model_name)
     try:
         q, secs = method.run(model, bits, cal, dict(opts, act_bits=act_bits))
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 if hit is None:
                     continue
                 res[(m, key, setting)] = hit
-                msg = hit.get("error") or f"{hit['acc']:.2f} ({hit['seconds']:.1f} s)"
+                msg = ("n/a" if hit.get("na") else hit.get("error")) or f"{hit['acc']:.2f} ({hit['seconds']:.1f} s)"
                 print(f"{m} {setting} {key:16s} {msg}", flush=True)
     warning = stale_warning(reused, code, "REQuant results")
     if warning:

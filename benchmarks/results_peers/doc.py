@@ -26,12 +26,22 @@ columns.
   sign(w)|w|^0.5 (first/last layers uniform), weight MSE, no data.
 - **REQuant beyond**: `quantize_weights(model, bits, recipe="beyond", calibration_data=cal)`: per-channel
   asymmetric uniform, output objective, error-feedback rounding, bias correction.
+- **REQuant pt2e integer graph** (W4A8 / W4A4 only): `quantize_weights(model, bits, recipe="beyond-tensorrt",
+  calibration_data=cal, fold_bn=True)` (per-channel symmetric, BN folded, the beyond modes) pinned into the
+  graph by `get_requant_quantizer(bits, act_bits, weight_ranges=report)` (x86 inductor quantizer, REQuant
+  activation observers), then `quantize_pt2e(..., refine=True)`; the converted q/dq graph is scored by torch.
 - **Brevitas 0.13.4** (`benchmarks/harness/peers/brevitas_ptq.py`): `brevitas.graph.quantize.layerwise_quantize`
-  with `ShiftedUint8WeightPerChannelFloat` (per-channel asymmetric, zero point, min-max statistics) at
-  `weight_bit_width=bits`, then `brevitas.graph.gptq.gptq_mode` / `brevitas.graph.gpfq.gpfq_mode` /
+  with `ShiftedUint8WeightPerChannelFloat` (per-channel asymmetric, zero point) at `weight_bit_width=bits`,
+  scale and zero point taken once from the float weights' min-max statistics and then fixed
+  (`ParameterFromStatsFromParameterScaling` / `ParameterFromStatsFromParameterZeroPoint`, `narrow_range=False`,
+  as `create_quant_maps` in Brevitas' PTQ example: GPTQ/GPFQ quantize column slices of weights they keep
+  updating, so runtime statistics would re-derive the grid from one column), then
+  `brevitas.graph.gptq.gptq_mode` (`create_weight_orig=True`) / `brevitas.graph.gpfq.gpfq_mode` /
   the learned-round trainer of `brevitas_examples` (layer-wise, hard sigmoid, regularised MSE, Adam
   lr 1e-3, batch 1, {lr_iters} iterations per layer, Brevitas' default 1000), each followed by
-  `brevitas.graph.calibrate.bias_correction_mode` (the ImageNet example's default). The learned-round
+  `brevitas.graph.calibrate.bias_correction_mode` (the ImageNet example's default). W4A8 / W4A4:
+  `Int8ActPerTensorFloat` (`bit_width=act_bits`) at every layer's input, calibrated with `calibration_mode`
+  before the weight algorithm; the Brevitas model (fake quantization) is scored by torch. The learned-round
   trainer imports `accelerate`; without it a stand-in is registered (`send_to_device` = `.to(device)`;
   the trainer's `offload_model` / `remove_hooks` become no-ops: one CPU device, nothing to offload).
 - **NVIDIA ModelOpt** (`benchmarks/results_peers/worker_modelopt.py`, its own venv): `mtq.quantize` with a
@@ -48,7 +58,14 @@ other jobs, {threads} torch thread(s): compare orders of magnitude, not small di
 """
 
 
-def _cell(r: dict[str, Any] | None, ref: float | None) -> str:
+def applies(key: str, setting: str) -> bool:
+    """Whether method ``key`` has a cell at ``setting`` (weights-only rows have none at W4A8, ...)."""
+    return BY_KEY[key].applies(int(setting.partition("A")[2]) if "A" in setting else None)
+
+
+def _cell(r: dict[str, Any] | None, ref: float | None, relevant: bool = True) -> str:
+    if not relevant:
+        return "n/a"
     if r is None:
         return "not run"
     if "error" in r:
@@ -64,7 +81,8 @@ def table(res: Res, fp32: dict[str, float], models: list[str], keys: list[str], 
         rows.append([m, "FP32", "", *([fmt(fp32.get(m))] * len(settings))])
         for k in keys:
             meth = BY_KEY[k]
-            rows.append([m, meth.label, meth.granularity, *(_cell(res.get((m, k, s)), fp32.get(m)) for s in settings)])
+            rows.append([m, meth.label, meth.granularity, *(_cell(res.get((m, k, s)), fp32.get(m), applies(k, s))
+                                                          for s in settings)])
     return md_table(["model", "method", "grid", *settings], rows, align="lll" + "r" * len(settings))
 
 
@@ -72,7 +90,7 @@ def failures(res: Res) -> str:
     """Each cell that could not run, with the exact reason."""
     seen: dict[str, list[str]] = {}
     for (m, k, s), r in sorted(res.items()):
-        if "error" in r:
+        if "error" in r and applies(k, s):
             seen.setdefault(f"{BY_KEY[k].label}: {r['error']}", []).append(f"{m} {s}")
     if not seen:
         return "Every cell ran."
@@ -84,7 +102,7 @@ def wins(res: Res, models: list[str], keys: list[str], settings: list[str]) -> s
     lines = []
     for m in models:
         for s in settings:
-            got = {k: res[(m, k, s)]["acc"] for k in keys if "acc" in res.get((m, k, s), {})}
+            got = {k: res[(m, k, s)]["acc"] for k in keys if applies(k, s) and "acc" in res.get((m, k, s), {})}
             if not any(BY_KEY[k].system != "ours" for k in got):
                 lines.append(f"- {m} {s}: no peer cell measured yet, no comparison")
                 continue

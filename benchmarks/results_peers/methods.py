@@ -49,6 +49,11 @@ class Method:
     granularity: str
     run: Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]
     acts: bool = False  # supports W4A8 / W4A4 here
+    weights: bool = True  # supports the weights-only settings
+
+    def applies(self, act_bits: int | None) -> bool:
+        """Whether this row has a cell at a setting with ``act_bits`` (``None``: weights only)."""
+        return self.weights if act_bits is None else self.acts
 
 
 def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
@@ -146,7 +151,7 @@ METHODS: list[Method] = [
     Method("paper", "REQuant paper (alpha + sqrt, per-tensor, no data)", "ours", "per-tensor", _ours("paper")),
     Method("beyond", "REQuant beyond (output obj. + feedback + bias corr.)", "ours", "per-channel", _ours("beyond")),
     Method("pt2e", "REQuant pt2e integer graph (beyond weights + REQuant acts, refined)", "ours", "per-channel sym",
-           _ours_pt2e, acts=True),
+           _ours_pt2e, acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),
     Method("brevitas-gpfq", "Brevitas GPFQ + bias corr.", "Brevitas", "per-channel", _brevitas("gpfq"), acts=True),
     Method("brevitas-lr", "Brevitas learned round (AdaRound) + bias corr.", "Brevitas", "per-channel",

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "LayerStatistics", "attention_out_projections", "check_calibration_batches", "collect_statistics",
+    "unreached_layers",
     "im2col_rows", "input_row_sum", "iter_calibration_inputs", "supports_output_statistics",
 ]
 
@@ -369,3 +370,23 @@ def _contiguous_swap(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
         t.data = orig.clone(memory_format=torch.contiguous_format)
         swapped.append((t, orig))
     return swapped
+
+
+def unreached_layers(model: nn.Module, x: Tensor, layers: Sequence[str]) -> set[str]:
+    """The ``layers`` whose forward the eval-mode forward of ``x`` never calls (e.g. a training-only
+    auxiliary head such as Inception's ``AuxLogits``): they get no input statistics."""
+    mods = dict(model.named_modules())
+    seen: set[str] = set()
+    handles = [mods[n].register_forward_pre_hook(lambda *_, n=n: seen.add(n)) for n in layers if n in mods]
+    was_training = model.training
+    model.eval()
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), None)
+    try:
+        with torch.no_grad():
+            model(x.to(device=device, dtype=dtype if x.is_floating_point() else None))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return set(layers) - seen

@@ -51,6 +51,7 @@ class RunState:
     float_stats: dict[str, LayerStatistics] = field(default_factory=dict)
     bn_means: dict[str, Any] = field(default_factory=dict)
     unhooked: set[str] = field(default_factory=set)
+    unreached: set[str] = field(default_factory=set)  # not called by the eval forward: no input statistics
 
 
 def bias_delta(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,7 @@ from .calibration import (
     collect_statistics,
     iter_calibration_inputs,
     supports_output_statistics,
+    unreached_layers,
 )
 from .config import QuantizeConfig
 from .output_search import OutputLayerReport, feedback_round, search_layer_output
@@ -173,6 +175,14 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
     state.unhooked = attention_out_projections(out)  # MultiheadAttention never calls out_proj's forward
     data_layers = [n for n, m in quantizable_layers(out) if not _skipped(cfg, n)
                    and supports_output_statistics(m) and n not in state.unhooked]
+    if data_layers and (batches is not None or cfg.input_shape is not None):
+        sample = batches[0][:1] if batches is not None else torch.zeros((1, *(cfg.input_shape or ())))
+        state.unreached = unreached_layers(out, sample, data_layers)
+        if state.unreached:
+            warnings.warn(f"quantize_weights: {sorted(state.unreached)} are not called by the model's eval-mode "
+                          "forward (e.g. a training-only auxiliary head), so no calibration input reaches them: "
+                          "they are quantized by the weight objective, without bias correction", stacklevel=3)
+            data_layers = [n for n in data_layers if n not in state.unreached]
     if cfg.bias_correction is BiasCorrection.BN and data_layers:  # from the BatchNorms, so before folding
         shape = cfg.input_shape
         if shape is None:  # _check_data: without input_shape there are batches
@@ -262,7 +272,10 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None
     if cfg.objective is Objective.OUTPUT and sol.objective != "output":
         notes.append("MultiheadAttention.out_proj: weight objective (the attention reads its weight "
                      "directly, no calibration input)" if name in state.unhooked
-                     else f"{type(module).__name__}: weight objective (no im2col statistics)")
+                     else f"{type(module).__name__}: weight objective (no im2col statistics)"
+                     if name not in state.unreached else "weight objective")
+    if name in state.unreached:
+        notes.append("not called by the eval forward, no calibration input")
     with write_guard(w):
         w.copy_(sol.weight)
     shift = 0.0

@@ -86,3 +86,51 @@ def test_sliced_quant_weight_matches_full() -> None:
             part = _unpack_quant_tensor(conv.quant_weight(
                 subtensor_slice_list=[None, (ci, ci + 1), (kh, kh + 1), (kw, kw + 1)]))
             torch.testing.assert_close(part[:, 0, 0, 0], full[:, ci, kh, kw], atol=0, rtol=0)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_learned_round_starts_at_round_to_nearest(symmetric: bool) -> None:
+    """Inserting Brevitas' hard-sigmoid learned rounding leaves the grid (scale, zero point) alone:
+    hardened (eval) it is round to nearest, soft (train) it is the float weight up to RTN's own clamp.
+    Brevitas hands the zero point the weights' ``LearnedRoundSte`` too (a learned, weight-shaped zero
+    point): hardened ResNet-20 W3 was 9 points below RTN."""
+    from brevitas.core.function_wrapper.learned_round import LearnedRoundSte
+    from brevitas.inject.enum import LearnedRoundImplType
+
+    qmodel, lo = brevitas_ptq.to_brevitas(net(), 4, symmetric=symmetric), -8 if symmetric else 0
+    rtn = {i: qmodel[i].quant_weight() for i in (0, 2, 6)}
+    brevitas_ptq._ensure_accelerate()
+    brevitas_ptq._insert_learned_round(qmodel, LearnedRoundImplType.HARD_SIGMOID)
+    qmodel.eval()
+    for i, r in rtn.items():
+        hard = qmodel[i].quant_weight()
+        assert torch.equal(hard.zero_point, r.zero_point), f"layer {i}: zero point changed"
+        assert torch.equal(hard.value, r.value), f"layer {i}: hardened learned round is not round to nearest"
+        for m in qmodel[i].modules():
+            if isinstance(m, LearnedRoundSte):
+                m.train()
+        soft = qmodel[i].quant_weight().value
+        w = qmodel[i].weight
+        codes = w / r.scale + r.zero_point
+        inside = (codes >= lo) & (codes <= lo + 15)  # not clipped by the grid (RTN clips these too)
+        torch.testing.assert_close(soft[inside], w[inside], atol=1e-5, rtol=0)
+
+
+def test_learned_round_w4_layer_error_not_worse_than_rtn() -> None:
+    """Layer-wise AdaRound minimises each layer's output error on its (quantized) calibration inputs
+    against the float layer's output: hardened, every layer's error is at most round to nearest's on
+    the same inputs (measured, 300 iterations: 0.0165 / 0.0043 / 0.00004 vs RTN 0.0167 / 0.0051 / 0.00005)."""
+    model, data = net(), cal()
+    x = torch.cat(data)
+    torch.manual_seed(0)  # the trainer samples calibration inputs with torch's global generator
+    lr = brevitas_ptq.quantize(model, 4, "learned_round", data, bias_correction=False, iters=300)
+    rtn = brevitas_ptq.quantize(model, 4, "rtn", data, bias_correction=False)
+    gain = 0.0
+    with torch.no_grad():
+        for i in (0, 2, 6):
+            inp, target = lr[:i](x), model[i](model[:i](x))
+            err = {name: float(((q[i](inp) - target) ** 2).sum(1).mean()) for name, q in (("lr", lr), ("rtn", rtn))}
+            assert err["lr"] <= err["rtn"] * 1.0001, (i, err)
+            gain += err["rtn"] - err["lr"]
+    assert gain > 0
