@@ -152,14 +152,16 @@ def plot(path: Path, res: Res, fp32: dict[str, float], models: list[str], keys: 
 
 
 #: what is known about the cells not (yet) in the table; update it with the table
-STATUS = """**Incomplete (issue 18 open).** Brevitas GPTQ and GPFQ cells are withheld: through
-`benchmarks/harness/peers/brevitas_ptq.py`, Brevitas' `gptq_mode` returned a ResNet-20 at chance level
-(10 %) even at W8 (also with `gptq_mode`'s default arguments), while the same adapter's
-round-to-nearest path gives 87.4 % at W8 (FP32 87.0 on the same 500 images): after GPTQ's `update()`
-most weights move by their own magnitude, as if the layers' input statistics were empty. Until the
-adapter is fixed, no Brevitas GPTQ/GPFQ/learned-round figure is reported. ModelOpt 0.47 runs on CPU
-in its own venv (a 64-image check gave at most 15 distinct values per channel at W4) but its cells
-did not finish on the shared machine; AIMET 2.42 does not import beside the CPU torch (see the table)."""
+STATUS = """**Partial (issue 18 open).** Measured: ResNet-20 every row; ResNet-56 and the held-out
+MobileNetV2 (never used to develop these recipes) the REQuant rows, Brevitas GPTQ and part of GPFQ; a
+"not run" cell did not fit this session (the command above measures it; cached cells are reused).
+Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics weight
+quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ drift
+off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20 W3
+73.43 before the fix). ModelOpt 0.47 runs on CPU in its own venv, weights only (its integer quantizer is
+symmetric: W2 is ternary). AIMET 2.42 does not import beside the CPU torch (`torchvision::nms`), a row
+says so. Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
+the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly."""
 
 
 def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], keys: list[str], settings: list[str],
