@@ -17,7 +17,7 @@ from benchmarks.harness.data import load_calibration, load_fp32, load_test_image
 from benchmarks.harness.evaluate import Evaluator
 from benchmarks.harness.paths import DOCS, QUICK_OUT, RESULTS
 from benchmarks.harness.runtime import command, environment, setup
-from benchmarks.results_peers.methods import BY_KEY, METHODS, CellError
+from benchmarks.results_peers.methods import BY_KEY, METHODS, CellError, bits_of
 
 #: weight-only settings and (weights, activations) settings
 W_ONLY = ("W4", "W3", "W2")
@@ -45,19 +45,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def bits_of(setting: str) -> tuple[int, int | None]:
-    """``"W4A8"`` -> ``(4, 8)``, ``"W3"`` -> ``(3, None)``."""
-    w, _, a = setting[1:].partition("A")
-    return int(w), (int(a) if a else None)
-
-
 def measure(model_name: str, key: str, setting: str, cal: list[torch.Tensor], evaluator: Evaluator,
             opts: dict[str, Any]) -> dict[str, Any]:
     """One cell: quantize with the method's own code, evaluate with the shared evaluator."""
     method = BY_KEY[key]
     bits, act_bits = bits_of(setting)
-    if not method.applies(act_bits):
-        return dict(na=True)
     model = load_fp32(model_name)
     try:
         q, secs = method.run(model, bits, cal, dict(opts, act_bits=act_bits))
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m} FP32 {hit['acc']:.2f}", flush=True)
     for m in models:  # method-major: the fast rows of every setting come first
         for key in keys:
-            for setting in args.settings:
+            for setting in [s for s in args.settings if BY_KEY[key].applies(bits_of(s)[1])]:
                 opts = {"lr_iters": args.lr_iters} if key == "brevitas-lr" else {}
                 cfg = dict(base, model=m, method=key, setting=setting, **opts)
                 hit = cache.get(cfg)
@@ -127,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 if hit is None:
                     continue
                 res[(m, key, setting)] = hit
-                msg = ("n/a" if hit.get("na") else hit.get("error")) or f"{hit['acc']:.2f} ({hit['seconds']:.1f} s)"
+                msg = hit.get("error") or f"{hit['acc']:.2f} ({hit['seconds']:.1f} s)"
                 print(f"{m} {setting} {key:16s} {msg}", flush=True)
     warning = stale_warning(reused, code, "REQuant results")
     if warning:

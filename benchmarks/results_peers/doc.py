@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.markdown import DASH, fmt, md_table
-from benchmarks.results_peers.methods import BY_KEY, INSTALL
+from benchmarks.results_peers.methods import BY_KEY, INSTALL, bits_of
 
 Res = dict[tuple[str, str, str], dict[str, Any]]
 
@@ -60,7 +60,7 @@ other jobs, {threads} torch thread(s): compare orders of magnitude, not small di
 
 def applies(key: str, setting: str) -> bool:
     """Whether method ``key`` has a cell at ``setting`` (weights-only rows have none at W4A8, ...)."""
-    return BY_KEY[key].applies(int(setting.partition("A")[2]) if "A" in setting else None)
+    return BY_KEY[key].applies(bits_of(setting)[1])
 
 
 def _cell(r: dict[str, Any] | None, ref: float | None, relevant: bool = True) -> str:

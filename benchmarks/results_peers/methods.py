@@ -35,6 +35,12 @@ INSTALL = {
 Cal = Sequence[torch.Tensor]
 
 
+def bits_of(setting: str) -> tuple[int, int | None]:
+    """``"W4A8"`` -> ``(4, 8)``, ``"W3"`` -> ``(3, None)``."""
+    w, _, a = setting[1:].partition("A")
+    return int(w), (int(a) if a else None)
+
+
 class CellError(RuntimeError):
     """A cell that cannot be measured; the message is shown in the table."""
 

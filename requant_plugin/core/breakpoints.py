@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from .transform import PowerTransform
 
-__all__ = ["SortedRows", "breakpoints_between", "near_breakpoints"]
+__all__ = ["SortedRows", "breakpoints_between", "near_breakpoints", "select_near"]
 
 
 class SortedRows(Protocol):
@@ -32,14 +32,12 @@ class SortedRows(Protocol):
     def half(self) -> NDArray[np.float64]: ...
 
 
-def breakpoints_between(
+def _runs(
     obj: SortedRows, lo: NDArray[np.float64], hi: NDArray[np.float64],
-) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
-    """The ``breakpoints`` ``a`` (same float operations) with ``lo[r] <= a <= hi[r]`` and
-    ``0 < a <= 1``, as flat ``(row, threshold, value index, a)`` arrays (unordered). For each
-    threshold the values concerned form one run of the sorted row, found by binary search
-    (one index of slack on each side) and then filtered exactly."""
-    width = obj.half.shape[1]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Per ``(row, threshold)`` (flat, row-major): the first flat index into the sorted rows and
+    the length of the run of values whose breakpoint may lie in ``[lo, hi]`` (binary search, one
+    index of slack on each side)."""
     y = obj.transform.forward(obj.values)  # (R, n), ascending
     den = obj.s1[:, None] * obj.half  # (R, L-1): a = y / den
     lo_y, hi_y = den * (lo[:, None] * (1.0 - 1e-9)), den * (hi[:, None] * (1.0 + 1e-9))
@@ -53,6 +51,21 @@ def breakpoints_between(
     last = np.searchsorted(keys, (np.clip((hi_y - y0) / span, -1.0, 2.0) + off).ravel(), side="right")
     first = np.maximum(first - 1, 0)  # ulp-level disorder of the transformed values
     cnt = np.maximum(np.minimum(last + 1, keys.size) - first, 0)
+    return first, cnt
+
+
+def breakpoints_between(
+    obj: SortedRows, lo: NDArray[np.float64], hi: NDArray[np.float64],
+    runs: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+    """The ``breakpoints`` ``a`` (same float operations) with ``lo[r] <= a <= hi[r]`` and
+    ``0 < a <= 1``, as flat ``(row, threshold, value index, a)`` arrays (unordered). For each
+    threshold the values concerned form one run of the sorted row (``runs``, from :func:`_runs`
+    when not given), filtered exactly."""
+    width = obj.half.shape[1]
+    y = obj.transform.forward(obj.values)
+    den = obj.s1[:, None] * obj.half
+    first, cnt = _runs(obj, lo, hi) if runs is None else runs
     total = int(cnt.sum())
     run = np.repeat(np.arange(cnt.size), cnt)  # (r, k) flat index of each entry
     flat_i = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
@@ -79,10 +92,12 @@ def near_breakpoints(
     twice wider window and then filtered exactly.
     """
     width = obj.half.shape[1]
-    if obj.n * width > max_points:
-        return None
     center = np.asarray(center, dtype=np.float64)
-    r, k, i, a = breakpoints_between(obj, center * (1.0 - 2.0 * window), center * (1.0 + 2.0 * window))
+    lo, hi = center * (1.0 - 2.0 * window), center * (1.0 + 2.0 * window)
+    runs = _runs(obj, lo, hi)
+    if int(runs[1].reshape(obj.rows, width).sum(axis=1).max(initial=0)) > max_points:
+        return None
+    r, k, i, a = breakpoints_between(obj, lo, hi, runs)
     c = center[r]
     ok = np.abs(a - c) <= window * c
     r, k, i, a = r[ok], k[ok], i[ok], a[ok]
@@ -95,3 +110,18 @@ def near_breakpoints(
     out = np.full((obj.rows, keep), np.nan)
     out[r[sel], rank[sel]] = a[sel]
     return out
+
+
+def select_near(
+    bp: NDArray[np.float64] | None, center: NDArray[np.float64], window: float, limit: int,
+) -> NDArray[np.float64] | None:
+    """The entries of ``bp`` (``(R, M)``, NaN: none) with ``|a - center| <= window * center``, the
+    first ``limit`` of each row in column order, NaN-padded to the most any row has."""
+    if bp is None:
+        return None
+    center = np.asarray(center, dtype=np.float64)
+    near = np.abs(bp - center[:, None]) <= window * center[:, None]
+    bp = np.where(near, bp, np.nan)
+    keep = min(bp.shape[1], int(np.max(np.sum(near, axis=1), initial=0)), limit)
+    order = np.argsort(np.isnan(bp), axis=1, kind="stable")[:, :keep]
+    return np.take_along_axis(bp, order, axis=1)

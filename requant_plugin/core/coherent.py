@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .objective import RangeObjective, code_sse
+from .objective import RangeObjective, all_rows_then_select, code_sse
 
 
 class CoherentErrorObjective:
@@ -39,19 +39,11 @@ class CoherentErrorObjective:
 
     def rows_call(self, alpha: NDArray[np.float64], rows: NDArray[np.intp]) -> NDArray[np.float64]:
         """``L`` of the rows ``rows`` only, ``alpha`` of shape ``(len(rows), K)``."""
-        if not self._by_parts:
-            full = np.ones((self.rows, alpha.shape[1]))
-            full[rows] = alpha
-            return self(full)[rows]
-        step = self.base.rows_step(rows.size)
-        out = [self._parts(np.ascontiguousarray(alpha[:, i:i + step], dtype=np.float64), rows)
-               for i in range(0, alpha.shape[1], step)]
+        if not self.base.by_parts:
+            return all_rows_then_select(self, self.rows, alpha, rows)
+        out = self.base.rows_in_blocks(alpha, rows, self._parts)
         self.evaluations = self.base.evaluations
-        return np.concatenate(out, axis=1)
-
-    @property
-    def _by_parts(self) -> bool:
-        return type(self.base)._mse_chunk is RangeObjective._mse_chunk and self.base.raw_points
+        return out
 
     def _parts(self, alpha: NDArray[np.float64], rows: NDArray[np.intp] | None) -> NDArray[np.float64]:
         sse, bias = self.base.sse_bias_rows(alpha, rows)
@@ -59,7 +51,7 @@ class CoherentErrorObjective:
         return (np.maximum(sse, 0.0) + self.rho * bias * bias) / self.base.total_weight[sel][:, None]
 
     def _chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        if self._by_parts:
+        if self.base.by_parts:
             return self._parts(alpha, None)
         c = self.base.codes(alpha)
         v = self.base.levels(alpha, c)

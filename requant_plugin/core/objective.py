@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..options import LossSpace as LossSpaceChoice
+from .breakpoints import breakpoints_between, near_breakpoints, select_near
 from .direct import direct_is_cheaper, fake_quant_sse_bias
 from .grid import Grid
 from .transform import PowerTransform
@@ -77,19 +78,15 @@ def code_sse(codes: Codes, levels: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.maximum(sse, 0.0)
 
 
-def select_near(
-    bp: NDArray[np.float64] | None, center: NDArray[np.float64], window: float, limit: int,
-) -> NDArray[np.float64] | None:
-    """The entries of ``bp`` (``(R, M)``, NaN: none) with ``|a - center| <= window * center``, the
-    first ``limit`` of each row in column order, NaN-padded to the most any row has."""
-    if bp is None:
-        return None
-    center = np.asarray(center, dtype=np.float64)
-    near = np.abs(bp - center[:, None]) <= window * center[:, None]
-    bp = np.where(near, bp, np.nan)
-    keep = min(bp.shape[1], int(np.max(np.sum(near, axis=1), initial=0)), limit)
-    order = np.argsort(np.isnan(bp), axis=1, kind="stable")[:, :keep]
-    return np.take_along_axis(bp, order, axis=1)
+def all_rows_then_select(
+    fn: Callable[[NDArray[np.float64]], NDArray[np.float64]], n_rows: int, alpha: NDArray[np.float64],
+    rows: NDArray[np.intp],
+) -> NDArray[np.float64]:
+    """``fn`` of all ``n_rows`` rows (``alpha = 1`` outside ``rows``), then the rows ``rows``: the
+    fallback of ``rows_call`` where rows cannot be evaluated on their own."""
+    full = np.ones((n_rows, alpha.shape[1]))
+    full[rows] = alpha
+    return fn(full)[rows]
 
 
 class RangeObjective:
@@ -305,13 +302,20 @@ class RangeObjective:
     half = property(lambda self: self._half, doc="Rounding thresholds ``k - z + 1/2`` (scale units), ``(R, L-1)``.")
 
     @property
-    def raw_points(self) -> bool:
-        """Whether the objective holds raw values (not weighted points such as histogram bins)."""
-        return self._p0 is None
+    def by_parts(self) -> bool:
+        """Whether :meth:`sse_bias_rows` evaluates rows on their own: raw values (not weighted points
+        such as histogram bins) and this class's own loss (subclasses may redefine it)."""
+        return type(self)._mse_chunk is RangeObjective._mse_chunk and self._p0 is None
 
-    def rows_step(self, rows_count: int) -> int:
-        """Candidates per block so that one block's gathered arrays stay within :data:`_CHUNK`."""
-        return max(1, _CHUNK // max(1, rows_count * self._row_cost))
+    def rows_in_blocks(
+        self, alpha: NDArray[np.float64], rows: NDArray[np.intp],
+        fn: Callable[[NDArray[np.float64], NDArray[np.intp]], NDArray[np.float64]],
+    ) -> NDArray[np.float64]:
+        """``fn(alpha block, rows)`` over column blocks of ``alpha`` (``(len(rows), K)``) sized so that
+        one block's gathered arrays stay within :data:`_CHUNK` elements; concatenated."""
+        step = max(1, _CHUNK // max(1, rows.size * self._row_cost))
+        return np.concatenate([fn(np.ascontiguousarray(alpha[:, i:i + step], dtype=np.float64), rows)
+                               for i in range(0, alpha.shape[1], step)], axis=1)
 
     @property
     def _row_cost(self) -> int:
@@ -336,14 +340,9 @@ class RangeObjective:
 
     def rows_call(self, alpha: NDArray[np.float64], rows: NDArray[np.intp]) -> NDArray[np.float64]:
         """``L`` of the rows ``rows`` only, ``alpha`` of shape ``(len(rows), K)`` (counted as ``K``)."""
-        if type(self)._mse_chunk is not RangeObjective._mse_chunk or self._p0 is not None:  # all rows
-            full = np.ones((self.rows, alpha.shape[1]))
-            full[rows] = alpha
-            return self(full)[rows]
-        step = self.rows_step(rows.size)
-        out = [self._mse_rows(np.ascontiguousarray(alpha[:, i:i + step], dtype=np.float64), rows)
-               for i in range(0, alpha.shape[1], step)]
-        return np.concatenate(out, axis=1)
+        if not self.by_parts:
+            return all_rows_then_select(self, self.rows, alpha, rows)
+        return self.rows_in_blocks(alpha, rows, self._mse_rows)
 
     def breakpoints(self, max_points: int) -> NDArray[np.float64] | None:
         """The ``alpha`` in (0, 1] at which some value changes code, ``(R, n * (L - 1))`` (NaN
@@ -367,8 +366,6 @@ class RangeObjective:
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
         """The :meth:`breakpoints` ``a`` with ``lo[r] <= a <= hi[r]`` and ``0 < a <= 1`` as flat
         ``(row, threshold, value index, a)`` arrays (:func:`~.breakpoints.breakpoints_between`)."""
-        from .breakpoints import breakpoints_between
-
         return breakpoints_between(self, lo, hi)
 
     def near_breakpoints(
@@ -378,8 +375,6 @@ class RangeObjective:
         ``limit`` in column order, NaN-padded (:func:`~.breakpoints.near_breakpoints`)."""
         if type(self).breakpoints is not RangeObjective.breakpoints:  # a subclass's own code changes
             return select_near(self.breakpoints(max_points), center, window, limit)
-        from .breakpoints import near_breakpoints
-
         return near_breakpoints(self, center, window, max_points, limit)
 
     def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:

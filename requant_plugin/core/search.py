@@ -19,8 +19,9 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from .breakpoints import select_near
 from .grid import Grid
-from .objective import RangeObjective, select_near
+from .objective import RangeObjective
 from .sweep import can_sweep, contenders
 
 #: The search names as a typing alias (validation: :class:`~requant_plugin.options.Search`).
@@ -203,8 +204,8 @@ def golden_search(
     Rows with at most :data:`BREAKPOINT_BUDGET` code changes (short rows at low bit widths,
     where ``L`` is a sawtooth whose minima sit just beside a code change) also evaluate both
     sides of every code change (the objective's ``breakpoints``, when it has them); rows with at
-    most :data:`LOCAL_BUDGET` do so for the code changes within :data:`LOCAL_WINDOW` of the best
-    ``alpha`` found.
+    most :data:`LOCAL_BUDGET` code changes near the best ``alpha`` found do so for those within
+    :data:`LOCAL_WINDOW` of it.
     """
     start = obj.evaluations
     if scan is None:

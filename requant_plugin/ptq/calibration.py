@@ -18,7 +18,7 @@ other layers are reported by :func:`supports_output_statistics` as unsupported.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "LayerStatistics", "attention_out_projections", "check_calibration_batches", "collect_statistics",
-    "unreached_layers",
-    "im2col_rows", "input_row_sum", "iter_calibration_inputs", "supports_output_statistics",
+    "im2col_rows", "input_row_sum", "iter_calibration_inputs", "supports_output_statistics", "unreached_layers",
 ]
 
 
@@ -322,28 +321,19 @@ def collect_statistics(
         n = int(module.weight[0].numel())
         stats[name] = LayerStatistics(name, _groups(module), n, with_gram=with_gram)
         handles.append(module.register_forward_pre_hook(make_hook(name, module)))
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
-    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), None)
-    was_training = model.training
-    model.eval()
     batches: Iterable[Tensor] = iter_calibration_inputs(calibration_data)
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="calibration", unit="batch")
-    swapped = _contiguous_swap(model)
     try:
-        with torch.no_grad():
+        with _eval_forward(model) as feed:
             for x in batches:
                 seen.clear()
-                with contextlib.suppress(_Stop):
-                    model(x.to(device=device, dtype=dtype if x.is_floating_point() else None))
+                feed(x)
     finally:
-        for t, orig in swapped:
-            t.data = orig
         for h in handles:
             h.remove()
-        model.train(was_training)
     for st in stats.values():
         st._check()
         finite = [v for v in (st.sum, st.sum_outer) if v is not None]
@@ -378,15 +368,33 @@ def unreached_layers(model: nn.Module, x: Tensor, layers: Sequence[str]) -> set[
     mods = dict(model.named_modules())
     seen: set[str] = set()
     handles = [mods[n].register_forward_pre_hook(lambda *_, n=n: seen.add(n)) for n in layers if n in mods]
-    was_training = model.training
-    model.eval()
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
-    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), None)
     try:
-        with torch.no_grad():
-            model(x.to(device=device, dtype=dtype if x.is_floating_point() else None))
+        with _eval_forward(model) as feed:
+            feed(x)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return set(layers) - seen
+
+
+@contextlib.contextmanager
+def _eval_forward(model: nn.Module) -> Iterator[Callable[[Tensor], None]]:
+    """Yield ``feed(x)``: a no-grad eval forward of ``x`` (on the model's device and float dtype, contiguous
+    parameters; a hook's :class:`_Stop` ends it); the model's mode and tensors are restored afterwards."""
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()), None)
+
+    def feed(x: Tensor) -> None:
+        with contextlib.suppress(_Stop):
+            model(x.to(device=device, dtype=dtype if x.is_floating_point() else None))
+
+    was_training = model.training
+    model.eval()
+    swapped = _contiguous_swap(model)
+    try:
+        with torch.no_grad():
+            yield feed
+    finally:
+        for t, orig in swapped:
+            t.data = orig
+        model.train(was_training)

@@ -269,13 +269,12 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None
     # the float weight is copied only where something reads it after the write-back
     copy = cfg.bias_correction is not BiasCorrection.NONE or needs_float_copy(sol)
     w_float: torch.Tensor | float = w.detach().clone() if copy else mean_square(w)
-    if cfg.objective is Objective.OUTPUT and sol.objective != "output":
+    if name in state.unreached:
+        notes.append("weight objective (not called by the eval forward, no calibration input)")
+    elif cfg.objective is Objective.OUTPUT and sol.objective != "output":
         notes.append("MultiheadAttention.out_proj: weight objective (the attention reads its weight "
                      "directly, no calibration input)" if name in state.unhooked
-                     else f"{type(module).__name__}: weight objective (no im2col statistics)"
-                     if name not in state.unreached else "weight objective")
-    if name in state.unreached:
-        notes.append("not called by the eval forward, no calibration input")
+                     else f"{type(module).__name__}: weight objective (no im2col statistics)")
     with write_guard(w):
         w.copy_(sol.weight)
     shift = 0.0

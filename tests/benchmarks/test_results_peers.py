@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.results_peers.cli import bits_of, max_distinct
-from benchmarks.results_peers.methods import BY_KEY, CellError, run_worker
+from benchmarks.results_peers.cli import max_distinct
+from benchmarks.results_peers.methods import BY_KEY, CellError, bits_of, run_worker
 
 
 def tiny() -> nn.Module:

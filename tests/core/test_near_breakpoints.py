@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from requant_plugin.core import Grid
+from requant_plugin.core.breakpoints import select_near
 from requant_plugin.core.estimate import objective_for_rows
-from requant_plugin.core.objective import select_near
 
 
 @pytest.mark.parametrize("seed", range(6))
