@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 __all__ = [
-    "MAX_BITS", "MIN_BITS", "BiasCorrection", "Choice", "Convention", "Granularity", "LossSpace",
+    "MAX_BITS", "MIN_BITS", "BiasCorrection", "Choice", "Convention", "Granularity", "Inputs", "LossSpace",
     "Objective", "PerChannel", "PerTensor", "Rounding", "Search", "Space", "check_bits",
     "granularity",
 ]
@@ -93,6 +93,14 @@ class Rounding(Choice):
 
     NEAREST = "nearest"
     FEEDBACK = "feedback"
+
+
+class Inputs(Choice):
+    """Each layer's input statistics: from the float model, or from the partly quantized model with
+    the float layer's output as the target (data)."""
+
+    FLOAT = "float"
+    QUANTIZED = "quantized"
 
 
 class BiasCorrection(Choice):

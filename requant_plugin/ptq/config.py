@@ -22,6 +22,7 @@ from ..options import (
     BiasCorrection,
     Convention,
     Granularity,
+    Inputs,
     LossSpace,
     Objective,
     PerChannel,
@@ -166,6 +167,9 @@ class QuantizeConfig:
         bias_correction: add ``(W - Wq) E[x]`` to the bias: ``"none"``, ``"plain"`` (``True``),
             ``"sequential"`` or ``"bn"`` (data-free, from BatchNorm statistics).
         rounding: nearest code, or ``"feedback"`` (column-wise error feedback; needs data).
+        inputs: each layer's input statistics from the float model (``"float"``), or from the
+            partly quantized model with the float output as the target (``"quantized"``: the
+            search and rounding use ``W* = W E[x_f x_q^T] E[x_q x_q^T]^-1``; needs data).
         calibration_rows: im2col rows per layer for the Gram matrices (``None``: all), ``>= 1``.
         seed: seeds the row subsampling and the synthetic samples of ``"bn"``.
         input_shape: one input sample's shape for ``bias_correction="bn"`` without data.
@@ -186,6 +190,7 @@ class QuantizeConfig:
     objective: Objective = Objective.WEIGHT
     bias_correction: BiasCorrection = BiasCorrection.NONE
     rounding: Rounding = Rounding.NEAREST
+    inputs: Inputs = Inputs.FLOAT
     calibration_rows: int | None = 8192
     seed: int = 0
     input_shape: tuple[int, ...] | None = None
@@ -196,7 +201,8 @@ class QuantizeConfig:
         put = object.__setattr__
         put(self, "bits", check_bits(self.bits))
         for name, kind in (("space", Space), ("search", Search), ("loss_space", LossSpace),
-                           ("convention", Convention), ("objective", Objective), ("rounding", Rounding)):
+                           ("convention", Convention), ("objective", Objective), ("rounding", Rounding),
+                           ("inputs", Inputs)):
             put(self, name, kind.parse(getattr(self, name)))
         put(self, "bias_correction", BiasCorrection.parse(self.bias_correction))
         put(self, "granularity", _granularity(self.granularity, "granularity"))
@@ -228,6 +234,8 @@ class QuantizeConfig:
             return "objective='output'"
         if self.rounding is Rounding.FEEDBACK:
             return "rounding='feedback'"
+        if self.inputs is Inputs.QUANTIZED:
+            return "inputs='quantized'"
         if self.bias_correction in (BiasCorrection.PLAIN, BiasCorrection.SEQUENTIAL):
             return f"bias_correction={self.bias_correction.value!r}"
         return None
@@ -248,8 +256,8 @@ class QuantizeConfig:
             bits=self.bits, space=self.space.value, symmetric=self.symmetric, per_channel=self.per_channel,
             fold_bn=self.fold_bn, search=self.search.value, p=self.p, loss_space=self.loss_space.value,
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
-            rounding=self.rounding.value, calibration_rows=self.calibration_rows, seed=self.seed,
-            recipe=self.recipe,
+            rounding=self.rounding.value, inputs=self.inputs.value, calibration_rows=self.calibration_rows,
+            seed=self.seed, recipe=self.recipe,
         )
 
 

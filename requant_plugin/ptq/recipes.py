@@ -11,7 +11,8 @@ ResNets in ``docs/results-beyond.md``:
 * ``"paper+"``: the paper's grid with the output objective and bias correction (data).
 * ``"beyond"``: the recommended mode: per-channel asymmetric UNIFORM ranges (integer zero
   points, expressible by the observers, pt2e and ONNX Q/DQ), output objective, error-feedback
-  rounding on that grid, plain bias correction (data).
+  rounding on that grid, each layer matched to the float output from the partly quantized
+  model's inputs (``inputs="quantized"``) with sequential bias correction (data).
 * ``"beyond-tensorrt"``: ``"beyond"`` on the symmetric TensorRT grid (zero point 0).
 * ``"beyond-codebook"``: ``"beyond"`` on the transform grid with ``p = 0.75`` per channel
   (non-uniform codebook; storage / fake-quant only).
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from ..options import BiasCorrection, Convention, Objective, PerChannel, PerTensor, Rounding, Space
+from ..options import BiasCorrection, Convention, Inputs, Objective, PerChannel, PerTensor, Rounding, Space
 from .config import QuantizeConfig, translate_legacy
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 #: The fields a recipe chooses (the rest are run settings: bits, calibration_rows, seed, ...).
 RECIPE_FIELDS: tuple[str, ...] = (
     "space", "symmetric", "granularity", "fold_bn", "search", "p", "objective", "bias_correction",
-    "rounding", "transform_first_last", "convention",
+    "rounding", "inputs", "transform_first_last", "convention",
 )
 
 #: Every recipe, by name: the full config it stands for (``bits`` is the run's, default 4).
@@ -46,15 +47,16 @@ RECIPES: dict[str, QuantizeConfig] = {
                              objective=Objective.OUTPUT, bias_correction=BiasCorrection.PLAIN,
                              recipe="paper+"),
     "beyond": QuantizeConfig(space=Space.UNIFORM, granularity=PerChannel(), symmetric=False,
-                             objective=Objective.OUTPUT, bias_correction=BiasCorrection.PLAIN,
-                             rounding=Rounding.FEEDBACK, recipe="beyond"),
+                             objective=Objective.OUTPUT, bias_correction=BiasCorrection.SEQUENTIAL,
+                             rounding=Rounding.FEEDBACK, inputs=Inputs.QUANTIZED, recipe="beyond"),
     "beyond-tensorrt": QuantizeConfig(space=Space.UNIFORM, granularity=PerChannel(), symmetric=True,
                                       convention=Convention.TENSORRT, objective=Objective.OUTPUT,
-                                      bias_correction=BiasCorrection.PLAIN, rounding=Rounding.FEEDBACK,
-                                      recipe="beyond-tensorrt"),
+                                      bias_correction=BiasCorrection.SEQUENTIAL, rounding=Rounding.FEEDBACK,
+                                      inputs=Inputs.QUANTIZED, recipe="beyond-tensorrt"),
     "beyond-codebook": QuantizeConfig(space=Space.SQRT, p=0.75, granularity=PerChannel(), symmetric=False,
-                                      objective=Objective.OUTPUT, bias_correction=BiasCorrection.PLAIN,
-                                      rounding=Rounding.FEEDBACK, recipe="beyond-codebook"),
+                                      objective=Objective.OUTPUT, bias_correction=BiasCorrection.SEQUENTIAL,
+                                      rounding=Rounding.FEEDBACK, inputs=Inputs.QUANTIZED,
+                                      recipe="beyond-codebook"),
     "data-free": QuantizeConfig(space=Space.UNIFORM, granularity=PerChannel(), symmetric=False,
                                 objective=Objective.WEIGHT, bias_correction=BiasCorrection.BN,
                                 recipe="data-free"),
@@ -65,7 +67,7 @@ RECIPES: dict[str, QuantizeConfig] = {
 RECIPE_REQUIRES: dict[str, dict[str, tuple[Any, ...]]] = {
     "beyond-tensorrt": dict(symmetric=(True,), convention=("tensorrt",)),
     "beyond-codebook": dict(space=("sqrt",)),
-    "data-free": dict(objective=("weight",), rounding=("nearest",), bias_correction=(None, "bn")),
+    "data-free": dict(objective=("weight",), rounding=("nearest",), bias_correction=(None, "bn"), inputs=("float",)),
 }
 
 

@@ -52,6 +52,7 @@ class RunState:
     bn_means: dict[str, Any] = field(default_factory=dict)
     unhooked: set[str] = field(default_factory=set)
     unreached: set[str] = field(default_factory=set)  # not called by the eval forward: no input statistics
+    float_model: nn.Module | None = None  # inputs="quantized": the float (BN-folded) model to match
 
 
 def bias_delta(

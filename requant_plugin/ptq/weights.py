@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..options import BiasCorrection, Objective, Rounding, Space, granularity
+from ..core.target import compensated_weight
+from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
 from .bias_correction import add_to_bias_, bn_input_means, write_guard
 from .bn_fold import fold_bn_
@@ -34,6 +35,7 @@ from .calibration import (
 )
 from .config import QuantizeConfig
 from .output_search import OutputLayerReport, feedback_round, search_layer_output
+from .paired import collect_paired_statistics
 from .plan import (
     LayerPlan,
     attention_weights,
@@ -100,7 +102,7 @@ def quantize_weights(
         **options: :class:`~.config.QuantizeConfig` fields (``bits``, ``space``, ``symmetric``,
             ``granularity`` or the legacy ``per_channel``, ``fold_bn``, ``search``, ``p``,
             ``loss_space``, ``convention``, ``transform_first_last``, ``objective``,
-            ``bias_correction``, ``rounding``, ``calibration_rows``, ``seed``, ``input_shape``,
+            ``bias_correction``, ``rounding``, ``inputs``, ``calibration_rows``, ``seed``, ``input_shape``,
             ``overrides``), or ``recipe=`` (a recipe name): written options always win over the
             recipe, except one it cannot honour (ValueError naming both).
 
@@ -112,7 +114,7 @@ def quantize_weights(
     Raises:
         ValueError: NaN/Inf weights (naming the layer), bad bits/space/search/objective,
             unknown override layers or keys, a model with no quantizable layer, or a data
-            mode (``objective="output"``, plain/sequential bias correction) without
+            mode (``objective="output"``, plain/sequential bias correction, quantized inputs) without
             ``calibration_data``.
     """
     cfg = make_config(config, **options)
@@ -193,6 +195,8 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
         state.report.folded_bn = fold_bn_(out)
     if batches is not None and data_layers:  # also for the report's output MSE
         state.float_stats = collect_statistics(out, batches, data_layers, max_rows=rows, seed=cfg.seed)
+        if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
+            state.float_model = copy.deepcopy(out)
     return state
 
 
@@ -220,9 +224,20 @@ def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> R
     return best
 
 
-def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatistics | None) -> Solution:
-    """Search the range of one layer by the output objective where it can, else by the weight MSE."""
+def _target(w: torch.Tensor, stats: LayerStatistics, cross: Any) -> torch.Tensor:
+    """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` in ``w``'s shape and dtype."""
+    w2 = w.detach().double().contiguous().reshape(w.shape[0], -1).cpu().numpy()
+    target = compensated_weight(w2, stats.gram, cross)
+    return torch.from_numpy(target).reshape(w.shape).to(device=w.device, dtype=w.dtype)
+
+
+def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatistics | None,
+           cross: Any = None) -> Solution:
+    """Search the range of one layer by the output objective where it can, else by the weight MSE
+    (with ``cross``, of the weight ``W*`` that matches the float output from the quantized inputs)."""
     cfg = state.cfg
+    if cross is not None and stats is not None and plan.ch_axis == 0:
+        w = _target(w, stats, cross)
     use_output = cfg.objective is Objective.OUTPUT and stats is not None and plan.ch_axis == 0
     float_stats = state.float_stats.get(plan.name)
     gram = float_stats.gram if float_stats is not None else None
@@ -243,15 +258,20 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 
 
-def _layer_statistics(state: RunState, name: str) -> LayerStatistics | None:
-    """The input statistics the layer is quantized with (sequential: of the partly quantized model)."""
+def _layer_statistics(state: RunState, name: str) -> tuple[LayerStatistics | None, Any]:
+    """The input statistics the layer is quantized with (sequential or quantized inputs: of the partly
+    quantized model) and, for quantized inputs, ``E[x_q x_f^T]`` (else ``None``)."""
     stats = state.float_stats.get(name)
     cfg = state.cfg
+    if cfg.inputs is Inputs.QUANTIZED and stats is not None and state.float_model is not None:
+        paired = collect_paired_statistics(state.float_model, state.model, state.batches or [], name,
+                                           max_rows=state.rows_per_batch, seed=cfg.seed)
+        return paired.stats, paired.cross
     if cfg.bias_correction is BiasCorrection.SEQUENTIAL and stats is not None:
         with_gram = cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK
         stats = collect_statistics(state.model, state.batches or [], [name], with_gram=with_gram,
                                    max_rows=state.rows_per_batch, seed=cfg.seed, stop_early=True)[name]
-    return stats
+    return stats, None
 
 
 def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None:
@@ -260,11 +280,11 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None
     if plan.skip:
         state.report.skipped[name] = "skipped by override"
         return
-    stats = _layer_statistics(state, name)
+    stats, cross = _layer_statistics(state, name)
     notes = ["first/last: no transform"] if plan.end else []
     w = layer_weight(module)
     t0 = time.perf_counter()
-    sol = _solve(state, plan, w, stats)  # reads w, never writes it
+    sol = _solve(state, plan, w, stats, cross)  # reads w, never writes it
     secs = time.perf_counter() - t0
     # the float weight is copied only where something reads it after the write-back
     copy = cfg.bias_correction is not BiasCorrection.NONE or needs_float_copy(sol)

@@ -149,7 +149,7 @@ def test_recipe_fills_defaults_and_explicit_values_win() -> None:
     net = _net()
     _, rep = quantize_weights(net, 4, recipe="beyond", calibration_data=DATA)
     assert rep.settings["objective"] == "output" and rep.settings["per_channel"] is True
-    assert rep.settings["bias_correction"] == "plain"
+    assert rep.settings["bias_correction"] == "sequential" and rep.settings["inputs"] == "quantized"
     assert set(PRESETS) >= {"paper", "beyond", "beyond-tensorrt", "data-free"}
 
 

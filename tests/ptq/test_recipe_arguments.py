@@ -17,13 +17,13 @@ def test_explicit_default_valued_space_beats_the_recipe() -> None:
     assert rep["2"].space == "sqrt" and rep["2"].p == 0.5  # the middle layer uses the transform
     # everything the caller did not write still comes from the recipe
     assert rep.settings["per_channel"] is True and rep.settings["rounding"] == "feedback"
-    assert rep.settings["objective"] == "output" and rep.settings["bias_correction"] == "plain"
+    assert rep.settings["objective"] == "output" and rep.settings["bias_correction"] == "sequential"
 
 
 def test_explicit_default_valued_per_channel_and_objective_beat_the_recipe() -> None:
     net = make_seq_net()
     _, rep = quantize_weights(net, 4, recipe="beyond", per_channel=False, objective="weight",
-                              bias_correction=False, rounding="nearest", calibration_data=DATA)
+                              bias_correction=False, rounding="nearest", inputs="float", calibration_data=DATA)
     assert rep.settings["per_channel"] is False and rep.settings["objective"] == "weight"
     assert rep.settings["bias_correction"] is None and rep.settings["rounding"] == "nearest"
     w = net[2].weight.detach()

@@ -1,0 +1,76 @@
+"""One layer's input statistics in the partly quantized model, paired row by row with the float
+model's (for ``inputs="quantized"``): the Gram matrix and mean of ``x_q`` and ``E[x_q x_f^T]``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .calibration import LayerStatistics, _eval_forward, _groups, _Stop, im2col_rows, input_row_sum
+
+__all__ = ["PairedStatistics", "collect_paired_statistics"]
+
+
+@dataclass(frozen=True)
+class PairedStatistics:
+    """``stats``: the quantized model's input statistics of the layer; ``cross``: ``(groups, n, n)``
+    ``E[x_q x_f^T]`` over the same sampled rows as ``stats.gram``."""
+
+    stats: LayerStatistics
+    cross: np.ndarray
+
+
+def _layer_input(module: nn.Module, x: Tensor, feed: Callable[[Tensor], None]) -> Tensor:
+    got: list[Tensor] = []
+
+    def hook(_m: nn.Module, args: tuple[object, ...]) -> None:
+        x_in = args[0]
+        assert isinstance(x_in, Tensor)
+        got.append(x_in.detach())
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        feed(x)
+    finally:
+        handle.remove()
+    if not got:
+        raise ValueError(f"layer {type(module).__name__} saw no calibration input in the model's forward pass")
+    return got[0]
+
+
+def collect_paired_statistics(
+    float_model: nn.Module, model: nn.Module, batches: Sequence[Tensor], name: str, *,
+    max_rows: int | None = 1024, seed: int = 0,
+) -> PairedStatistics:
+    """Feed every batch to both models up to layer ``name`` and accumulate, on the same random
+    im2col rows of both inputs, ``X_q^T X_q`` and ``X_q^T X_f`` (the mean of ``x_q`` uses every row)."""
+    fmod, qmod = dict(float_model.named_modules()).get(name), dict(model.named_modules()).get(name)
+    if fmod is None or qmod is None:
+        raise ValueError(f"layer {name!r} is not in both the float and the quantized model")
+    st = LayerStatistics(name, _groups(qmod), int(qmod.weight[0].numel()))
+    cross: Tensor | None = None
+    with _eval_forward(float_model) as feed_f, _eval_forward(model) as feed_q:
+        for i, x in enumerate(batches):
+            xf = _layer_input(fmod, x, feed_f)
+            xq = _layer_input(qmod, x, feed_q)
+            if xf.shape != xq.shape:
+                raise ValueError(f"layer {name!r}: float and quantized inputs differ in shape ({tuple(xf.shape)} "
+                                 f"vs {tuple(xq.shape)})")
+            rows_q = im2col_rows(qmod, xq, max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
+            rows_f = im2col_rows(qmod, xf.to(xq.device), max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
+            st.update_mean(*input_row_sum(qmod, xq))
+            st.update_gram(rows_q)
+            rq, rf = rows_q.detach().float().permute(1, 0, 2), rows_f.detach().float().permute(1, 0, 2)
+            c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n): sum x_q x_f^T
+            cross = c if cross is None else cross + c
+    st._check()
+    assert cross is not None
+    finite = [t for t in (cross, st.sum, st.sum_outer) if t is not None]
+    if not all(bool(torch.isfinite(t).all()) for t in finite):
+        raise ValueError(f"layer {name!r} received NaN/Inf inputs during calibration: REQuant needs finite values")
+    return PairedStatistics(st, (cross / st.gram_count).cpu().numpy())
