@@ -41,6 +41,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="docs folder (default: docs/, --quick: a temp folder)")
     ap.add_argument("--cache", type=Path, default=None, help="result cache (default: benchmarks/results/peers*.json)")
     ap.add_argument("--docs-only", action="store_true", help="write the doc from the cache, measure nothing")
+    ap.add_argument("--summary-seeds", nargs="+", type=int, default=[0, 1, 2],
+                    help="calibration seeds whose cached REQuant cells the seeds table summarises (measures nothing)")
     ap.add_argument("--refresh-stale", action="store_true", help="recompute results cached with other sources")
     return ap.parse_args(argv)
 
@@ -126,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         print(warning, flush=True)
     from benchmarks.results_peers.doc import write
 
-    doc = write(out, res=res, fp32=fp32, models=models, keys=keys, settings=args.settings,
+    by_seed: dict[int, dict[tuple[str, str, str], dict[str, Any]]] = {args.seed: res}
+    for sd in [sd for sd in args.summary_seeds if sd != args.seed]:
+        cells = {(m, k, s): hit for m in models for k in keys for s in args.settings
+                 if BY_KEY[k].system == "ours"
+                 and (hit := cache.get(dict(base, seed=sd, model=m, method=k, setting=s))) is not None}
+        if cells:
+            by_seed[sd] = cells
+    doc = write(out, res=res, fp32=fp32, models=models, keys=keys, settings=args.settings, by_seed=by_seed,
                 meta=dict(cmd=cmd, env=environment(), n_test=n_test, n_cal=args.n_cal, seed=args.seed,
                           lr_iters=args.lr_iters, threads=args.threads, warning=warning))
     print(f"wrote {doc}")

@@ -77,7 +77,9 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
 def _ours_pt2e(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
-    activation observers, activation ranges refined on the calibration output error."""
+    activation observers, activation ranges refined on the calibration output error. The weights are
+    calibrated with the activations fake-quantized at ``act_bits`` (``act_bits=``: the compensated
+    target and bias correction absorb the activation error too)."""
     act_bits = opts.get("act_bits")
     if act_bits is None:
         raise CellError("integer-graph row: run for the activation settings only (W4A8, W4A4)")
@@ -86,7 +88,8 @@ def _ours_pt2e(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> t
     from requant_plugin.pt2e import get_requant_quantizer
 
     t0 = time.perf_counter()
-    qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal), fold_bn=True)
+    qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal), fold_bn=True,
+                                  act_bits=act_bits)
     q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal), refine=True)
     return q, time.perf_counter() - t0
 

@@ -170,6 +170,10 @@ class QuantizeConfig:
         inputs: each layer's input statistics from the float model (``"float"``), or from the
             partly quantized model with the float output as the target (``"quantized"``: the
             search and rounding use ``W* = W E[x_f x_q^T] E[x_q x_q^T]^-1``; needs data).
+        act_bits: with ``inputs="quantized"``, also fake-quantize every calibrated layer's input
+            per tensor to this many bits (REQuant's activation range on the float inputs), so
+            ``W*`` and the sequential bias correction absorb the activation error of a W/A
+            deployment at those bits (``None``: activations stay float).
         calibration_rows: im2col rows per layer for the Gram matrices (``None``: all), ``>= 1``.
         seed: seeds the row subsampling and the synthetic samples of ``"bn"``.
         input_shape: one input sample's shape for ``bias_correction="bn"`` without data.
@@ -191,6 +195,7 @@ class QuantizeConfig:
     bias_correction: BiasCorrection = BiasCorrection.NONE
     rounding: Rounding = Rounding.NEAREST
     inputs: Inputs = Inputs.FLOAT
+    act_bits: int | None = None
     calibration_rows: int | None = 8192
     seed: int = 0
     input_shape: tuple[int, ...] | None = None
@@ -207,6 +212,12 @@ class QuantizeConfig:
         put(self, "bias_correction", BiasCorrection.parse(self.bias_correction))
         put(self, "granularity", _granularity(self.granularity, "granularity"))
         put(self, "p", check_p(self.p))
+        if self.act_bits is not None:
+            put(self, "act_bits", check_bits(self.act_bits))
+            if self.inputs is not Inputs.QUANTIZED:
+                raise ValueError(f"act_bits={self.act_bits} simulates the activation quantization in the "
+                                 "quantized-input statistics: it needs inputs='quantized' (e.g. recipe='beyond' "
+                                 "or 'beyond-tensorrt')")
         rows = self.calibration_rows
         if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
             raise ValueError(f"calibration_rows must be positive or None, got {rows}")
@@ -256,7 +267,8 @@ class QuantizeConfig:
             bits=self.bits, space=self.space.value, symmetric=self.symmetric, per_channel=self.per_channel,
             fold_bn=self.fold_bn, search=self.search.value, p=self.p, loss_space=self.loss_space.value,
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
-            rounding=self.rounding.value, inputs=self.inputs.value, calibration_rows=self.calibration_rows,
+            rounding=self.rounding.value, inputs=self.inputs.value, act_bits=self.act_bits,
+            calibration_rows=self.calibration_rows,
             seed=self.seed, recipe=self.recipe,
         )
 

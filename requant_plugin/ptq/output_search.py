@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..core import Grid, PowerTransform, golden_search, grid_search
+from ..core.gram_factor import factor_gram
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
@@ -222,8 +223,11 @@ def search_layer_output(
     w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
     best: tuple[float, OutputObjective, np.ndarray, np.ndarray] | None = None
     evaluations = 0
+    g = np.asarray(gram)
+    one = g.ndim == 2 or g.shape[0] == 1
+    factor = factor_gram(g.reshape(g.shape[-2:])) if one and cfg.search is Search.GOLDEN else None
     for pv in _check_p(cfg.p):
-        obj = OutputObjective(w2, gram, grid, p=pv, per_channel=cfg.per_channel)
+        obj = OutputObjective(w2, gram, grid, p=pv, per_channel=cfg.per_channel, factor=factor)
         if cfg.search is Search.GRID:
             res = grid_search(obj, cfg.grid_points)
         elif cfg.search is Search.MINMAX:

@@ -22,6 +22,7 @@ from torch import nn
 from ..core.target import compensated_weight
 from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
+from .activation_sim import activation_qparams, simulate_activations
 from .bias_correction import add_to_bias_, bn_input_means, write_guard
 from .bn_fold import fold_bn_
 from .calibration import (
@@ -131,8 +132,9 @@ def quantize_weights(
         from tqdm.auto import tqdm
 
         plans = tqdm(list(plans), desc=f"REQuant W{cfg.bits}", unit="layer")
-    for plan, module in plans:
-        _quantize_layer(state, plan, module)
+    with simulate_activations(out, state.act_qparams):  # act_bits: the layers see quantized activations
+        for plan, module in plans:
+            _quantize_layer(state, plan, module)
     return out, state.report
 
 
@@ -197,6 +199,8 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
         state.float_stats = collect_statistics(out, batches, data_layers, max_rows=rows, seed=cfg.seed)
         if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
             state.float_model = copy.deepcopy(out)
+            if cfg.act_bits is not None:  # the ranges a W/A deployment would use, from the float inputs
+                state.act_qparams = activation_qparams(out, data_layers, batches, cfg.act_bits)
     return state
 
 

@@ -5,30 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from refs.nets import make_depthwise_net as model
+from refs.nets import random_batches as data
 from torch import nn
 
 from requant_plugin import quantize_weights
-
-
-def model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()]
-    for _ in range(3):
-        layers += [nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                   nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU()]
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)]
-    m = nn.Sequential(*layers)
-    with torch.no_grad():  # non-trivial BN statistics
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-    return m.eval()
-
-
-def data(seed: int, batches: int = 4) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(16, 3, 12, 12, generator=g) for _ in range(batches)]
 
 
 def output_error(ref: nn.Module, q: nn.Module, xs: list[torch.Tensor]) -> float:

@@ -3,7 +3,10 @@
 * :class:`Net` / :func:`make_net` / :data:`CALIB`: conv -> BN -> relu -> conv -> relu -> mean -> fc, with
   non-trivial BN statistics, for the torch.ao FX and torchao pt2e flows on users' models;
 * :func:`make_seq_net` / :data:`DATA`: the BN-free ``nn.Sequential`` of the weights-only PTQ tests;
-* :func:`make_seq_bn_net`: the same with a BN after each conv (statistics left to the caller).
+* :func:`make_seq_bn_net`: the same with a BN after each conv (statistics left to the caller);
+* :func:`make_depthwise_net` / :func:`random_batches`: conv/BN/ReLU with depthwise convolutions and
+  random BN statistics (seeded by the caller), and seeded random 12x12 batches, for the
+  quantized-input tests.
 
 Every builder seeds torch's global generator (``torch.manual_seed(0)``) first, so each call gives
 the same weights.
@@ -14,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CALIB", "DATA", "Net", "make_net", "make_seq_bn_net", "make_seq_net"]
+__all__ = ["CALIB", "DATA", "Net", "make_depthwise_net", "make_net", "make_seq_bn_net", "make_seq_net",
+           "random_batches"]
 
 
 class Net(nn.Module):
@@ -69,3 +73,26 @@ def make_seq_bn_net() -> nn.Sequential:
         nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
     )
+
+
+def make_depthwise_net(seed: int) -> nn.Module:
+    """conv/BN/ReLU, then three (conv/BN/ReLU, depthwise conv/ReLU), pool, fc; random BN statistics."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()]
+    for _ in range(3):
+        layers += [nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                   nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)]
+    m = nn.Sequential(*layers)
+    with torch.no_grad():  # non-trivial BN statistics
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def random_batches(seed: int, batches: int = 4) -> list[torch.Tensor]:
+    """``batches`` seeded standard-normal batches of 16 images, 3 x 12 x 12."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(16, 3, 12, 12, generator=g) for _ in range(batches)]

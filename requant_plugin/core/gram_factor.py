@@ -1,0 +1,103 @@
+"""A low-rank-plus-diagonal form of an input Gram matrix, for cheap output-error evaluations.
+
+``G ~= F F^T + diag(d)``: ``F`` (``n x k``) from a diagonally pivoted partial Cholesky
+factorisation of ``G`` stopped once the residual trace ``sum(d)`` is at most ``tail * tr(G)``,
+and ``d = diag(G - F F^T) >= 0`` (the residual's diagonal; its off-diagonal part is dropped).
+Then ``e^T G e ~= ||F^T e||^2 + sum(d e^2)`` costs ``n (k + 1)`` instead of ``n^2`` per row.
+
+When ``G`` has rank ``r < n`` (fewer calibration rows than inputs: transformer layers, large
+convolutions with few images) the factorisation ends at ``k = r`` with ``d ~= 0`` and is exact.
+A full-rank ``G`` is factored only when its residual trace falls below ``tail`` within
+``max_fraction * n`` columns; otherwise :func:`factor_gram` returns ``None`` and callers use
+``G`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: residual trace (relative to tr G) below which the dropped part counts as exact
+EXACT_TAIL = 1e-10
+#: residual trace (relative) accepted for large full-rank Gram matrices (``n >= APPROX_MIN_N``)
+APPROX_TAIL = 1e-3
+#: only inputs this wide are approximated when ``G`` is full rank (smaller ones stay exact)
+APPROX_MIN_N = 2048
+#: a factor wider than this fraction of ``n`` saves too little: ``G`` itself is used
+MAX_FRACTION = 0.25
+#: below this width the dense product is as cheap as anything else
+MIN_N = 64
+
+
+@dataclass(frozen=True)
+class GramFactor:
+    """``G ~= factor @ factor.T + diag(diag)``; ``exact`` when the dropped trace is negligible."""
+
+    factor: NDArray[np.float64]
+    diag: NDArray[np.float64]
+    exact: bool
+
+    @property
+    def rank(self) -> int:
+        """Columns of the factor."""
+        return int(self.factor.shape[1])
+
+    def quad(self, a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Row-wise ``a_i^T G b_i`` in the factored form, for ``a``, ``b`` of shape ``(m, n)``."""
+        fa = a @ self.factor
+        fb = fa if b is a else b @ self.factor
+        return np.asarray(np.einsum("ij,ij->i", fa, fb) + (a * b) @ self.diag)
+
+
+def pivoted_cholesky(
+    gram: NDArray[np.floating], tail: float, max_rank: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """``(F, d)`` with ``G - F F^T`` having diagonal ``d`` and ``sum(d) <= tail * tr(G)``, from a
+    partial Cholesky factorisation with the largest remaining diagonal as pivot; ``None`` if that
+    needs more than ``max_rank`` columns. ``G`` must be symmetric positive semi-definite."""
+    g = np.asarray(gram, dtype=np.float64)
+    n = g.shape[0]
+    d = np.clip(np.diag(g).copy(), 0.0, None)
+    total = float(d.sum())
+    ft = np.zeros((max(0, min(max_rank, n)), n))  # the factor's columns, stored as rows
+    if total <= 0.0:
+        return ft[:0].T.copy(), d
+    goal = tail * total
+    for i in range(ft.shape[0] + 1):
+        if float(d.sum()) <= goal:
+            return ft[:i].T.copy(), d
+        if i == ft.shape[0]:
+            return None
+        p = int(np.argmax(d))
+        col = g[p] - ft[:i, p] @ ft[:i]  # column p of G - F F^T (G is symmetric)
+        col /= np.sqrt(d[p])
+        ft[i] = col
+        d = np.clip(d - col * col, 0.0, None)
+        d[p] = 0.0
+    return None  # pragma: no cover (the loop returns)
+
+
+def factor_gram(
+    gram: NDArray[np.floating], *, approx_tail: float = APPROX_TAIL, approx_min_n: int = APPROX_MIN_N,
+    max_fraction: float = MAX_FRACTION,
+) -> GramFactor | None:
+    """The factored form of ``gram`` (``n x n``) when it saves work, else ``None``.
+
+    Exact (``tail`` :data:`EXACT_TAIL`) for rank-deficient ``G`` of any width >= :data:`MIN_N`;
+    approximate (``approx_tail``) for full-rank ``G`` of width >= ``approx_min_n``. Either only
+    when at most ``max_fraction * n`` columns are needed.
+    """
+    g = np.asarray(gram, dtype=np.float64)
+    n = g.shape[0]
+    if g.ndim != 2 or g.shape != (n, n) or n < MIN_N:
+        return None
+    max_rank = int(max_fraction * n)
+    tail = approx_tail if n >= approx_min_n else EXACT_TAIL
+    out = pivoted_cholesky(g, tail, max_rank)
+    if out is None:
+        return None
+    f, d = out
+    exact = float(d.sum()) <= EXACT_TAIL * max(float(np.trace(g)), np.finfo(float).tiny)
+    return GramFactor(f, d, exact)

@@ -1,0 +1,96 @@
+"""``act_bits``: the weights are calibrated on inputs whose activations are fake-quantized as a
+W/A deployment quantizes them; the grid against torch's own per-tensor fake quantizer, the
+network output error of the W4A4 model against calibrating with float activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from refs.nets import make_depthwise_net as model
+from refs.nets import random_batches as data
+from torch import nn
+
+from requant_plugin import quantize_weights
+from requant_plugin.ptq.activation_sim import ActivationQParams, activation_qparams, simulate_activations
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.integers(2, 8), scale=st.floats(1e-3, 10.0),
+       zp_frac=st.floats(0.0, 1.0))
+def test_fake_quantize_matches_torch(seed: int, bits: int, scale: float, zp_frac: float) -> None:
+    qmax = (1 << bits) - 1
+    qp = ActivationQParams(scale, round(zp_frac * qmax), qmax)
+    x = torch.randn(257, generator=torch.Generator().manual_seed(seed)) * scale * qmax
+    want = torch.fake_quantize_per_tensor_affine(x, scale, qp.zero_point, 0, qmax)
+    torch.testing.assert_close(qp.fake_quantize(x), want, rtol=0, atol=scale * 1e-5)
+
+
+def _inputs(m: nn.Module, name: str, xs: list[torch.Tensor]) -> torch.Tensor:
+    got: list[torch.Tensor] = []
+    h = dict(m.named_modules())[name].register_forward_pre_hook(lambda _m, a: got.append(a[0].detach()))
+    with torch.no_grad():
+        for x in xs:
+            m(x)
+    h.remove()
+    return torch.cat([g.flatten() for g in got])
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_ranges_are_no_worse_than_min_max(bits: int) -> None:
+    m, cal = model(0), data(0)
+    names = [n for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    qps = activation_qparams(m, names, cal, bits)
+    assert set(qps) == set(names)
+    qmax = (1 << bits) - 1
+    for n in names:
+        x = _inputs(m, n, cal).double()
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        s = (hi - lo) / qmax
+        mm = ActivationQParams(s, int(np.clip(round(-lo / s), 0, qmax)), qmax)
+        err = float(((qps[n].fake_quantize(x) - x) ** 2).mean())
+        assert err <= float(((mm.fake_quantize(x) - x) ** 2).mean()) * (1 + 1e-6), n
+        assert qps[n].quant_max == qmax and 0 <= qps[n].zero_point <= qmax
+
+
+def test_simulation_quantizes_inside_the_block_only() -> None:
+    m, cal = model(1), data(1)
+    name = "3"  # the second convolution
+    qps = activation_qparams(m, [name], cal, 3)
+    with torch.no_grad():
+        before = m(cal[0])
+    with simulate_activations(m, qps):
+        assert torch.unique(_inputs(m, name, cal[:1])).numel() <= 8
+    with torch.no_grad():
+        torch.testing.assert_close(m(cal[0]), before, rtol=0, atol=0)
+    assert not any(mod._forward_pre_hooks for mod in m.modules())
+
+
+def w4a4_output_error(ref: nn.Module, q: nn.Module, qps: dict[str, ActivationQParams],
+                      xs: list[torch.Tensor]) -> float:
+    with torch.no_grad(), simulate_activations(q, qps):
+        return float(sum(((ref(x) - q(x)) ** 2).mean() for x in xs) / len(xs))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_simulated_activations_lower_the_w4a4_output_error(seed: int) -> None:
+    m, cal, held_out = model(seed), data(seed), data(seed + 100)
+    before = [p.detach().clone() for p in m.parameters()]
+    names = [n for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    err = {}
+    for act_bits in (None, 4):
+        q, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=act_bits)
+        assert rep.settings["act_bits"] == act_bits
+        assert not any(mod._forward_pre_hooks for mod in q.modules())  # the simulation is gone
+        err[act_bits] = w4a4_output_error(m, q, activation_qparams(m, names, cal, 4), held_out)
+    assert err[4] < err[None], err
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))  # user's model untouched
+
+
+def test_act_bits_need_quantized_inputs_and_a_valid_width() -> None:
+    with pytest.raises(ValueError, match="needs inputs='quantized'"):
+        quantize_weights(model(0), 4, recipe="beyond", calibration_data=data(0), inputs="float", act_bits=4)
+    with pytest.raises(ValueError, match="bits=9 is not supported"):
+        quantize_weights(model(0), 4, recipe="beyond", calibration_data=data(0), act_bits=9)
