@@ -184,13 +184,14 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
 
 
 #: what is known about the cells not (yet) in the table; update it with the table
-STATUS = """**Partial (issue 18 open).** Measured: ResNet-20 every row; ResNet-56 and the held-out
-MobileNetV2 (never used to develop these recipes) the REQuant rows, Brevitas GPTQ and part of GPFQ; a
-"not run" cell did not fit this session (the command above measures it; cached cells are reused).
-Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics weight
-quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ drift
-off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20 W3
-73.43 before the fix). ModelOpt 0.47 runs on CPU in its own venv, weights only (its integer quantizer is
+STATUS = """**Partial (issue 18 open).** Measured: ResNet-20 every row; ResNet-56 every REQuant, Brevitas GPTQ
+and ModelOpt row and part of GPFQ; the held-out MobileNetV2 (never used to develop these recipes) the
+REQuant rows, Brevitas GPTQ and ModelOpt. A "not run" cell (Brevitas GPFQ / learned round on the larger
+networks: 10-60 min each here) did not fit the sessions so far: the command above measures it, cached cells
+are reused. Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
+weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
+drift off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20
+W3 73.43 before the fix). ModelOpt 0.47 runs on CPU in its own venv, weights only (its integer quantizer is
 symmetric: W2 is ternary). AIMET 2.42 does not import beside the CPU torch (`torchvision::nms`), a row
 says so. Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
 the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly."""
