@@ -184,11 +184,11 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
 
 
 #: what is known about the cells not (yet) in the table; update it with the table
-STATUS = """**Partial (issue 18 open).** Measured: ResNet-20 every row; ResNet-56 every REQuant, Brevitas GPTQ
-and ModelOpt row and part of GPFQ; the held-out MobileNetV2 (never used to develop these recipes) the
-REQuant rows, Brevitas GPTQ and ModelOpt. A "not run" cell (Brevitas GPFQ / learned round on the larger
-networks: 10-60 min each here) did not fit the sessions so far: the command above measures it, cached cells
-are reused. Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
+STATUS = """**Partial (issue 18 open).** Measured: ResNet-20 every row; ResNet-56 and the held-out MobileNetV2
+(never used to develop these recipes) every row except Brevitas' learned round (about 10-30 min per cell
+here) and MobileNetV2 GPFQ W4A4, which did not fit the sessions so far: the command above measures it,
+cached cells are reused.
+Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
 drift off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20
 W3 73.43 before the fix). ModelOpt 0.47 runs on CPU in its own venv, weights only (its integer quantizer is
