@@ -65,18 +65,17 @@ def pivoted_cholesky(
     if total <= 0.0:
         return ft[:0].T.copy(), d
     goal = tail * total
-    for i in range(ft.shape[0] + 1):
-        if float(d.sum()) <= goal:
-            return ft[:i].T.copy(), d
-        if i == ft.shape[0]:
+    k = 0
+    while float(d.sum()) > goal:
+        if k == ft.shape[0]:
             return None
         p = int(np.argmax(d))
-        col = g[p] - ft[:i, p] @ ft[:i]  # column p of G - F F^T (G is symmetric)
-        col /= np.sqrt(d[p])
-        ft[i] = col
+        col = (g[p] - ft[:k, p] @ ft[:k]) / np.sqrt(d[p])  # column p of G - F F^T (G is symmetric)
+        ft[k] = col
         d = np.clip(d - col * col, 0.0, None)
         d[p] = 0.0
-    return None  # pragma: no cover (the loop returns)
+        k += 1
+    return ft[:k].T.copy(), d
 
 
 def factor_gram(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..core import Grid, StreamingHistogram
 from ..ptq import quantizable_layers, weight_ch_axis
+from ..ptq.activation_sim import ActQParams, fake_quant_activations
 
 __all__ = [
     "ActQParams", "activation_qparams", "calibrate_activations", "fake_quant_activations",
@@ -116,17 +116,6 @@ def calibrate_activations(
     return hists
 
 
-@dataclass(frozen=True)
-class ActQParams:
-    """Per-tensor activation quantization of one layer input."""
-
-    scale: float
-    zero_point: int
-    quant_min: int
-    quant_max: int
-    alpha: float
-
-
 def activation_qparams(
     hists: dict[str, StreamingHistogram], bits: int, method: str
 ) -> dict[str, ActQParams]:
@@ -148,24 +137,3 @@ def activation_qparams(
     return out
 
 
-@contextlib.contextmanager
-def fake_quant_activations(model: nn.Module, qparams: dict[str, ActQParams] | None) -> Iterator[None]:
-    """Within the block, fake-quantize the input of each layer named in ``qparams``."""
-    if not qparams:
-        yield
-        return
-
-    def make_hook(name: str) -> Any:
-        qp = qparams.get(name)
-
-        def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-            if qp is None:
-                return None
-            x = torch.fake_quantize_per_tensor_affine(
-                args[0], qp.scale, qp.zero_point, qp.quant_min, qp.quant_max
-            )
-            return (x, *args[1:])
-        return hook
-
-    with _hooks(model, make_hook):
-        yield

@@ -7,7 +7,8 @@ picks on the float model's inputs (:class:`~requant_plugin.calib.HistogramCalibr
 calibrator of the activation observers). The paired statistics then see the activations a W/A
 deployment (pt2e, FX, TensorRT at ``b`` bits) computes with, so the compensated target
 ``W*`` and the sequential bias correction absorb the activation error as well as the upstream
-weight error. The hooks live only for the call; :func:`simulate_activations` removes them.
+weight error. The hooks live only for the call; :func:`fake_quant_activations` removes them (the CLI
+pipeline evaluates its W/A rows with the same hook).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,25 +26,22 @@ from ..calib import HistogramCalibrator
 from ..core import Grid
 from .calibration import _eval_forward
 
-__all__ = ["ActivationQParams", "activation_qparams", "simulate_activations"]
+__all__ = ["ActQParams", "activation_qparams", "fake_quant_activations"]
 
 
 @dataclass(frozen=True)
-class ActivationQParams:
-    """Per-tensor asymmetric grid of one layer's input: ``scale``, ``zero_point`` on ``[0, quant_max]``."""
+class ActQParams:
+    """Per-tensor activation quantization of one layer input (``alpha``: the range factor searched)."""
 
     scale: float
     zero_point: int
+    quant_min: int
     quant_max: int
-
-    def fake_quantize(self, x: Tensor) -> Tensor:
-        """``s (clip(round(x / s) + z, 0, quant_max) - z)`` (round half to even, as torch's quantizers)."""
-        q = torch.clamp(torch.round(x / self.scale) + self.zero_point, 0, self.quant_max)
-        return (q - self.zero_point) * self.scale
+    alpha: float
 
 
 def activation_qparams(model: nn.Module, names: Sequence[str], batches: Sequence[Tensor],
-                       bits: int) -> dict[str, ActivationQParams]:
+                       bits: int) -> dict[str, ActQParams]:
     """REQuant's activation range of each layer's input in ``model`` (one forward pass per batch)."""
     grid = Grid.from_bits(bits)
     mods = dict(model.named_modules())
@@ -62,34 +61,33 @@ def activation_qparams(model: nn.Module, names: Sequence[str], batches: Sequence
     finally:
         for h in handles:
             h.remove()
-    out: dict[str, ActivationQParams] = {}
+    out: dict[str, ActQParams] = {}
     for n, cal in cals.items():
         rng = cal.compute_range()
         if rng is None:
             continue
         s, z = grid.base_qparams(np.array([float(rng.lo.min())]), np.array([float(rng.hi.max())]))
-        out[n] = ActivationQParams(float(s[0]), int(z[0]), grid.quant_max)
+        out[n] = ActQParams(float(s[0]), int(z[0]), grid.quant_min, grid.quant_max, float(cal.last_alpha or 1.0))
     return out
 
 
 @contextlib.contextmanager
-def simulate_activations(model: nn.Module, qparams: dict[str, ActivationQParams]) -> Iterator[None]:
-    """Fake-quantize the first input of each layer of ``qparams`` inside the block (forward pre-hooks)."""
+def fake_quant_activations(model: nn.Module, qparams: dict[str, ActQParams] | None) -> Iterator[None]:
+    """Within the block, fake-quantize the first input of each layer named in ``qparams``
+    (``torch.fake_quantize_per_tensor_affine``, forward pre-hooks removed on exit)."""
     mods = dict(model.named_modules())
     handles = []
 
-    def hook(qp: ActivationQParams) -> object:
-        def fake_quantize(_m: nn.Module, args: tuple[object, ...]) -> tuple[object, ...] | None:
-            x = args[0]
-            if not isinstance(x, Tensor) or not x.is_floating_point():
-                return None
-            return (qp.fake_quantize(x), *args[1:])
+    def hook(qp: ActQParams) -> Any:
+        def fake_quantize(_m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = torch.fake_quantize_per_tensor_affine(args[0], qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
+            return (x, *args[1:])
 
         return fake_quantize
 
     try:
-        for n, qp in qparams.items():
-            handles.append(mods[n].register_forward_pre_hook(hook(qp)))  # type: ignore[arg-type]
+        for n, qp in (qparams or {}).items():
+            handles.append(mods[n].register_forward_pre_hook(hook(qp)))
         yield
     finally:
         for h in handles:

@@ -12,7 +12,7 @@ from torch import nn
 from ..core.output_objective import output_mse
 from ..options import BiasCorrection
 from ..range import RangeEstimate
-from .activation_sim import ActivationQParams
+from .activation_sim import ActQParams
 from .bias_correction import expected_output, output_shift
 from .calibration import LayerStatistics
 from .config import QuantizeConfig
@@ -54,7 +54,7 @@ class RunState:
     unhooked: set[str] = field(default_factory=set)
     unreached: set[str] = field(default_factory=set)  # not called by the eval forward: no input statistics
     float_model: nn.Module | None = None  # inputs="quantized": the float (BN-folded) model to match
-    act_qparams: dict[str, ActivationQParams] = field(default_factory=dict)  # act_bits: per layer input
+    act_qparams: dict[str, ActQParams] = field(default_factory=dict)  # act_bits: per layer input
 
 
 def bias_delta(

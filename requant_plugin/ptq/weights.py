@@ -22,7 +22,7 @@ from torch import nn
 from ..core.target import compensated_weight
 from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
-from .activation_sim import activation_qparams, simulate_activations
+from .activation_sim import activation_qparams, fake_quant_activations
 from .bias_correction import add_to_bias_, bn_input_means, write_guard
 from .bn_fold import fold_bn_
 from .calibration import (
@@ -132,7 +132,7 @@ def quantize_weights(
         from tqdm.auto import tqdm
 
         plans = tqdm(list(plans), desc=f"REQuant W{cfg.bits}", unit="layer")
-    with simulate_activations(out, state.act_qparams):  # act_bits: the layers see quantized activations
+    with fake_quant_activations(out, state.act_qparams):  # act_bits: the layers see quantized activations
         for plan, module in plans:
             _quantize_layer(state, plan, module)
     return out, state.report
