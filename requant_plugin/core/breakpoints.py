@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from .transform import PowerTransform
 
-__all__ = ["SortedRows", "breakpoints_between", "near_breakpoints", "select_near"]
+__all__ = ["SortedRows", "breakpoints_between", "near_breakpoints", "select_near", "transformed_keys"]
 
 
 class SortedRows(Protocol):
@@ -31,6 +31,22 @@ class SortedRows(Protocol):
     @property
     def half(self) -> NDArray[np.float64]: ...
 
+    @property
+    def transformed(self) -> NDArray[np.float64]: ...
+
+    @property
+    def transformed_keys(self) -> NDArray[np.float64]: ...
+
+
+def transformed_keys(y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sorted rows ``y`` ``(R, n)`` as one ascending flat array: row ``r`` mapped onto
+    ``[3r, 3r + 1]`` (``(y - min) / span + 3r``), so one binary search serves every row."""
+    y0 = y[:, :1]
+    span = y[:, -1:] - y0
+    span = np.where(span > 0, span, 1.0)
+    off = 3.0 * np.arange(y.shape[0], dtype=np.float64)[:, None]
+    return ((y - y0) / span + off).ravel()
+
 
 def _runs(
     obj: SortedRows, lo: NDArray[np.float64], hi: NDArray[np.float64],
@@ -38,7 +54,7 @@ def _runs(
     """Per ``(row, threshold)`` (flat, row-major): the first flat index into the sorted rows and
     the length of the run of values whose breakpoint may lie in ``[lo, hi]`` (binary search, one
     index of slack on each side)."""
-    y = obj.transform.forward(obj.values)  # (R, n), ascending
+    y = obj.transformed  # (R, n), ascending
     den = obj.s1[:, None] * obj.half  # (R, L-1): a = y / den
     lo_y, hi_y = den * (lo[:, None] * (1.0 - 1e-9)), den * (hi[:, None] * (1.0 + 1e-9))
     lo_y, hi_y = np.minimum(lo_y, hi_y), np.maximum(lo_y, hi_y)
@@ -46,7 +62,7 @@ def _runs(
     span = y[:, -1:] - y0
     span = np.where(span > 0, span, 1.0)
     off = 3.0 * np.arange(obj.rows, dtype=np.float64)[:, None]
-    keys = ((y - y0) / span + off).ravel()
+    keys = obj.transformed_keys
     first = np.searchsorted(keys, (np.clip((lo_y - y0) / span, -1.0, 2.0) + off).ravel(), side="left")
     last = np.searchsorted(keys, (np.clip((hi_y - y0) / span, -1.0, 2.0) + off).ravel(), side="right")
     first = np.maximum(first - 1, 0)  # ulp-level disorder of the transformed values
@@ -63,7 +79,7 @@ def breakpoints_between(
     threshold the values concerned form one run of the sorted row (``runs``, from :func:`_runs`
     when not given), filtered exactly."""
     width = obj.half.shape[1]
-    y = obj.transform.forward(obj.values)
+    y = obj.transformed
     den = obj.s1[:, None] * obj.half
     first, cnt = _runs(obj, lo, hi) if runs is None else runs
     total = int(cnt.sum())

@@ -22,6 +22,7 @@ the best ``alpha`` for a fixed code assignment is closed form:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..options import LossSpace as LossSpaceChoice
-from .breakpoints import breakpoints_between, near_breakpoints, select_near
+from .breakpoints import breakpoints_between, near_breakpoints, select_near, transformed_keys
 from .direct import direct_is_cheaper, fake_quant_sse_bias
 from .grid import Grid
 from .transform import PowerTransform
@@ -135,8 +136,7 @@ class RangeObjective:
         # short raw rows: direct fake quantization is cheaper than 2**b binary searches per row
         self._direct = moments is None and not self._blocked and direct_is_cheaper(self.n, grid.levels)
         if self._direct:
-            self._y = self.transform.forward(values)
-            self._x = self._y if loss_space == "transformed" else values.astype(np.float64)
+            self._x = self.transformed if loss_space == "transformed" else values.astype(np.float64)
 
     # -- construction -------------------------------------------------------------------
     def _build_keys(self, values: NDArray[np.floating]) -> None:
@@ -282,8 +282,8 @@ class RangeObjective:
         sel = slice(None) if rows is None else rows
         if self._direct:
             self.evaluations += alpha.shape[1]
-            return fake_quant_sse_bias(self._y[sel], self._x[sel], self.s1[sel], self._a[sel, 0], self._coef[sel],
-                                       alpha, self.exponent)
+            return fake_quant_sse_bias(self.transformed[sel], self._x[sel], self.s1[sel], self._a[sel, 0],
+                                       self._coef[sel], alpha, self.exponent)
         _, split = self._splits(alpha, rows)
         self.evaluations += alpha.shape[1]
         r_, k_, w_ = split.shape
@@ -299,6 +299,16 @@ class RangeObjective:
         return self._p2[sel][:, -1:] - 2.0 * ae * b + ae * ae * c, ae * d - total1
 
     values = property(lambda self: self._values, doc="The sorted values ``(R, n)`` (raw, or bin means).")
+
+    @functools.cached_property
+    def transformed(self) -> NDArray[np.float64]:
+        """``T(values)`` in float64, ``(R, n)`` (computed once)."""
+        return self.transform.forward(self._values.astype(np.float64, copy=False))
+
+    @functools.cached_property
+    def transformed_keys(self) -> NDArray[np.float64]:
+        """:attr:`transformed` as one flat ascending key array (:func:`~.breakpoints.transformed_keys`)."""
+        return transformed_keys(self.transformed)
     half = property(lambda self: self._half, doc="Rounding thresholds ``k - z + 1/2`` (scale units), ``(R, L-1)``.")
 
     @property
@@ -355,7 +365,7 @@ class RangeObjective:
         """
         if self.n * self._half.shape[1] > max_points:
             return None
-        y = self.transform.forward(self._values)
+        y = self.transformed
         with np.errstate(divide="ignore", invalid="ignore"):
             a = y[:, :, None] / (self.s1[:, None, None] * self._half[:, None, :])
         a = np.where((a > 0) & (a <= 1), a, np.nan)
