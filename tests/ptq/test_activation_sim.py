@@ -87,3 +87,27 @@ def test_act_bits_need_quantized_inputs_and_a_valid_width() -> None:
         quantize_weights(model(0), 4, recipe="beyond", calibration_data=data(0), inputs="float", act_bits=4)
     with pytest.raises(ValueError, match="bits=9 is not supported"):
         quantize_weights(model(0), 4, recipe="beyond", calibration_data=data(0), act_bits=9)
+
+
+def test_act_bits_on_a_channels_last_mobilenet_v3() -> None:
+    """Hardswish, squeeze-excite and depthwise layers in channels_last: the simulation runs, leaves no
+    hook, keeps the layout, changes the calibrated weights, and does not touch the user's model."""
+    from benchmarks.archs.mobilenet import mobilenet_v3_small
+
+    torch.manual_seed(0)
+    m = mobilenet_v3_small(10).eval().to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    cal = [torch.randn(4, 3, 32, 32, generator=g).to(memory_format=torch.channels_last) for _ in range(2)]
+    before = [p.detach().clone() for p in m.parameters()]
+    out = {}
+    for act_bits in (None, 4):
+        q, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=act_bits)
+        assert rep.settings["act_bits"] == act_bits
+        assert not any(mod._forward_pre_hooks or mod._forward_hooks for mod in q.modules())
+        conv = q.features[0][0]
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            out[act_bits] = q(cal[0])
+        assert torch.isfinite(out[act_bits]).all()
+    assert not torch.equal(out[None], out[4])  # the weights were calibrated on other inputs
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
