@@ -74,24 +74,31 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
     return run
 
 
-def _ours_pt2e(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
+def _ours_pt2e(simulate: bool = True) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
-    activation observers, activation ranges refined on the calibration output error. The weights are
-    calibrated with the activations fake-quantized at ``act_bits`` (``act_bits=``: the compensated
-    target and bias correction absorb the activation error too)."""
-    act_bits = opts.get("act_bits")
-    if act_bits is None:
-        raise CellError("integer-graph row: run for the activation settings only (W4A8, W4A4)")
-    from requant_plugin import quantize_weights
-    from requant_plugin.observers.flows import quantize_pt2e
-    from requant_plugin.pt2e import get_requant_quantizer
+    activation observers, activation ranges refined on the calibration output error. ``simulate``: the
+    weights are calibrated with the activations fake-quantized at ``act_bits`` (``act_bits=``: the
+    compensated target and bias correction absorb the activation error too); without it, on float
+    activations (the ablation row of ``act_bits``)."""
 
-    t0 = time.perf_counter()
-    qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal), fold_bn=True,
-                                  act_bits=act_bits)
-    q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal), refine=True)
-    return q, time.perf_counter() - t0
+    def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
+        act_bits = opts.get("act_bits")
+        if act_bits is None:
+            raise CellError("integer-graph row: run for the activation settings only (W4A8, W4A4)")
+        from requant_plugin import quantize_weights
+        from requant_plugin.observers.flows import quantize_pt2e
+        from requant_plugin.pt2e import get_requant_quantizer
+
+        t0 = time.perf_counter()
+        extra = {"act_bits": act_bits} if simulate else {}
+        qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
+                                      fold_bn=True, **extra)
+        q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal),
+                             refine=True)
+        return q, time.perf_counter() - t0
+
+    return run
 
 
 def _brevitas(method: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
@@ -160,7 +167,9 @@ METHODS: list[Method] = [
     Method("paper", "REQuant paper (alpha + sqrt, per-tensor, no data)", "ours", "per-tensor", _ours("paper")),
     Method("beyond", "REQuant beyond (output obj. + feedback + bias corr.)", "ours", "per-channel", _ours("beyond")),
     Method("pt2e", "REQuant pt2e integer graph (beyond weights + REQuant acts, refined)", "ours", "per-channel sym",
-           _ours_pt2e, acts=True, weights=False),
+           _ours_pt2e(), acts=True, weights=False),
+    Method("pt2e-float-acts", "REQuant pt2e, weights calibrated on float activations (act_bits ablation)", "ours",
+           "per-channel sym", _ours_pt2e(simulate=False), acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),
     Method("brevitas-gpfq", "Brevitas GPFQ + bias corr.", "Brevitas", "per-channel", _brevitas("gpfq"), acts=True),
     Method("brevitas-lr", "Brevitas learned round (AdaRound) + bias corr.", "Brevitas", "per-channel",

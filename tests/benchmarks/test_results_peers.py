@@ -71,12 +71,13 @@ def test_missing_venv_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_pat
         run_worker("modelopt", "worker_modelopt.py", {"bits": 4})
 
 
-def test_ours_integer_graph_row_runs_activation_settings_only() -> None:
+@pytest.mark.parametrize("key", ["pt2e", "pt2e-float-acts"])
+def test_ours_integer_graph_row_runs_activation_settings_only(key: str) -> None:
     pytest.importorskip("torchao")
     model = tiny()
     with pytest.raises(CellError, match="activation settings only"):
-        BY_KEY["pt2e"].run(model, 4, cal(), {})
-    q, secs = BY_KEY["pt2e"].run(model, 4, cal(), {"act_bits": 4})
+        BY_KEY[key].run(model, 4, cal(), {})
+    q, secs = BY_KEY[key].run(model, 4, cal(), {"act_bits": 4})
     x = cal()[0]
     with torch.no_grad():
         y, ref = q(x), model(x)
