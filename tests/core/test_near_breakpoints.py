@@ -29,3 +29,22 @@ def test_near_breakpoints_equal_the_full_selection(seed: int, bits: int, p: floa
         assert want is not None and got is not None
         np.testing.assert_array_equal(got, want)
     assert obj.near_breakpoints(center, 0.01, 0, 10) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_transformed_keys_are_one_ascending_array_with_a_band_per_row(seed: int) -> None:
+    """``obj.transformed`` is ``T(values)``; its keys put row ``r`` on ``[3r, 3r + 1]``, ascending,
+    so that a binary search for ``3r + u`` (``0 <= u <= 1``) lands inside row ``r``."""
+    from requant_plugin.core.breakpoints import transformed_keys
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_t(3, size=(int(rng.integers(1, 30)), int(rng.integers(1, 200))))
+    w[0] = 0.0  # a constant row (zero span)
+    obj = objective_for_rows(w, Grid.from_bits(4), p=0.5)
+    np.testing.assert_array_equal(obj.transformed, obj.transform.forward(obj.values))
+    keys = obj.transformed_keys
+    np.testing.assert_array_equal(keys, transformed_keys(obj.transformed))
+    assert np.all(np.diff(keys) >= 0)
+    band = keys.reshape(obj.rows, obj.n) - 3.0 * np.arange(obj.rows)[:, None]
+    assert np.all(band >= -1e-12) and np.all(band <= 1 + 1e-12)
+    assert np.all(band[:, 0] == 0.0)
