@@ -16,3 +16,5 @@ def test_imagenet_cost_quick_writes_the_section(tmp_path: Path) -> None:
         assert label in text
     assert "python -m benchmarks.imagenet_cost --quick" in text
     assert "torch threads 2" in text
+    assert "Per-channel search / per-tensor search over the same weights: **" in text
+    assert "(issue 17's target: within 3x, " in text
