@@ -32,6 +32,8 @@ columns.
   each layer calibrated on inputs whose activations are fake-quantized at `act_bits`) pinned into the
   graph by `get_requant_quantizer(bits, act_bits, weight_ranges=report)` (x86 inductor quantizer, REQuant
   activation observers), then `quantize_pt2e(..., refine=True)`; the converted q/dq graph is scored by torch.
+- **REQuant pt2e, weights calibrated on float activations** (the ablation of `act_bits`): the same graph,
+  with `quantize_weights` called without `act_bits`, so the weights are matched on float activations.
 - **Brevitas 0.13.4** (`benchmarks/harness/peers/brevitas_ptq.py`): `brevitas.graph.quantize.layerwise_quantize`
   with `ShiftedUint8WeightPerChannelFloat` (per-channel asymmetric, zero point) at `weight_bit_width=bits`,
   scale and zero point taken once from the float weights' min-max statistics and then fixed
