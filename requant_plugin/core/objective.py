@@ -138,7 +138,6 @@ class RangeObjective:
         if self._direct:
             self._x = self.transformed if loss_space == "transformed" else values.astype(np.float64)
 
-    # -- construction -------------------------------------------------------------------
     def _build_keys(self, values: NDArray[np.floating]) -> None:
         if self.rows == 1:
             self._keys = np.ascontiguousarray(values[0])
@@ -208,7 +207,6 @@ class RangeObjective:
         p2 = self._p2[0][j[0]] + np.einsum("mk,mk->m", part, part)
         return p0, p1[None, :], p2[None, :]
 
-    # -- evaluation ---------------------------------------------------------------------
     def _thresholds_to_keys(self, thr: NDArray[np.float64], rows: NDArray[np.intp] | None = None,
                             ) -> NDArray[np.floating]:
         """Map thresholds ``(R', K, L-1)`` in the original space (of ``rows``, default all) to flat key space."""
