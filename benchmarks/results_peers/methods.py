@@ -91,9 +91,8 @@ def _ours_pt2e(simulate: bool = True) -> Callable[[nn.Module, int, Cal, dict[str
         from requant_plugin.pt2e import get_requant_quantizer
 
         t0 = time.perf_counter()
-        extra = {"act_bits": act_bits} if simulate else {}
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
-                                      fold_bn=True, **extra)
+                                      fold_bn=True, act_bits=act_bits if simulate else None)
         q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal),
                              refine=True)
         return q, time.perf_counter() - t0

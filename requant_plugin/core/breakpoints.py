@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from .transform import PowerTransform
 
-__all__ = ["SortedRows", "breakpoints_between", "near_breakpoints", "select_near", "transformed_keys"]
+__all__ = ["SortedRows", "band_keys", "breakpoints_between", "near_breakpoints", "row_bands", "select_near"]
 
 
 class SortedRows(Protocol):
@@ -38,14 +38,20 @@ class SortedRows(Protocol):
     def transformed_keys(self) -> NDArray[np.float64]: ...
 
 
-def transformed_keys(y: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Sorted rows ``y`` ``(R, n)`` as one ascending flat array: row ``r`` mapped onto
-    ``[3r, 3r + 1]`` (``(y - min) / span + 3r``), so one binary search serves every row."""
-    y0 = y[:, :1]
-    span = y[:, -1:] - y0
-    span = np.where(span > 0, span, 1.0)
+def row_bands(y: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per row of the sorted rows ``y`` ``(R, n)``: its low end, its span (1 where 0) and the offset
+    ``3r``, which map row ``r`` onto ``[3r, 3r + 1]`` (``(y - low) / span + 3r``)."""
+    low = y[:, :1].astype(np.float64)
+    span = y[:, -1:] - low
     off = 3.0 * np.arange(y.shape[0], dtype=np.float64)[:, None]
-    return ((y - y0) / span + off).ravel()
+    return low, np.where(span > 0, span, 1.0), off
+
+
+def band_keys(y: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Sorted rows ``y`` ``(R, n)`` as one ascending flat array, row ``r`` on ``[3r, 3r + 1]``
+    (:func:`row_bands`), so that one binary search serves every row."""
+    low, span, off = row_bands(y)
+    return ((y - low) / span + off).ravel()
 
 
 def _runs(
@@ -58,10 +64,7 @@ def _runs(
     den = obj.s1[:, None] * obj.half  # (R, L-1): a = y / den
     lo_y, hi_y = den * (lo[:, None] * (1.0 - 1e-9)), den * (hi[:, None] * (1.0 + 1e-9))
     lo_y, hi_y = np.minimum(lo_y, hi_y), np.maximum(lo_y, hi_y)
-    y0 = y[:, :1]
-    span = y[:, -1:] - y0
-    span = np.where(span > 0, span, 1.0)
-    off = 3.0 * np.arange(obj.rows, dtype=np.float64)[:, None]
+    y0, span, off = row_bands(y)
     keys = obj.transformed_keys
     first = np.searchsorted(keys, (np.clip((lo_y - y0) / span, -1.0, 2.0) + off).ravel(), side="left")
     last = np.searchsorted(keys, (np.clip((hi_y - y0) / span, -1.0, 2.0) + off).ravel(), side="right")

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..options import LossSpace as LossSpaceChoice
-from .breakpoints import breakpoints_between, near_breakpoints, select_near, transformed_keys
+from .breakpoints import band_keys, breakpoints_between, near_breakpoints, row_bands, select_near
 from .direct import direct_is_cheaper, fake_quant_sse_bias
 from .grid import Grid
 from .transform import PowerTransform
@@ -144,12 +144,8 @@ class RangeObjective:
             self._vmin = self._span = None
             return
         v = values.astype(np.float64)
-        vmin = v[:, :1]
-        span = v[:, -1:] - vmin
-        span = np.where(span > 0, span, 1.0)
-        offs = 3.0 * np.arange(self.rows, dtype=np.float64)[:, None]
-        self._keys = ((v - vmin) / span + offs).ravel()
-        self._vmin, self._span = vmin, span
+        self._vmin, self._span, _ = row_bands(v)
+        self._keys = band_keys(v)
 
     def _build_prefix(self, values: NDArray[np.floating], moments: PointMoments | None) -> None:
         """Prefix sums of weight, x and x**2 (x in the loss space), in float64.
@@ -297,6 +293,7 @@ class RangeObjective:
         return self._p2[sel][:, -1:] - 2.0 * ae * b + ae * ae * c, ae * d - total1
 
     values = property(lambda self: self._values, doc="The sorted values ``(R, n)`` (raw, or bin means).")
+    half = property(lambda self: self._half, doc="Rounding thresholds ``k - z + 1/2`` (scale units), ``(R, L-1)``.")
 
     @functools.cached_property
     def transformed(self) -> NDArray[np.float64]:
@@ -305,9 +302,8 @@ class RangeObjective:
 
     @functools.cached_property
     def transformed_keys(self) -> NDArray[np.float64]:
-        """:attr:`transformed` as one flat ascending key array (:func:`~.breakpoints.transformed_keys`)."""
-        return transformed_keys(self.transformed)
-    half = property(lambda self: self._half, doc="Rounding thresholds ``k - z + 1/2`` (scale units), ``(R, L-1)``.")
+        """:attr:`transformed` as one flat ascending key array (:func:`~.breakpoints.band_keys`)."""
+        return band_keys(self.transformed)
 
     @property
     def by_parts(self) -> bool:
