@@ -3,7 +3,7 @@ model's (for ``inputs="quantized"``): the Gram matrix and mean of ``x_q`` and ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .calibration import LayerStatistics, _eval_forward, _groups, _Stop, im2col_rows, input_row_sum
 
-__all__ = ["PairedStatistics", "collect_paired_statistics"]
+__all__ = ["PairedStatistics", "collect_paired_statistics", "paired_statistics"]
 
 
 @dataclass(frozen=True)
@@ -43,34 +43,46 @@ def _layer_input(module: nn.Module, x: Tensor, feed: Callable[[Tensor], None]) -
     return got[0]
 
 
-def collect_paired_statistics(
-    float_model: nn.Module, model: nn.Module, batches: Sequence[Tensor], name: str, *,
+def paired_statistics(
+    module: nn.Module, name: str, pairs: Iterable[tuple[Tensor, Tensor]], *,
     max_rows: int | None = 1024, seed: int = 0,
 ) -> PairedStatistics:
-    """Feed every batch to both models up to layer ``name`` and accumulate, on the same random
-    im2col rows of both inputs, ``X_q^T X_q`` and ``X_q^T X_f`` (the mean of ``x_q`` uses every row)."""
-    fmod, qmod = dict(float_model.named_modules()).get(name), dict(model.named_modules()).get(name)
-    if fmod is None or qmod is None:
-        raise ValueError(f"layer {name!r} is not in both the float and the quantized model")
-    st = LayerStatistics(name, _groups(qmod), int(qmod.weight[0].numel()))
+    """Accumulate, over the ``(x_f, x_q)`` input pairs of layer ``module`` (one per batch, in batch
+    order), ``X_q^T X_q`` and ``X_q^T X_f`` on the same random im2col rows of both inputs (seeded by
+    ``seed`` and the batch index); the mean of ``x_q`` uses every row."""
+    weight = module.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"layer {name!r}: {type(module).__name__}.weight is not a tensor")
+    st = LayerStatistics(name, _groups(module), int(weight[0].numel()))
     cross: Tensor | None = None
-    with _eval_forward(float_model) as feed_f, _eval_forward(model) as feed_q:
-        for i, x in enumerate(batches):
-            xf = _layer_input(fmod, x, feed_f)
-            xq = _layer_input(qmod, x, feed_q)
-            if xf.shape != xq.shape:
-                raise ValueError(f"layer {name!r}: float and quantized inputs differ in shape ({tuple(xf.shape)} "
-                                 f"vs {tuple(xq.shape)})")
-            rows_q = im2col_rows(qmod, xq, max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
-            rows_f = im2col_rows(qmod, xf.to(xq.device), max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
-            st.update_mean(*input_row_sum(qmod, xq))
-            st.update_gram(rows_q)
-            rq, rf = rows_q.detach().float().permute(1, 0, 2), rows_f.detach().float().permute(1, 0, 2)
-            c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n): sum x_q x_f^T
-            cross = c if cross is None else cross + c
+    for i, (xf, xq) in enumerate(pairs):
+        if xf.shape != xq.shape:
+            raise ValueError(f"layer {name!r}: float and quantized inputs differ in shape ({tuple(xf.shape)} "
+                             f"vs {tuple(xq.shape)})")
+        rows_q = im2col_rows(module, xq, max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
+        rows_f = im2col_rows(module, xf.to(xq.device), max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
+        st.update_mean(*input_row_sum(module, xq))
+        st.update_gram(rows_q)
+        rq, rf = rows_q.detach().float().permute(1, 0, 2), rows_f.detach().float().permute(1, 0, 2)
+        c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n): sum x_q x_f^T
+        cross = c if cross is None else cross + c
     st._check()
     assert cross is not None
     finite = [t for t in (cross, st.sum, st.sum_outer) if t is not None]
     if not all(bool(torch.isfinite(t).all()) for t in finite):
         raise ValueError(f"layer {name!r} received NaN/Inf inputs during calibration: REQuant needs finite values")
     return PairedStatistics(st, (cross / st.gram_count).cpu().numpy())
+
+
+def collect_paired_statistics(
+    float_model: nn.Module, model: nn.Module, batches: Sequence[Tensor], name: str, *,
+    max_rows: int | None = 1024, seed: int = 0,
+) -> PairedStatistics:
+    """Feed every batch to both models up to layer ``name`` (one forward pass per model and batch)
+    and accumulate :func:`paired_statistics` of its inputs."""
+    fmod, qmod = dict(float_model.named_modules()).get(name), dict(model.named_modules()).get(name)
+    if fmod is None or qmod is None:
+        raise ValueError(f"layer {name!r} is not in both the float and the quantized model")
+    with _eval_forward(float_model) as feed_f, _eval_forward(model) as feed_q:
+        pairs = ((_layer_input(fmod, x, feed_f), _layer_input(qmod, x, feed_q)) for x in batches)
+        return paired_statistics(qmod, name, pairs, max_rows=max_rows, seed=seed)

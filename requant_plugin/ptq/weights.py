@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import time
 import warnings
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ from .calibration import (
 )
 from .config import QuantizeConfig
 from .output_search import OutputLayerReport, feedback_round, search_layer_output
-from .paired import collect_paired_statistics
+from .paired import collect_paired_statistics, paired_statistics
 from .plan import (
     LayerPlan,
     attention_weights,
@@ -49,8 +48,12 @@ from .plan import (
 from .recipes import make_config
 from .report import QuantizationReport
 from .run_state import RunState, Solution, bias_delta, layer_report, mean_square, needs_float_copy
+from .stream import GraphStream
 
 __all__ = ["quantize_beyond", "quantize_weights"]
+
+#: One layer's float and quantized inputs, per calibration batch (from a :class:`GraphStream`).
+LayerInputs = tuple[list[torch.Tensor], list[torch.Tensor]] | None
 
 
 def quantize_weights(
@@ -127,15 +130,46 @@ def quantize_weights(
     for plan in plan_attention(cfg, out):
         _quantize_attention_weight(state, plan)
     layers = quantizable_layers(out)
-    plans: Iterable[tuple[LayerPlan, nn.Module]] = zip(plan_layers(cfg, layers), (m for _, m in layers), strict=True)
+    plans = list(zip(plan_layers(cfg, layers), (m for _, m in layers), strict=True))
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        plans = tqdm(list(plans), desc=f"REQuant W{cfg.bits}", unit="layer")
+        bar = tqdm(total=len(plans), desc=f"REQuant W{cfg.bits}", unit="layer")
     with fake_quant_activations(out, state.act_qparams):  # act_bits: the layers see quantized activations
-        for plan, module in plans:
-            _quantize_layer(state, plan, module)
+        stream = _stream(state)
+        done = len(state.report.layers)
+        streamed = stream.layers if stream is not None else {}
+        for plan, module in plans:  # the streamed layers are quantized as the stream reaches them
+            if plan.name not in streamed:
+                _quantize_layer(state, plan, module)
+                _tick(bar)
+        if stream is not None:
+            by_name = {plan.name: (plan, module) for plan, module in plans}
+
+            def visit(name: str, xf: list[torch.Tensor], xq: list[torch.Tensor]) -> None:
+                _quantize_layer(state, *by_name[name], inputs=(xf, xq))
+                _tick(bar)
+
+            stream.run(visit)
+            order = {plan.name: i for i, (plan, _) in enumerate(plans)}  # report rows in registration order
+            state.report.layers[done:] = sorted(state.report.layers[done:], key=lambda r: order[r.name])
+    if bar is not None:
+        bar.close()
     return out, state.report
+
+
+def _tick(bar: Any) -> None:
+    if bar is not None:
+        bar.update(1)
+
+
+def _stream(state: RunState) -> GraphStream | None:
+    """The one-pass stream of the layers' float and quantized inputs (``inputs="quantized"``), or
+    ``None`` where the per-layer passes are used (see :mod:`.stream`)."""
+    if state.cfg.inputs is not Inputs.QUANTIZED or state.float_model is None or not state.batches:
+        return None
+    return GraphStream.build(state.float_model, state.model, list(state.float_stats), state.batches)
 
 
 def quantize_beyond(model: Any, bits: int = 4, calibration_data: Any = None, **options: Any) -> Any:
@@ -196,7 +230,11 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
     if cfg.fold_bn:
         state.report.folded_bn = fold_bn_(out)
     if batches is not None and data_layers:  # also for the report's output MSE
-        state.float_stats = collect_statistics(out, batches, data_layers, max_rows=rows, seed=cfg.seed)
+        # quantized inputs with the output objective search on the paired statistics: the float
+        # inputs' Gram matrices would never be read (only their means, for bias correction)
+        with_gram = cfg.inputs is not Inputs.QUANTIZED or cfg.objective is not Objective.OUTPUT
+        state.float_stats = collect_statistics(out, batches, data_layers, with_gram=with_gram, max_rows=rows,
+                                               seed=cfg.seed)
         if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
             state.float_model = copy.deepcopy(out)
             if cfg.act_bits is not None:  # the ranges a W/A deployment would use, from the float inputs
@@ -243,8 +281,6 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     if cross is not None and stats is not None and plan.ch_axis == 0:
         w = _target(w, stats, cross)
     use_output = cfg.objective is Objective.OUTPUT and stats is not None and plan.ch_axis == 0
-    float_stats = state.float_stats.get(plan.name)
-    gram = float_stats.gram if float_stats is not None else None
     if use_output:
         assert stats is not None
         p: float | tuple[float, ...] = 1.0 if plan.space is Space.UNIFORM else plan.p
@@ -256,17 +292,25 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
                         searched_mse=False)
     est = _weight_estimate(w, plan, cfg)
     new_w = est.fake_quantize(w.detach())
+    float_stats = state.float_stats.get(plan.name)
+    gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
     if cfg.rounding is Rounding.FEEDBACK and stats is not None and plan.ch_axis == 0:
         new_w, gram = feedback_round(w, stats.gram, est), stats.gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 
 
-def _layer_statistics(state: RunState, name: str) -> tuple[LayerStatistics | None, Any]:
+def _layer_statistics(state: RunState, name: str, inputs: LayerInputs = None) -> tuple[LayerStatistics | None, Any]:
     """The input statistics the layer is quantized with (sequential or quantized inputs: of the partly
-    quantized model) and, for quantized inputs, ``E[x_q x_f^T]`` (else ``None``)."""
+    quantized model) and, for quantized inputs, ``E[x_q x_f^T]`` (else ``None``); ``inputs``: the
+    layer's float and quantized inputs per batch where a :class:`GraphStream` already has them."""
     stats = state.float_stats.get(name)
     cfg = state.cfg
+    if inputs is not None:
+        module = state.model.get_submodule(name)
+        paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch,
+                                   seed=cfg.seed)
+        return paired.stats, paired.cross
     if cfg.inputs is Inputs.QUANTIZED and stats is not None and state.float_model is not None:
         paired = collect_paired_statistics(state.float_model, state.model, state.batches or [], name,
                                            max_rows=state.rows_per_batch, seed=cfg.seed)
@@ -278,13 +322,13 @@ def _layer_statistics(state: RunState, name: str) -> tuple[LayerStatistics | Non
     return stats, None
 
 
-def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module) -> None:
+def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module, inputs: LayerInputs = None) -> None:
     """Quantize one Conv/Linear weight in place, correct its bias, and report it."""
     cfg, name = state.cfg, plan.name
     if plan.skip:
         state.report.skipped[name] = "skipped by override"
         return
-    stats, cross = _layer_statistics(state, name)
+    stats, cross = _layer_statistics(state, name, inputs)
     notes = ["first/last: no transform"] if plan.end else []
     w = layer_weight(module)
     t0 = time.perf_counter()

@@ -1,0 +1,140 @@
+"""``inputs="quantized"`` in one pass over the traced graph (:class:`GraphStream`): the same weights as
+re-running both models up to every layer, each module called once per batch and model, and the
+per-layer passes wherever the stream would not be exact or would not fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import requant_plugin.ptq.stream as stream_mod
+from requant_plugin import quantize_weights
+from requant_plugin.ptq.stream import GraphStream
+
+
+class Block(nn.Module):
+    """conv/ReLU/conv plus a skip, then a concatenation with a 1x1 branch and a call_method."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.branch = nn.Conv2d(c, c, 1)
+        self.merge = nn.Conv2d(2 * c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(torch.relu(self.conv1(x))) + x
+        z = torch.cat([y, self.branch(x).clamp(min=0)], dim=1)
+        return self.merge(z).relu()
+
+
+class Net(nn.Module):
+    def __init__(self, blocks: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(*[Block(8) for _ in range(blocks)])
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+class Branchy(Net):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        if float(y.mean()) > 1e9:
+            y = -y
+        return self.fc(self.blocks(y).mean((2, 3)))
+
+
+class Shared(Net):
+    """The stem is called twice: its input is not one value per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x) + self.stem(self.pre(x))).mean((2, 3)))
+
+
+def _data(n: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(6, 3, 10, 10, generator=g) for _ in range(n)]
+
+
+def _net(cls: type[Net] = Net) -> nn.Module:
+    torch.manual_seed(0)
+    return cls().eval()
+
+
+@pytest.mark.parametrize("act_bits", [None, 4])
+def test_stream_gives_the_per_layer_passes_weights(monkeypatch: pytest.MonkeyPatch, act_bits: int | None) -> None:
+    m, cal = _net(), _data()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    q1, r1 = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, act_bits=act_bits)
+    monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 0)  # the stream never fits
+    q0, r0 = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, act_bits=act_bits)
+    s0, s1 = q0.state_dict(), q1.state_dict()
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert [x.name for x in r0.layers] == [x.name for x in r1.layers]  # registration order either way
+    assert [x.output_mse for x in r0.layers] == [x.output_mse for x in r1.layers]
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # user's model untouched
+
+
+def _calls(model: nn.Module, cal: list[torch.Tensor]) -> int:
+    """How often the stem runs (its pre-hook is deep-copied with the model) in one beyond run."""
+    calls = [0]
+    model.stem.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    quantize_weights(model, 4, recipe="beyond", calibration_data=cal)
+    return calls[0]
+
+
+def test_each_module_runs_once_per_batch_and_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    cal = _data(4)
+    n, layers = len(cal), 2 + 4 * 3
+    streamed = _calls(_net(), cal)
+    # a few single-batch passes (reachability, the stream's probe), the float statistics, then per
+    # model one input capture and one run per batch: independent of the number of layers
+    assert streamed <= 6 * n, streamed
+    monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 0)
+    per_layer = _calls(_net(), cal)
+    assert per_layer >= 2 * n * layers  # both models up to every layer, every batch
+
+
+def _layers(m: nn.Module) -> list[str]:
+    return [n for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("cls", [Branchy, Shared])
+def test_no_stream_where_it_would_not_be_exact(cls: type[Net]) -> None:
+    m, cal = _net(cls), _data()
+    assert GraphStream.build(m, m, _layers(m), cal) is None
+    q, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal)  # the per-layer passes
+    assert {x.name for x in rep.layers} == set(_layers(m))
+    with torch.no_grad():
+        assert torch.isfinite(q(cal[0])).all()
+
+
+def test_stream_builds_and_visits_every_layer_in_execution_order() -> None:
+    m, cal = _net(), _data(2)
+    s = GraphStream.build(m, m, _layers(m), cal)
+    assert s is not None
+    seen: list[tuple[str, int, tuple[int, ...]]] = []
+    s.run(lambda name, xf, xq: seen.append((name, len(xf), tuple(xq[0].shape))))
+    names = [x[0] for x in seen]
+    assert names[0] == "stem" and names[-1] == "fc" and sorted(names) == sorted(_layers(m))
+    assert names.index("blocks.0.merge") > names.index("blocks.0.branch") > names.index("blocks.0.conv2")
+    assert all(k == 2 for _, k, _ in seen)
+    assert dict((n, s) for n, _, s in seen)["blocks.1.merge"] == (6, 16, 10, 10)
+
+
+def test_stream_refuses_what_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    m, cal = _net(), _data()
+    monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 10**12)
+    assert GraphStream.build(m, m, _layers(m), cal) is not None
+    monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 10**4)
+    assert GraphStream.build(m, m, _layers(m), cal) is None
