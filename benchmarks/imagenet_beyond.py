@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -58,20 +59,12 @@ def forward_seconds(model: nn.Module, data: list[torch.Tensor]) -> float:
 def beyond(model: nn.Module, data: list[torch.Tensor], per_layer: bool = False) -> tuple[float, float]:
     """Total seconds of the beyond recipe and the report's search seconds; ``per_layer``: without the
     one-pass stream (its memory check told that nothing fits)."""
-    ctx: Any = mock.patch.object(stream_mod, "available_memory", lambda _d: 0) if per_layer else _Null()
+    ctx: Any = mock.patch.object(stream_mod, "available_memory", lambda _d: 0) if per_layer else nullcontext()
     with ctx:
         t0 = time.perf_counter()
         _, report = quantize_weights(model, "beyond", bits=BITS, calibration_data=data, progress=True)
         total = time.perf_counter() - t0
     return total, report.total_seconds
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def summarise(full: bool, size: int, n: int, forward: float, run: tuple[float, float],
