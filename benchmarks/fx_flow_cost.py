@@ -32,7 +32,7 @@ from torch import nn
 
 from benchmarks.harness.markdown import fmt, md_table, write_section
 from benchmarks.harness.paths import DOCS
-from benchmarks.harness.runtime import command, environment, setup
+from benchmarks.harness.runtime import command, environment, forward_seconds, setup
 
 DOC = DOCS / "fx-flow-cost.md"
 HEADER = """# Cost of the FX flow (REQuant vs torch's default qconfig)
@@ -112,11 +112,7 @@ def prepare(model: nn.Module, mapping: Any, example: torch.Tensor) -> tuple[floa
 
 
 def calibrate(prepared: nn.Module, batches: Sequence[torch.Tensor]) -> float:
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for x in batches:
-            prepared(x)
-    return time.perf_counter() - t0
+    return forward_seconds(prepared, batches)
 
 
 def convert(prepared: nn.Module) -> tuple[float, dict[str, float]]:

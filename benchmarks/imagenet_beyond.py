@@ -31,8 +31,8 @@ from torch import nn
 import requant_plugin.ptq.stream as stream_mod
 from benchmarks.harness.markdown import md_table, write_section
 from benchmarks.harness.paths import DOCS, QUICK_OUT
-from benchmarks.harness.runtime import command, environment, setup
-from benchmarks.imagenet_cost import HEADER, THREADS, peak_rss_mib
+from benchmarks.harness.runtime import command, forward_seconds, setup
+from benchmarks.imagenet_cost import HEADER, THREADS, footer
 from requant_plugin.ptq import quantize_weights
 from requant_plugin.zoo.resnet_imagenet import resnet50
 
@@ -45,15 +45,6 @@ def images(n: int, size: int, seed: int = 0) -> list[torch.Tensor]:
     """``n`` seeded standard-normal images in batches of :data:`BATCH`."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(min(BATCH, n - i), 3, size, size, generator=g) for i in range(0, n, BATCH)]
-
-
-def forward_seconds(model: nn.Module, data: list[torch.Tensor]) -> float:
-    """One no-grad float forward pass over ``data``."""
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for x in data:
-            model(x)
-    return time.perf_counter() - t0
 
 
 def beyond(model: nn.Module, data: list[torch.Tensor], per_layer: bool = False) -> tuple[float, float]:
@@ -101,11 +92,7 @@ def summarise(full: bool, size: int, n: int, forward: float, run: tuple[float, f
         "",
         verdict,
         "",
-        f"Process peak RSS: {peak_rss_mib():.0f} MiB.",
-        "",
-        f"Command: `{cmd}`",
-        "",
-        f"Machine: {environment()}",
+        *footer(cmd),
     ])
 
 

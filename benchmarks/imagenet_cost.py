@@ -168,12 +168,13 @@ def summarise(timings: list[Timing], model: nn.Module, cmd: str, repeats: int) -
         "",
         versus,
         "",
-        f"Process peak RSS: {peak_rss_mib():.0f} MiB.",
-        "",
-        f"Command: `{cmd}`",
-        "",
-        f"Machine: {environment()}",
+        *footer(cmd),
     ])
+
+
+def footer(cmd: str) -> list[str]:
+    """The closing lines of every ImageNet-cost section: peak RSS, command, machine."""
+    return [f"Process peak RSS: {peak_rss_mib():.0f} MiB.", "", f"Command: `{cmd}`", "", f"Machine: {environment()}"]
 
 
 def main(argv: list[str] | None = None) -> int:

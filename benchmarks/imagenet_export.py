@@ -35,9 +35,9 @@ import requant_plugin.export.onnx_qdq as onnx_qdq
 from benchmarks.archs import build
 from benchmarks.harness.markdown import md_table, write_section
 from benchmarks.harness.paths import DOCS, QUICK_OUT
-from benchmarks.harness.runtime import command, environment, setup
+from benchmarks.harness.runtime import command, setup
 from benchmarks.imagenet_beyond import images
-from benchmarks.imagenet_cost import HEADER, THREADS, peak_rss_mib
+from benchmarks.imagenet_cost import HEADER, THREADS, footer
 from requant_plugin.export import export_onnx_qdq, verify_export
 from requant_plugin.zoo.resnet_imagenet import resnet50
 
@@ -121,11 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table,
         "",
-        f"Process peak RSS: {peak_rss_mib():.0f} MiB.",
-        "",
-        f"Command: `{command('imagenet_export', argv_s)}`",
-        "",
-        f"Machine: {environment()}",
+        *footer(command("imagenet_export", argv_s)),
     ])
     out = args.out or (QUICK_OUT if args.quick else DOCS)
     write_section(out / "imagenet-cost.md", "imagenet-export", body, header=HEADER,

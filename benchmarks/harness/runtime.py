@@ -79,3 +79,12 @@ def best_time(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def forward_seconds(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> float:
+    """Seconds of one no-grad forward pass of ``model`` over ``batches``."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    return time.perf_counter() - t0
