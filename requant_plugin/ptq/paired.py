@@ -3,16 +3,19 @@ model's (for ``inputs="quantized"``): the Gram matrix and mean of ``x_q`` and ``
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .calibration import LayerStatistics, _eval_forward, _groups, _Stop, im2col_rows, input_row_sum
+from .plan import layer_weight
 
-__all__ = ["PairedStatistics", "collect_paired_statistics", "paired_statistics"]
+__all__ = ["PairedStatistics", "collect_paired_statistics", "first_input", "paired_statistics"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,9 @@ class PairedStatistics:
     cross: np.ndarray
 
 
-def _layer_input(module: nn.Module, x: Tensor, feed: Callable[[Tensor], None]) -> Tensor:
+def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:
+    """The first input ``module`` receives while ``call()`` runs, after its forward pre-hooks (e.g. the
+    ``act_bits`` fake quantization); the run stops there, so neither the module nor anything after it runs."""
     got: list[Tensor] = []
 
     def hook(_m: nn.Module, args: tuple[object, ...]) -> None:
@@ -35,7 +40,8 @@ def _layer_input(module: nn.Module, x: Tensor, feed: Callable[[Tensor], None]) -
 
     handle = module.register_forward_pre_hook(hook)
     try:
-        feed(x)
+        with contextlib.suppress(_Stop):
+            call()
     finally:
         handle.remove()
     if not got:
@@ -50,10 +56,7 @@ def paired_statistics(
     """Accumulate, over the ``(x_f, x_q)`` input pairs of layer ``module`` (one per batch, in batch
     order), ``X_q^T X_q`` and ``X_q^T X_f`` on the same random im2col rows of both inputs (seeded by
     ``seed`` and the batch index); the mean of ``x_q`` uses every row."""
-    weight = module.weight
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"layer {name!r}: {type(module).__name__}.weight is not a tensor")
-    st = LayerStatistics(name, _groups(module), int(weight[0].numel()))
+    st = LayerStatistics(name, _groups(module), int(layer_weight(module)[0].numel()))
     cross: Tensor | None = None
     for i, (xf, xq) in enumerate(pairs):
         if xf.shape != xq.shape:
@@ -84,5 +87,5 @@ def collect_paired_statistics(
     if fmod is None or qmod is None:
         raise ValueError(f"layer {name!r} is not in both the float and the quantized model")
     with _eval_forward(float_model) as feed_f, _eval_forward(model) as feed_q:
-        pairs = ((_layer_input(fmod, x, feed_f), _layer_input(qmod, x, feed_q)) for x in batches)
+        pairs = ((first_input(fmod, partial(feed_f, x)), first_input(qmod, partial(feed_q, x))) for x in batches)
         return paired_statistics(qmod, name, pairs, max_rows=max_rows, seed=seed)

@@ -16,6 +16,7 @@ batches of both models fit in half the available memory (measured on the first b
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from .calibration import _contiguous_swap, _eval_forward, _Stop
+from .calibration import _contiguous_swap, _eval_forward
+from .paired import first_input
 
 __all__ = ["GraphStream", "available_memory"]
 
@@ -51,24 +53,6 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, (tuple, list)):
         return sum(_nbytes(v) for v in value)
     return 0
-
-
-def _input_of(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
-    """The first input ``module`` receives for this call, after its forward pre-hooks (e.g. the
-    ``act_bits`` fake quantization); the module's own forward does not run."""
-    got: list[Tensor] = []
-
-    def hook(_m: nn.Module, a: tuple[Any, ...]) -> None:
-        got.append(a[0].detach())
-        raise _Stop
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        with contextlib.suppress(_Stop):
-            module(*args, **kwargs)
-    finally:
-        handle.remove()
-    return got[0]
 
 
 def _batch_args(node: fx.Node, env: dict[fx.Node, list[Any]], i: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -123,32 +107,30 @@ class GraphStream:
 
     def _probe(self) -> int:
         """Run the first batch through the float graph; the peak bytes of its live values."""
-        peak = 0
         with _eval_forward(self.float_model):
-            for _node, live in self._walk(self.float_model, [self.batches[0]], lambda *_: None):
-                peak = max(peak, live)
-        return peak
+            return max(sum(_nbytes(v) for vals in env.values() for v in vals)
+                       for env in self._walk(self.float_model, [self.batches[0]], lambda *_: None))
 
     def run(self, visit: Callable[[str, list[Tensor], list[Tensor]], None]) -> None:
         """Run every batch through both models, calling ``visit`` at each streamed layer (with the
         quantized model's own tensors in place, so what it writes stays written)."""
-        swapped: list[list[tuple[Tensor, Tensor]]] = [[]]
+        swapped: list[tuple[Tensor, Tensor]] = []
 
         def restore() -> None:
-            for t, orig in swapped[0]:
+            for t, orig in swapped:
                 t.data = orig
-            swapped[0] = []
+            swapped.clear()
 
         def unswapped_visit(name: str, xf: list[Tensor], xq: list[Tensor]) -> None:
             restore()
             visit(name, xf, xq)
-            swapped[0] = _contiguous_swap(self.model)
+            swapped.extend(_contiguous_swap(self.model))
 
         was_training = self.model.training
         self.model.eval()
         try:
             with _eval_forward(self.float_model), torch.no_grad():
-                swapped[0] = _contiguous_swap(self.model)
+                swapped.extend(_contiguous_swap(self.model))
                 for _ in self._walk2(unswapped_visit):
                     pass
         finally:
@@ -157,6 +139,7 @@ class GraphStream:
 
     # -- execution -------------------------------------------------------------------------------
 
+    @functools.cached_property
     def _last_use(self) -> dict[fx.Node, list[fx.Node]]:
         """For each node, the values whose last user it is (freed after it ran)."""
         last: dict[fx.Node, fx.Node] = {}
@@ -190,9 +173,10 @@ class GraphStream:
 
     def _walk(self, root: nn.Module, batches: Sequence[Tensor],
               visit: Callable[[str, list[Tensor]], None]) -> Any:
-        """Execute the graph on ``root`` for ``batches``; yields ``(node, live bytes)``."""
+        """Execute the graph on ``root`` for ``batches``; yields the live values (node -> one per batch)
+        after each node."""
         env: dict[fx.Node, list[Any]] = {}
-        frees = self._last_use()
+        frees = self._last_use
         names = {node: name for name, node in self.layers.items()}
         for node in self.graph.nodes:
             if node.op == "placeholder" and node.args:
@@ -201,11 +185,11 @@ class GraphStream:
             per_batch = [_batch_args(node, env, i) for i in range(len(batches))]
             if node in names:
                 mod = root.get_submodule(str(node.target))
-                visit(names[node], [_input_of(mod, a, k) for a, k in per_batch])
+                visit(names[node], [first_input(mod, functools.partial(mod, *a, **k)) for a, k in per_batch])
             env[node] = [self._fetch(root, node, a, k, x) for (a, k), x in zip(per_batch, batches, strict=True)]
             for value in frees.get(node, []):
                 env.pop(value, None)
-            yield node, sum(_nbytes(v) for vals in env.values() for v in vals)
+            yield env
 
     def _walk2(self, visit: Callable[[str, list[Tensor], list[Tensor]], None]) -> Any:
         """Both models in lockstep: each node runs on the float model, then on the quantized one

@@ -131,37 +131,34 @@ def quantize_weights(
         _quantize_attention_weight(state, plan)
     layers = quantizable_layers(out)
     plans = list(zip(plan_layers(cfg, layers), (m for _, m in layers), strict=True))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # a dependency; imported on first use only
 
-        bar = tqdm(total=len(plans), desc=f"REQuant W{cfg.bits}", unit="layer")
-    with fake_quant_activations(out, state.act_qparams):  # act_bits: the layers see quantized activations
+    with (tqdm(total=len(plans), desc=f"REQuant W{cfg.bits}", unit="layer", disable=not progress) as bar,
+          fake_quant_activations(out, state.act_qparams)):  # act_bits: the layers see quantized activations
         stream = _stream(state)
-        done = len(state.report.layers)
         streamed = stream.layers if stream is not None else {}
         for plan, module in plans:  # the streamed layers are quantized as the stream reaches them
             if plan.name not in streamed:
                 _quantize_layer(state, plan, module)
-                _tick(bar)
+                bar.update(1)
         if stream is not None:
-            by_name = {plan.name: (plan, module) for plan, module in plans}
-
-            def visit(name: str, xf: list[torch.Tensor], xq: list[torch.Tensor]) -> None:
-                _quantize_layer(state, *by_name[name], inputs=(xf, xq))
-                _tick(bar)
-
-            stream.run(visit)
-            order = {plan.name: i for i, (plan, _) in enumerate(plans)}  # report rows in registration order
-            state.report.layers[done:] = sorted(state.report.layers[done:], key=lambda r: order[r.name])
-    if bar is not None:
-        bar.close()
+            _quantize_streamed(state, stream, plans, bar)
     return out, state.report
 
 
-def _tick(bar: Any) -> None:
-    if bar is not None:
+def _quantize_streamed(state: RunState, stream: GraphStream, plans: list[tuple[LayerPlan, nn.Module]],
+                       bar: Any) -> None:
+    """Quantize the streamed layers as ``stream`` reaches them; their report rows in registration order."""
+    by_name = {plan.name: (plan, module) for plan, module in plans}
+    done = len(state.report.layers)
+
+    def visit(name: str, xf: list[torch.Tensor], xq: list[torch.Tensor]) -> None:
+        _quantize_layer(state, *by_name[name], inputs=(xf, xq))
         bar.update(1)
+
+    stream.run(visit)
+    order = {plan.name: i for i, (plan, _) in enumerate(plans)}
+    state.report.layers[done:] = sorted(state.report.layers[done:], key=lambda r: order[r.name])
 
 
 def _stream(state: RunState) -> GraphStream | None:
