@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inputs import iter_calibration_inputs
+
 __all__ = [
-    "LayerStatistics", "attention_out_projections", "check_calibration_batches", "collect_statistics",
-    "im2col_rows", "input_row_sum", "iter_calibration_inputs", "supports_output_statistics", "unreached_layers",
+    "LayerStatistics", "attention_out_projections", "collect_statistics", "im2col_rows", "input_row_sum",
+    "supports_output_statistics", "unreached_layers",
 ]
 
 
@@ -47,24 +49,6 @@ def attention_out_projections(model: nn.Module) -> set[str]:
         if isinstance(module, nn.MultiheadAttention):
             out.add(f"{name}.out_proj" if name else "out_proj")
     return out
-
-
-def check_calibration_batches(batches: Sequence[Tensor]) -> None:
-    """Refuse calibration batches the statistics cannot use: non-floating dtypes (an integer
-    image is not the float input the model was trained on) and NaN/Inf values."""
-    for i, x in enumerate(batches):
-        if not x.is_floating_point():
-            raise TypeError(
-                f"calibration batch {i} has dtype {x.dtype}: the layer statistics need the float "
-                "inputs the model sees; convert first (for example x.float() / 255 plus the model's "
-                "normalisation for uint8 images, or x.float() for integer features)"
-            )
-        if not bool(torch.isfinite(x.detach()).all()):
-            bad = int((~torch.isfinite(x.detach())).sum())
-            raise ValueError(
-                f"calibration batch {i} has {bad} NaN/Inf values: REQuant needs finite calibration "
-                "inputs (drop or fix those samples)"
-            )
 
 
 def _groups(module: nn.Module) -> int:
@@ -250,26 +234,6 @@ class LayerStatistics:
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass early once every wanted layer was seen."""
-
-
-def iter_calibration_inputs(data: Any) -> Iterator[Tensor]:
-    """Yield input tensors from ``data``: a Tensor (one batch), or an iterable of Tensors or of
-    ``(x, y, ...)`` tuples/lists (the first element is the input), e.g. a DataLoader."""
-    if isinstance(data, Tensor):
-        yield data
-        return
-    if not isinstance(data, Iterable):
-        raise TypeError(
-            f"calibration_data must be a Tensor or an iterable of batches, got {type(data).__name__}"
-        )
-    for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, Tensor):
-            raise TypeError(
-                "each calibration batch must be an input Tensor or an (x, y) tuple whose first "
-                f"element is a Tensor, got {type(x).__name__}"
-            )
-        yield x
 
 
 def collect_statistics(

@@ -11,11 +11,10 @@ from typing import Any
 
 from .calibration import (
     attention_out_projections,
-    check_calibration_batches,
     collect_statistics,
-    iter_calibration_inputs,
     supports_output_statistics,
 )
+from .inputs import calibration_inputs
 from .output_search import search_layer_output
 
 __all__ = ["allocate_bits", "layer_error_curves"]
@@ -32,10 +31,7 @@ def layer_error_curves(
     solution (per-channel uniform ranges, output objective, ``rounding``) divided by the
     layer's mean squared float output (bias excluded), from one pass of calibration data.
     """
-    batches = list(iter_calibration_inputs(calibration_data))
-    if not batches:
-        raise ValueError("calibration_data yielded no batch")
-    check_calibration_batches(batches)
+    batches = calibration_inputs(calibration_data, model)
     unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
     names = [n for n, m in model.named_modules() if supports_output_statistics(m) and n not in unhooked]
     stats = collect_statistics(model, batches, names, max_rows=-(-calibration_rows // len(batches)), seed=seed)

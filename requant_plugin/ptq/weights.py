@@ -27,13 +27,12 @@ from .bn_fold import fold_bn_
 from .calibration import (
     LayerStatistics,
     attention_out_projections,
-    check_calibration_batches,
     collect_statistics,
-    iter_calibration_inputs,
     supports_output_statistics,
     unreached_layers,
 )
 from .config import QuantizeConfig
+from .inputs import calibration_inputs
 from .output_search import OutputLayerReport, feedback_round, search_layer_output
 from .paired import collect_paired_statistics, paired_statistics
 from .plan import (
@@ -124,7 +123,7 @@ def quantize_weights(
     cfg = make_config(config, **options)
     _check_data(cfg, calibration_data)
     check_model(model, cfg)
-    batches = _calibration_batches(calibration_data)
+    batches = None if calibration_data is None else calibration_inputs(calibration_data, model)
     out = model if inplace else copy.deepcopy(model)
     state = _prepare(out, cfg, batches)
     for plan in plan_attention(cfg, out):
@@ -186,19 +185,10 @@ def _check_data(cfg: QuantizeConfig, calibration_data: Any) -> None:
         )
     if cfg.bias_correction is BiasCorrection.BN and cfg.input_shape is None and calibration_data is None:
         raise ValueError(
-            "bias_correction='bn' needs the input shape of one sample: pass input_shape=(C, H, W) "
-            "(no data is used)"
+            "bias_correction='bn' needs the shape of one input sample: pass input_shape=(C, H, W) "
+            "for images, (C, L) for sequences, (features,) for a Linear model (no data is used), "
+            "or bias_correction='none'"
         )
-
-
-def _calibration_batches(calibration_data: Any) -> list[torch.Tensor] | None:
-    if calibration_data is None:
-        return None
-    batches = list(iter_calibration_inputs(calibration_data))
-    if not batches:
-        raise ValueError("calibration_data yielded no batch")
-    check_calibration_batches(batches)
-    return batches
 
 
 def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | None) -> RunState:

@@ -15,7 +15,6 @@ from requant_plugin.ptq.calibration import (
     collect_statistics,
     im2col_rows,
     input_row_sum,
-    iter_calibration_inputs,
 )
 
 CONVS = [
@@ -129,17 +128,12 @@ def test_stop_early_and_accepted_batch_forms() -> None:
     ref = collect_statistics(net, x, ["3"])["3"]
     np.testing.assert_allclose(one.mean, ref.mean)
     assert net.training is False
-    assert len(list(iter_calibration_inputs([x, [x, 1], (x,)]))) == 3
 
 
 def test_errors_name_the_problem() -> None:
     net = _net()
     with pytest.raises(ValueError, match="not a Linear/Conv1d/Conv2d"):
         collect_statistics(net, torch.randn(2, 3, 8, 8), ["1"])
-    with pytest.raises(TypeError, match="iterable of batches"):
-        list(iter_calibration_inputs(3))
-    with pytest.raises(TypeError, match="first"):
-        list(iter_calibration_inputs([("a", 1)]))
     with pytest.raises(ValueError, match="saw no calibration input"):
         collect_statistics(_Unused(), torch.randn(2, 3), ["used", "extra"])
 
