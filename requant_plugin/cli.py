@@ -64,6 +64,7 @@ def _bits(text: str) -> int:
 
 def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from .pipeline import model_choices
+    from .ptq.recipes import RECIPES
 
     p = sub.add_parser(
         "quantize", formatter_class=_Formatter,
@@ -74,7 +75,8 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         epilog="examples:\n"
                "  requant quantize --data digits --bits 8 4 --report reports/digits\n"
                "  requant quantize --model resnet20 --data cifar10 --bits 4 --per-channel "
-               "--export r20.onnx",
+               "--export r20.onnx\n"
+               "  requant quantize --model resnet20 --bits 4 3 --recipe beyond",
     )
     p.add_argument("--model", metavar="NAME",
                    help=f"{', '.join(model_choices())} (default: resnet20 for 3x32x32 data, "
@@ -92,8 +94,12 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs first")
     p.add_argument("--act-bits", metavar="B", type=_bits,
                    help="also fake-quantize every Conv/Linear input per tensor (calibrated ranges)")
+    p.add_argument("--recipe", metavar="NAME", choices=sorted(RECIPES),
+                   help=f"also evaluate a named recipe at every width ({', '.join(sorted(RECIPES))}; e.g. "
+                        "beyond: per-channel output objective, error-feedback rounding, bias correction), "
+                        "calibrated on the train images of --calib-images")
     p.add_argument("--calib-images", metavar="N", type=_positive_int, default=256,
-                   help="train images for activation calibration and export (default: 256)")
+                   help="train images for activation calibration, --recipe and export (default: 256)")
     p.add_argument("--test-limit", metavar="N", type=_positive_int,
                    help="evaluate on a seeded class-stratified subset of N test images")
     p.add_argument("--export", metavar="FILE.onnx",
@@ -114,8 +120,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                     "ResNet-20 when found ($REQUANT_SHARED_DIR or a 'shared' folder beside the\n"
                     "repository; accuracy on a 2,000-image stratified test subset), otherwise a\n"
                     "SmallCNN trained here on Fashion-MNIST (Debian package) or scikit-learn's\n"
-                    "digits. W8/W6/W4 min-max vs REQuant, tables, report folder, W8A8 ONNX export\n"
-                    "for TensorRT and its verification.",
+                    "digits. W8/W6/W4 min-max vs REQuant vs the beyond recipe, tables, report\n"
+                    "folder, W8A8 ONNX export for TensorRT and its verification.",
     )
     p.add_argument("--report", metavar="DIR", default="reports/demo",
                    help="report folder (default: reports/demo)")
@@ -166,7 +172,8 @@ def _quantize(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = PipelineConfig(
         data=args.data, model=args.model, weights=args.weights, bits=tuple(args.bits), space=args.space,
         per_channel=args.per_channel, symmetric=args.symmetric, fold_bn=args.fold_bn,
-        act_bits=args.act_bits, export=args.export, export_bits=args.export_bits, report=args.report,
+        act_bits=args.act_bits, recipe=args.recipe, export=args.export, export_bits=args.export_bits,
+        report=args.report,
         calib_images=args.calib_images, test_limit=args.test_limit, seed=args.seed,
         progress=not args.no_progress, command=_command_line(argv),
     )

@@ -9,7 +9,9 @@ Which data and model (first match wins):
    ``$REQUANT_FASHION_MNIST_DIR``) with a SmallCNN trained here on 4,000 images;
 3. scikit-learn's 8x8 digits with a SmallCNN trained here in seconds.
 
-Then W8/W6/W4 weights: min-max vs REQuant alpha vs REQuant alpha+sqrt, the per-layer table,
+Then W8/W6/W4 weights: min-max vs REQuant alpha vs REQuant alpha+sqrt vs the ``beyond`` recipe
+(per-channel, output objective, error-feedback rounding, bias correction; calibrated on 256 unlabelled
+train images, no gradient steps), the per-layer table,
 the accuracy table, a report folder and, when the ``onnx`` extra is installed, the W8A8
 TensorRT-ready ONNX with its verification.
 """
@@ -24,15 +26,18 @@ from .deps import MissingDependency, install_hint, require
 from .pipeline import PipelineConfig, PipelineResult, run_pipeline
 from .zoo import default_weights_path
 
-__all__ = ["DEMO_TEST_IMAGES", "choose_demo_data", "conclusion", "demo_config", "run_demo"]
+__all__ = ["DEMO_RECIPE", "DEMO_TEST_IMAGES", "choose_demo_data", "conclusion", "demo_config", "run_demo"]
 
 DEMO_TEST_IMAGES = 2000
 DEMO_BITS = (8, 6, 4)
+DEMO_RECIPE = "beyond"
 _INTRO = """\
 REQuant demo: post-training quantization of a CNN's weights with REQuant range estimation.
 For every Conv/Linear layer REQuant searches the range factor alpha in (0, 1] that minimises
 the weight MSE (golden-section search on an exactly evaluated, locally convex loss), optionally
 on sign(w)*sqrt|w| for a non-uniform grid. Baseline: min-max ranges (alpha = 1). No retraining.
+The "beyond" recipe adds per-channel ranges chosen by each layer's output error on 256 unlabelled
+train images, error-feedback rounding and bias correction (still no gradient steps).
 """
 
 
@@ -70,7 +75,8 @@ def demo_config(
     if export is None:
         export = Path(report) / f"{model.replace('-', '_')}_w8a8.onnx"
     cfg = PipelineConfig(
-        data=data, model=model, bits=DEMO_BITS, space="sqrt", report=str(report), export=str(export),
+        data=data, model=model, bits=DEMO_BITS, space="sqrt", recipe=DEMO_RECIPE, report=str(report),
+        export=str(export),
         export_bits=8, test_limit=test_limit, progress=progress, command=command,
     )
     return cfg, why
@@ -100,8 +106,6 @@ def run_demo(
 
 def conclusion(result: PipelineResult) -> list[str]:
     """A few sentences that read the accuracy table for the user."""
-    from .pipeline import METHOD_LABELS
-
     b = result.config.main_bits
     acc = result.accuracy[b]
     best = max((m for m in acc if m != "minmax"), key=lambda m: acc[m])
@@ -110,7 +114,7 @@ def conclusion(result: PipelineResult) -> list[str]:
                "min-max is as good here (this model is easy at this width)" if gap == 0 else
                f"min-max is {-gap:.2f} points better here (small test set, easy model)")
     lines = [
-        f"what happened: at W{b}, {METHOD_LABELS[best]} reaches {acc[best]:.2f}% vs min-max "
+        f"what happened: at W{b}, {result.config.label(best)} reaches {acc[best]:.2f}% vs min-max "
         f"{acc['minmax']:.2f}% (FP32 {result.fp32:.2f}%): {verdict}.",
     ]
     gains = [r.mse_minmax / r.mse_requant for r in result.layers if r.mse_requant > 0]

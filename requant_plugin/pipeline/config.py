@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..options import Space, granularity
+from ..options import Inputs, Space, granularity
 from ..ptq.config import QuantizeConfig
+from ..ptq.recipes import make_config, recipe
 from .curves import AlphaCurve
 
 __all__ = ["METHOD_LABELS", "ExportSummary", "LayerRow", "PipelineConfig", "PipelineResult"]
@@ -17,6 +18,7 @@ METHOD_LABELS: dict[str, str] = {
     "minmax": "min-max (alpha=1)",
     "requant": "REQuant alpha",
     "requant_sqrt": "REQuant alpha+sqrt",
+    "recipe": "REQuant recipe",  # shown as "REQuant <recipe name>" (PipelineConfig.label)
 }
 
 
@@ -42,7 +44,10 @@ class PipelineConfig:
         export_bits: weight bits of the export (default: the lowest of ``bits``; below 8 the
             codes are emulated inside INT8 containers).
         report: write ``report.md``, ``results.json`` and PNG plots into this folder.
-        calib_images: calibration images (activations and export), from the train split.
+        recipe: also evaluate ``quantize_weights(model, recipe, bits=b, calibration_data=...)`` at
+            every width (e.g. ``"beyond"``), on ``calib_images`` train images; ``symmetric`` and
+            ``per_channel`` are passed on only when set, ``act_bits`` only to quantized-input recipes.
+        calib_images: calibration images (activations, recipe and export), from the train split.
         test_limit: evaluate on a seeded class-stratified subset of this many test images.
     """
 
@@ -55,6 +60,7 @@ class PipelineConfig:
     symmetric: bool = False
     fold_bn: bool = False
     act_bits: int | None = None
+    recipe: str | None = None
     export: str | None = None
     export_bits: int | None = None
     report: str | None = None
@@ -69,12 +75,29 @@ class PipelineConfig:
     @property
     def methods(self) -> list[str]:
         """Method keys evaluated for every bit width."""
-        return ["minmax", "requant"] + (["requant_sqrt"] if self.space == "sqrt" else [])
+        return (["minmax", "requant"] + (["requant_sqrt"] if self.space == "sqrt" else [])
+                + (["recipe"] if self.recipe else []))
+
+    def label(self, method: str) -> str:
+        """Column label of a method key (the recipe row is named after its recipe)."""
+        return f"REQuant {self.recipe}" if method == "recipe" else METHOD_LABELS[method]
 
     def quantize_config(self, bits: int, space: str) -> QuantizeConfig:
         """The :class:`~requant_plugin.ptq.QuantizeConfig` of one REQuant row at ``bits`` on ``space``."""
         return QuantizeConfig(bits=bits, space=Space.parse(space), symmetric=self.symmetric,
                               granularity=granularity(self.per_channel))
+
+    def recipe_config(self, bits: int) -> QuantizeConfig:
+        """The config of the recipe row at ``bits``: the recipe, then the options the user set."""
+        assert self.recipe is not None
+        options: dict[str, Any] = {"bits": bits}
+        if self.symmetric:
+            options["symmetric"] = True
+        if self.per_channel:
+            options["granularity"] = granularity(True)
+        if self.act_bits and recipe(self.recipe).inputs is Inputs.QUANTIZED:
+            options["act_bits"] = self.act_bits
+        return make_config(self.recipe, **options)
 
     @property
     def main_bits(self) -> int:
@@ -142,7 +165,7 @@ class PipelineResult:
             "notes": self.notes,
             "settings": {
                 "bits": list(cfg.bits), "space": cfg.space, "per_channel": cfg.per_channel,
-                "symmetric": cfg.symmetric, "fold_bn": cfg.fold_bn, "act_bits": cfg.act_bits,
+                "symmetric": cfg.symmetric, "fold_bn": cfg.fold_bn, "act_bits": cfg.act_bits, "recipe": cfg.recipe,
                 "calib_images": cfg.calib_images, "test_limit": cfg.test_limit, "seed": cfg.seed,
             },
             "fp32": self.fp32,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .. import plots
-from .config import METHOD_LABELS, PipelineResult
+from .config import PipelineResult
 from .tables import accuracy_table, layer_table, setting_line
 
 __all__ = ["REPORT_FILES", "write_report"]
@@ -85,7 +85,7 @@ def write_report(result: PipelineResult, folder: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = result.config
     bits = sorted(result.accuracy)
-    series = {METHOD_LABELS[m]: [result.accuracy[b][m] for b in bits] for m in cfg.methods}
+    series = {cfg.label(m): [result.accuracy[b][m] for b in bits] for m in cfg.methods}
     files = [out / "report.md", out / "results.json"]
     files.append(plots.plot_layer_mse(
         [r.name for r in result.layers], [r.mse_minmax for r in result.layers],

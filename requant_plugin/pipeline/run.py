@@ -3,10 +3,12 @@
 :func:`run_pipeline` does, in order:
 
 1. load the data set and the float model (:mod:`.workload`);
-2. optionally calibrate activation histograms on ``calib_images`` train images;
+2. optionally calibrate activation histograms on ``calib_images`` train images (also the
+   calibration data of the recipe row and of the export);
 3. evaluate FP32, then for every bit width the min-max baseline (``alpha = 1``), REQuant's
    alpha search on the uniform grid and, with ``space="sqrt"``, REQuant with the
-   sign(w)*sqrt|w| transform (weights fake-quantized, activations FP32 unless ``act_bits``);
+   sign(w)*sqrt|w| transform and, with ``recipe``, that recipe on the calibration images (weights
+   fake-quantized, activations FP32 unless ``act_bits``);
 4. build the per-layer table and the ``L(alpha)`` curves at the lowest bit width;
 5. optionally export the TensorRT-ready ONNX and verify it (:mod:`.export_step`);
 6. optionally write the report folder (:mod:`.report`).
@@ -36,7 +38,7 @@ from .baselines import (
     fake_quant_activations,
     minmax_quantize_weights,
 )
-from .config import METHOD_LABELS, LayerRow, PipelineConfig, PipelineResult
+from .config import LayerRow, PipelineConfig, PipelineResult
 from .curves import AlphaCurve, alpha_curve, pick_curve_layers
 from .errors import UsageError, require_module
 from .export_step import export_and_verify
@@ -62,6 +64,11 @@ def _check_config(cfg: PipelineConfig) -> None:
         Space.parse(cfg.space)
     except ValueError:
         raise UsageError(f"unknown --space {cfg.space!r}: use 'uniform' or 'sqrt'") from None
+    if cfg.recipe is not None:
+        try:
+            cfg.recipe_config(cfg.main_bits)
+        except ValueError as exc:
+            raise UsageError(f"--recipe {cfg.recipe}: {exc}") from None
     if cfg.calib_images < 1:
         raise UsageError("--calib-images must be at least 1")
     if cfg.test_limit is not None and cfg.test_limit < 1:
@@ -129,7 +136,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     loader = work.dataset.loader("test", batch_size=500)
     n_calib = min(cfg.calib_images, len(work.dataset.y_train))
     calib = work.dataset.calibration_batches(n_calib, batch_size=64, seed=cfg.seed) \
-        if (cfg.act_bits or cfg.export) else []
+        if (cfg.act_bits or cfg.export or cfg.recipe) else []
     act_qp: dict[str, dict[str, ActQParams]] = {}
     if cfg.act_bits:
         t1 = time.perf_counter()
@@ -161,13 +168,18 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         accuracy[bits]["minmax"] = evaluate(mm_model, "minmax")
         bar.update()
         for method in cfg.methods[1:]:
+            if method == "recipe":
+                q_model, _ = quantize_weights(base, cfg.recipe_config(bits), calibration_data=calib)
+                accuracy[bits][method] = evaluate(q_model, method)
+                bar.update()
+                continue
             space = "sqrt" if method == "requant_sqrt" else "uniform"
             q_model, report = quantize_weights(base, cfg.quantize_config(bits, space))
             accuracy[bits][method] = evaluate(q_model, method)
             bar.update()
             if bits == cfg.main_bits and space == cfg.space:
                 layers = _layer_rows(report, mm_mse)
-        cells = ", ".join(f"{METHOD_LABELS[m]} {accuracy[bits][m]:.2f}%" for m in cfg.methods)
+        cells = ", ".join(f"{cfg.label(m)} {accuracy[bits][m]:.2f}%" for m in cfg.methods)
         bar.clear()
         log(f"      W{bits}: {cells}")
         bar.refresh()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config import METHOD_LABELS, LayerRow, PipelineConfig, PipelineResult
+from .config import LayerRow, PipelineConfig, PipelineResult
 
 __all__ = ["accuracy_table", "format_table", "layer_table", "setting_line"]
 
@@ -51,7 +51,7 @@ def layer_table(rows: list[LayerRow], *, markdown: bool = False) -> str:
 def accuracy_table(result: PipelineResult, *, markdown: bool = False) -> str:
     """Top-1 accuracy: one row per bit width, one column per method, FP32 first."""
     methods = result.config.methods
-    head = ["weights", *[METHOD_LABELS[m] for m in methods]]
+    head = ["weights", *[result.config.label(m) for m in methods]]
     rows = [["FP32", *[f"{result.fp32:.2f}"] * len(methods)]]
     for b in sorted(result.accuracy, reverse=True):
         rows.append([f"W{b}", *[f"{result.accuracy[b][m]:.2f}" for m in methods]])
@@ -65,5 +65,7 @@ def setting_line(cfg: PipelineConfig) -> str:
     acts = (f"activations A{cfg.act_bits} (per-tensor, fake-quant)" if cfg.act_bits
             else "activations FP32 (A32)")
     fold = ", BN folded" if cfg.fold_bn else ""
+    extra = (f"; recipe row: {cfg.recipe!r} (its own grid and granularity) on {cfg.calib_images} train images"
+             if cfg.recipe else "")
     return (f"weights {gran} {grid}{fold}; first and last layers use the uniform grid "
-            f"(no sqrt transform); {acts}")
+            f"(no sqrt transform); {acts}{extra}")

@@ -26,13 +26,15 @@ def test_demo_digits_fallback(cli, no_shared_data: Path, tmp_path: Path) -> None
     assert status == 0, err
     assert elapsed < 90, f"digits demo took {elapsed:.0f} s"
     assert "using scikit-learn digits" in out
+    assert re.search(r"REQuant alpha\+sqrt\s+REQuant beyond$", out, re.M)  # the recipe column
     for row in ("FP32", "W8", "W6", "W4"):
-        assert re.search(rf"^{row}\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d$", out, re.M), row
+        assert re.search(rf"^{row}(\s+\d+\.\d\d){{4}}$", out, re.M), row
     assert re.search(r"^conv2\s+32x16x3x3\s+sqrt\s+0\.\d{4}", out, re.M)
     assert "what happened: at W4" in out
     assert (report / "report.md").is_file() and len(list(report.glob("*.png"))) == 3
     res = json.loads((report / "results.json").read_text())
-    assert res["settings"]["bits"] == [8, 6, 4]
+    assert res["settings"]["bits"] == [8, 6, 4] and res["settings"]["recipe"] == "beyond"
+    assert set(res["accuracy"]["4"]) == {"minmax", "requant", "requant_sqrt", "recipe"}
     assert res["data"].startswith("digits")
     if _export_possible():
         onnx_path = report / "small_cnn_w8a8.onnx"

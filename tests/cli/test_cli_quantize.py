@@ -151,3 +151,22 @@ def test_activation_bits_are_applied(cli, digits_model, tmp_path: Path) -> None:
     # 8-bit activations cost almost nothing; 2-bit min-max activations cost accuracy (hooks are live)
     assert min(accs["8"]["accuracy"]["8"].values()) >= fp32 - 2.0
     assert accs["2"]["accuracy"]["8"]["minmax"] < accs["8"]["accuracy"]["8"]["minmax"] - 1.0
+
+
+def test_recipe_row_matches_quantize_weights(cli, digits_model, tmp_path: Path) -> None:
+    """``--recipe beyond``: one more column, equal to calling quantize_weights with the same batches."""
+    from requant_plugin import quantize_weights
+
+    weights, model = digits_model
+    status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
+                           "--bits", "3", "--recipe", "beyond", "--calib-images", "128",
+                           "--report", str(tmp_path / "r"), "--no-progress")
+    assert status == 0, err
+    assert re.search(r"REQuant alpha\+sqrt\s+REQuant beyond", out)
+    assert "recipe row: 'beyond'" in out
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["settings"]["recipe"] == "beyond"
+    data = load_digits()
+    calib = data.calibration_batches(128, batch_size=64, seed=0)
+    qmodel, _ = quantize_weights(model, "beyond", bits=3, calibration_data=calib)
+    assert res["accuracy"]["3"]["recipe"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test), abs=1e-9)
