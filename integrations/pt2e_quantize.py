@@ -26,6 +26,7 @@ import torch
 from requant_plugin.data import evaluate_accuracy
 from requant_plugin.observers.flows import count_qdq, quantize_pt2e
 from requant_plugin.observers.scripts import common_args, configurations, load_task, print_rows, quiet
+from requant_plugin.refine import LAYER_FACTORS
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     rows = [("FP32", results["fp32"], "", "")]
     for key, label, quantizer in configurations(args.bits, args.act_bits, args.backend, args.variants):
         quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration,
-                                           refine=args.refine and key != "default")
+                                           refine=(args.refine or args.refine_layers) and key != "default",
+                                           layer_factors=LAYER_FACTORS if args.refine_layers else ())
         qdq = count_qdq(quantized)
         if not qdq.get("quantize_per_tensor"):
             raise RuntimeError(f"{label}: convert_pt2e produced no quantize nodes")
@@ -57,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", action="store_true",
                    help="fit one shared activation range factor of the REQuant configurations on the "
                         "calibration output error (requant_plugin.refine.refine_activation_ranges)")
+    p.add_argument("--refine-layers", action="store_true",
+                   help="--refine, then one factor per activation observer (layer_factors=LAYER_FACTORS; "
+                        "measured by benchmarks/refine_layers.py: +0.2..+1.3 top-1 at W4A4, 3-7x the time)")
     return p
 
 

@@ -3,6 +3,6 @@ in :mod:`requant_plugin.observers.refine`)."""
 
 from __future__ import annotations
 
-from .observers.refine import RangeRefinement, activation_observers, refine_activation_ranges
+from .observers.refine import LAYER_FACTORS, RangeRefinement, activation_observers, refine_activation_ranges, simulated
 
-__all__ = ["RangeRefinement", "activation_observers", "refine_activation_ranges"]
+__all__ = ["LAYER_FACTORS", "RangeRefinement", "activation_observers", "refine_activation_ranges", "simulated"]

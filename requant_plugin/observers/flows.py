@@ -107,12 +107,13 @@ def check_converted_runs(converted: nn.Module, sample: torch.Tensor, backend: st
 
 
 def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
-                  refine: bool = False) -> tuple[nn.Module, float]:
+                  refine: bool = False, layer_factors: Sequence[float] = ()) -> tuple[nn.Module, float]:
     """``torch.export`` (dynamic batch) -> ``prepare_pt2e`` -> calibration (timed) -> ``convert_pt2e``.
 
     ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
     output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
-    included in the seconds). ``model`` is not modified: a contiguous deep copy is exported (so
+    included in the seconds), then per observer with ``layer_factors`` (e.g. ``LAYER_FACTORS``).
+    ``model`` is not modified: a contiguous deep copy is exported (so
     parameters created under ``torch.inference_mode()`` and channels_last models give the plain
     model's result). The result is put in eval mode with ``allow_exported_model_train_eval``
     (exported modules otherwise refuse ``.eval()``/``.train()``).
@@ -138,7 +139,8 @@ def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.
     if refine:
         from .refine import refine_activation_ranges
 
-        print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e"))
+        print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e",
+                                                  layer_factors=layer_factors))
     quantized: nn.Module = flow.convert_pt2e(prepared)
     pt2e.allow_exported_model_train_eval(quantized)
     quantized.eval()  # the patched eval() returns None, not the module
@@ -147,8 +149,9 @@ def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.
 
 def print_refinement(res: Any) -> None:
     """One stderr line for a :class:`requant_plugin.refine.RangeRefinement`."""
+    own = f", {len(res.layer_factors)} observers with their own factor" if res.layer_factors else ""
     print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
-          f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations)", file=sys.stderr)
+          f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations{own})", file=sys.stderr)
 
 
 def default_mapping(backend: str = "x86") -> Any:

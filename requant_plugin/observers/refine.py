@@ -15,6 +15,15 @@ It needs no labels. Each evaluation converts a copy of the prepared model and ru
 through it, about ten in all. The chosen ``beta`` is stored in each observer's ``range_factor``
 buffer, so ``convert_fx`` / ``convert_pt2e`` and ``state_dict`` carry it.
 
+Optionally (``layer_factors``) a second stage then gives each observer its own factor
+``beta_i = min(1, c * beta)`` with ``c`` from ``layer_factors``, by one sweep of coordinate descent
+in graph order on the output error of a simulation over the first ``layer_batches`` batches
+(:func:`simulated`: every observer of the prepared model fake-quantizes what it sees with its current
+parameters, no conversion per candidate; for pt2e graphs that is exactly what the converted graph
+computes, since pt2e routes the weights through their observers too; FX weights stay float in it). The
+per-observer factors are kept only if the converted model's output error on all batches is lower
+than with the shared ``beta``.
+
 Usage (FX; ``flow="pt2e"`` for ``prepare_pt2e`` models)::
 
     prepared = prepare_fx(model, get_requant_qconfig_mapping(), example)
@@ -25,20 +34,24 @@ Usage (FX; ``flow="pt2e"`` for ``prepare_pt2e`` models)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..core.scalar_search import golden_section
-from ..deps import require
+from ..deps import available, require
 from .activation import ActivationObserverMixin
 
 Flow = Literal["fx", "pt2e"]
+#: the per-observer multiples of the shared factor measured in ``benchmarks/refine_layers.py``
+LAYER_FACTORS = (0.7, 0.8, 0.9, 1.1)
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,64 @@ class RangeRefinement:
     error_at_one: float
     observers: int
     points: tuple[tuple[float, float], ...]
+    layer_factors: dict[str, float] = field(default_factory=dict)  # per observer, when kept
+    error_shared: float | None = None  # converted error with the shared factor, when a layer stage ran
 
     @property
     def evaluations(self) -> int:
         return len(self.points)
+
+
+def _fake_quant(obs: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``obs``'s fake quantization with its current parameters (recomputed when ``range_factor`` changes)."""
+    memo: dict[str, object] = {}
+
+    def forward(x: Tensor) -> Tensor:
+        factor = float(getattr(obs, "range_factor", 1.0))
+        if memo.get("factor") != factor:
+            scale, zp = obs.calculate_qparams()  # type: ignore[operator]
+            memo.clear()
+            memo.update(factor=factor, scale=scale.float(), zp=zp.int())
+        if isinstance(x, nn.Parameter) and memo.get("param") is x and memo.get("version") == x._version:
+            return memo["out"]  # type: ignore[return-value]  # a weight: quantized once per factor
+        scale, zp = memo["scale"], memo["zp"]
+        assert isinstance(scale, Tensor) and isinstance(zp, Tensor)
+        lo, hi = int(obs.quant_min), int(obs.quant_max)  # type: ignore[arg-type]
+        if scale.numel() > 1:
+            out = torch.fake_quantize_per_channel_affine(x, scale, zp, int(obs.ch_axis), lo, hi)  # type: ignore[arg-type]
+        else:
+            out = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zp), lo, hi)
+        if isinstance(x, nn.Parameter):
+            memo.update(param=x, version=x._version, out=out)
+        return out
+
+    return forward
+
+
+def _observer_bases() -> tuple[type, ...]:
+    """torch.ao's observer base and, when installed, torchao's (pt2e observers derive from that one)."""
+    from torch.ao.quantization.observer import ObserverBase
+
+    bases: list[type] = [ObserverBase]
+    if available("torchao"):
+        from torchao.quantization.pt2e.observer import ObserverBase as TorchaoBase
+
+        bases.append(TorchaoBase)
+    return tuple(bases)
+
+
+@contextlib.contextmanager
+def simulated(prepared: nn.Module) -> Iterator[nn.Module]:
+    """``prepared`` with every observer (activations and, where the graph routes weights through
+    them as pt2e does, weights) fake-quantizing instead of observing; restored on exit."""
+    patched = [m for m in prepared.modules() if isinstance(m, _observer_bases())]
+    for m in patched:
+        m.forward = _fake_quant(m)  # type: ignore[method-assign]
+    try:
+        yield prepared
+    finally:
+        for m in patched:
+            del m.forward
 
 
 def activation_observers(prepared: nn.Module) -> dict[str, ActivationObserverMixin]:
@@ -90,7 +157,7 @@ def _outputs(model: nn.Module, batches: Sequence[Tensor]) -> list[Tensor]:
 
 def refine_activation_ranges(
     prepared: nn.Module, reference: nn.Module, batches: Sequence[Tensor], *, flow: Flow = "fx",
-    lower: float = 0.8, tol: float = 0.01,
+    lower: float = 0.8, tol: float = 0.01, layer_factors: Sequence[float] = (), layer_batches: int = 2,
 ) -> RangeRefinement:
     """Fit one range factor for all REQuant activation observers of ``prepared`` on the output
     error against ``reference`` (module docstring); sets it on the observers (in place).
@@ -104,11 +171,17 @@ def refine_activation_ranges(
         flow: ``"fx"`` (``convert_fx``) or ``"pt2e"`` (``convert_pt2e``).
         lower: smallest factor searched, in (0, 1).
         tol: search resolution in ``beta``.
+        layer_factors: multiples of the shared factor each observer tries in the second stage
+            (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`.
+        layer_batches: batches the second stage's simulation runs on.
     """
     if not (0.0 < lower < 1.0):
         raise ValueError(f"lower must be in (0, 1), got {lower!r}")
     if len(batches) == 0:
         raise ValueError("refine_activation_ranges needs at least one batch")
+    if any(not c > 0.0 for c in layer_factors) or layer_batches < 1:
+        raise ValueError(f"layer_factors must be positive and layer_batches >= 1, got {tuple(layer_factors)!r} "
+                         f"and {layer_batches!r}")
     convert = _converter(flow)
     observers = activation_observers(prepared)
     if not observers:
@@ -130,19 +203,65 @@ def refine_activation_ranges(
         for m in observers.values():
             m.set_range_factor(beta)
 
-    def error(beta: float) -> float:
+    def converted_error(beta: float) -> float:
         set_factor(beta)
-        with warnings.catch_warnings():  # torch's own deprecation notice when copying an exported graph
-            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-            twin = copy.deepcopy(prepared)
-        quantized = convert(twin)
-        got = _outputs(quantized, batches)
-        return float(sum(((g - t) ** 2).sum() for g, t in zip(got, target, strict=True))) / n_values
+        return error_now(prepared, convert, batches, target, n_values)
 
-    res = golden_section(error, lower, 1.0, tol=tol)
+    res = golden_section(converted_error, lower, 1.0, tol=tol)
     set_factor(res.x)
     at_one = next(fx for x, fx in res.points if x == 1.0)
-    return RangeRefinement(res.x, res.fx, at_one, len(observers), res.points)
+    shared = RangeRefinement(res.x, res.fx, at_one, len(observers), res.points)
+    if not layer_factors:
+        return shared
+    chosen = _layer_stage(prepared, observers, res.x, layer_factors, batches[:layer_batches],
+                          target[:layer_batches])
+    for name, m in observers.items():
+        m.set_range_factor(chosen[name])
+    err = error_now(prepared, convert, batches, target, n_values)
+    if err >= res.fx:  # the simulation's choice does not pay on the converted model: shared factor
+        set_factor(res.x)
+        return dataclasses.replace(shared, error_shared=res.fx)
+    return dataclasses.replace(shared, error=err, error_shared=res.fx,
+                               layer_factors={n: f for n, f in chosen.items() if f != res.x})
 
 
-__all__ = ["RangeRefinement", "activation_observers", "refine_activation_ranges"]
+def error_now(prepared: nn.Module, convert: Callable[..., nn.Module], batches: Sequence[Tensor],
+              target: Sequence[Tensor], n_values: int) -> float:
+    """Mean squared output error of the converted ``prepared`` (a copy) against ``target``."""
+    with warnings.catch_warnings():  # torch's own deprecation notice when copying an exported graph
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        twin = copy.deepcopy(prepared)
+    return _error(convert(twin), batches, target, n_values)
+
+
+def _error(model: nn.Module, batches: Sequence[Tensor], target: Sequence[Tensor], n_values: int) -> float:
+    """``sum ||model(x) - t||^2 / n_values`` over the batches."""
+    got = _outputs(model, batches)
+    return float(sum(((g - t) ** 2).sum() for g, t in zip(got, target, strict=True))) / n_values
+
+
+def _layer_stage(prepared: nn.Module, observers: dict[str, ActivationObserverMixin], shared: float,
+                 factors: Sequence[float], batches: Sequence[Tensor], target: Sequence[Tensor]) -> dict[str, float]:
+    """One sweep of coordinate descent over the observers (graph order): each keeps the factor
+    ``min(1, c * shared)`` (``c`` in ``factors``) with the lowest simulated output error."""
+    n_values = sum(t.numel() for t in target)
+    chosen = dict.fromkeys(observers, shared)
+    with simulated(prepared) as sim:
+        def sim_error() -> float:
+            return _error(sim, batches, target, n_values)
+
+        best = sim_error()
+        for name, m in observers.items():
+            for c in factors:
+                f = min(1.0, c * shared)
+                if f == chosen[name]:
+                    continue
+                m.set_range_factor(f)
+                e = sim_error()
+                if e < best:
+                    best, chosen[name] = e, f
+            m.set_range_factor(chosen[name])
+    return chosen
+
+
+__all__ = ["LAYER_FACTORS", "RangeRefinement", "activation_observers", "refine_activation_ranges", "simulated"]

@@ -187,3 +187,81 @@ def test_pt2e_refinement() -> None:
     assert res.error_at_one == pytest.approx(plain, rel=1e-6)
     assert res.error <= plain
     assert res.error == pytest.approx(measured(), rel=1e-6)
+
+
+def _pt2e_prepared(net: nn.Module, batches: list[torch.Tensor], act_bits: int = 4) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from requant_plugin.pt2e import get_requant_quantizer
+
+    exported = torch.export.export(copy.deepcopy(net), (batches[0],)).module()
+    prep = prepare_pt2e(exported, get_requant_quantizer(8, act_bits))
+    with torch.no_grad():
+        for x in batches:
+            prep(x)
+    return prep
+
+
+def _copy(prep: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():  # torch's deprecation notice when copying an exported graph
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        return copy.deepcopy(prep)
+
+
+def _pt2e_converted(prep: nn.Module) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    return convert_pt2e(_copy(prep))
+
+
+def test_simulated_pt2e_graph_computes_what_the_converted_graph_computes() -> None:
+    """The simulation fake-quantizes at every observer, weights included; the converted graph's
+    decomposed q/dq ops compute the same values (the weights are folded into int8 constants there)."""
+    pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
+    from requant_plugin.refine import simulated
+
+    torch.manual_seed(0)
+    net, batches = Net().eval(), _batches()
+    prep = _pt2e_prepared(net, batches)
+    for factor in (1.0, 0.85):
+        for m in activation_observers(prep).values():
+            m.set_range_factor(factor)
+        converted = _pt2e_converted(prep)
+        with torch.no_grad(), simulated(prep) as sim:
+            for x in batches:
+                torch.testing.assert_close(sim(x), converted(x), rtol=0, atol=1e-5)
+    before = {n: m.histogram().total for n, m in activation_observers(prep).items()}
+    with torch.no_grad():
+        prep(batches[0])  # observing again after the context: the patch is gone
+    assert all(m.histogram().total > before[n] for n, m in activation_observers(prep).items())
+
+
+def test_per_observer_factors_are_kept_only_when_the_converted_error_drops() -> None:
+    pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
+    torch.manual_seed(0)
+    net, batches = Net().eval(), _batches(4)
+    prep = _pt2e_prepared(net, batches, act_bits=3)
+    shared = refine_activation_ranges(_copy(prep), net, batches, flow="pt2e", lower=0.5, tol=0.02)
+    same = refine_activation_ranges(_copy(prep), net, batches, flow="pt2e", lower=0.5, tol=0.02,
+                                    layer_factors=(1.0,))  # nothing to try: the shared result
+    assert same.layer_factors == {} and same.error == shared.error == same.error_shared
+    # the simulation runs on all 4 batches here, so a move it accepts lowers the converted error too
+    res = refine_activation_ranges(prep, net, batches, flow="pt2e", lower=0.5, tol=0.02,
+                                   layer_factors=(0.6, 0.8, 1.2), layer_batches=4)
+    assert res.factor == shared.factor and res.error_shared == pytest.approx(shared.error, rel=1e-9)
+    assert res.layer_factors and res.error < shared.error
+    assert res.error == pytest.approx(_output_mse(_pt2e_converted(prep), net, batches), rel=1e-6)
+    allowed = [min(1.0, c * res.factor) for c in (0.6, 0.8, 1.2)]
+    for name, m in activation_observers(prep).items():  # each holds its own factor, or the shared one
+        assert float(m.range_factor) == pytest.approx(res.layer_factors.get(name, res.factor), rel=1e-12)
+        if name in res.layer_factors:
+            assert any(res.layer_factors[name] == pytest.approx(a) for a in allowed)
+
+
+def test_layer_stage_arguments_are_checked() -> None:
+    net, batches = Net().eval(), _batches(1)
+    prep = _prepared(net, batches)
+    with pytest.raises(ValueError, match="layer_factors must be positive"):
+        refine_activation_ranges(prep, net, batches, layer_factors=(0.0, 0.9))
+    with pytest.raises(ValueError, match="layer_batches >= 1"):
+        refine_activation_ranges(prep, net, batches, layer_factors=(0.9,), layer_batches=0)
