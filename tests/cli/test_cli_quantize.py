@@ -56,6 +56,14 @@ def assert_png(path: Path) -> None:
     assert float(np.ptp(img[..., :3])) > 0.2, f"{path} looks blank"
 
 
+def run_saved(cli, weights: Path, out_dir: Path, *options: str) -> tuple[str, dict]:
+    """``requant quantize`` on the saved digits SmallCNN with ``options``; its output and results.json."""
+    status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
+                           *options, "--report", str(out_dir), "--no-progress")
+    assert status == 0, err
+    return out, json.loads((out_dir / "results.json").read_text())
+
+
 def test_fast_path_trains_small_cnn_and_writes_report(cli, tmp_path: Path) -> None:
     report = tmp_path / "report"
     status, out, err = cli("quantize", "--data", "digits", "--bits", "8", "3", "--report", str(report),
@@ -88,11 +96,8 @@ def test_fast_path_trains_small_cnn_and_writes_report(cli, tmp_path: Path) -> No
 
 def test_numbers_match_independent_references(cli, digits_model, tmp_path: Path) -> None:
     weights, model = digits_model
-    status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
-                           "--bits", "8", "3", "--report", str(tmp_path / "r"), "--no-progress")
-    assert status == 0, err
+    out, res = run_saved(cli, weights, tmp_path / "r", "--bits", "8", "3")
     assert "training" not in out
-    res = json.loads((tmp_path / "r" / "results.json").read_text())
     data = load_digits()
     assert res["fp32"] == pytest.approx(top1(model, data.x_test, data.y_test), abs=1e-9)
     ref_w = layer_weights(model)
@@ -119,11 +124,8 @@ def test_numbers_match_independent_references(cli, digits_model, tmp_path: Path)
 
 def test_symmetric_per_channel(cli, digits_model, tmp_path: Path) -> None:
     weights, model = digits_model
-    status, _, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
-                         "--bits", "4", "--space", "uniform", "--per-channel", "--symmetric",
-                         "--report", str(tmp_path / "r"), "--no-progress")
-    assert status == 0, err
-    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    _, res = run_saved(cli, weights, tmp_path / "r", "--bits", "4", "--space", "uniform", "--per-channel",
+                       "--symmetric")
     assert set(res["accuracy"]["4"]) == {"minmax", "requant"}
     ref_w = layer_weights(model)
     for row in res["layers"]:
@@ -138,13 +140,9 @@ def test_activation_bits_are_applied(cli, digits_model, tmp_path: Path) -> None:
     weights, _ = digits_model
     accs = {}
     for act_bits in ("8", "2"):
-        out_dir = tmp_path / f"a{act_bits}"
-        status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data",
-                               "digits", "--bits", "8", "--space", "uniform", "--act-bits", act_bits,
-                               "--calib-images", "128", "--report", str(out_dir), "--no-progress")
-        assert status == 0, err
+        out, res = run_saved(cli, weights, tmp_path / f"a{act_bits}", "--bits", "8", "--space", "uniform",
+                             "--act-bits", act_bits, "--calib-images", "128")
         assert f"activations A{act_bits}" in out
-        res = json.loads((out_dir / "results.json").read_text())
         assert res["settings"]["act_bits"] == int(act_bits)
         accs[act_bits] = res
     fp32 = accs["8"]["fp32"]
@@ -158,13 +156,9 @@ def test_recipe_row_matches_quantize_weights(cli, digits_model, tmp_path: Path) 
     from requant_plugin import quantize_weights
 
     weights, model = digits_model
-    status, out, err = cli("quantize", "--model", "small-cnn", "--weights", str(weights), "--data", "digits",
-                           "--bits", "3", "--recipe", "beyond", "--calib-images", "128",
-                           "--report", str(tmp_path / "r"), "--no-progress")
-    assert status == 0, err
+    out, res = run_saved(cli, weights, tmp_path / "r", "--bits", "3", "--recipe", "beyond", "--calib-images", "128")
     assert re.search(r"REQuant alpha\+sqrt\s+REQuant beyond", out)
     assert "recipe row: 'beyond'" in out
-    res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["settings"]["recipe"] == "beyond"
     data = load_digits()
     calib = data.calibration_batches(128, batch_size=64, seed=0)
