@@ -32,6 +32,10 @@ columns.
   each layer calibrated on inputs whose activations are fake-quantized at `act_bits`) pinned into the
   graph by `get_requant_quantizer(bits, act_bits, weight_ranges=report)` (x86 inductor quantizer, REQuant
   activation observers), then `quantize_pt2e(..., refine=True)`; the converted q/dq graph is scored by torch.
+- **REQuant pt2e, + one activation range factor per observer** (W4A4, opt-in): the same graph with
+  `quantize_pt2e(..., refine=True, layer_factors=LAYER_FACTORS)` (after the shared factor, each activation
+  observer tries 0.7 / 0.8 / 0.9 / 1.1 times it on a simulation of the graph; kept if the converted graph's
+  calibration error drops; `python -m benchmarks.refine_layers`).
 - **REQuant pt2e, weights calibrated on float activations** (the ablation of `act_bits`): the same graph,
   with `quantize_weights` called without `act_bits`, so the weights are matched on float activations.
 - **Brevitas 0.13.4** (`benchmarks/harness/peers/brevitas_ptq.py`): `brevitas.graph.quantize.layerwise_quantize`
@@ -216,7 +220,8 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
 #: what is known about the cells not (yet) in the table; update it with the table
 STATUS = """**Every row measured (issue 18 open: not every goal is met, see the goal columns and the time
 table).** ResNet-20, ResNet-56 and the held-out MobileNetV2 (never used to develop these recipes), every
-method that runs here; cached cells are reused by the command above.
+method that runs here (the opt-in per-observer row at W4A4, seed 0, only); cached cells are reused by the
+command above.
 Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
 drift off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20

@@ -74,13 +74,15 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
     return run
 
 
-def _ours_pt2e(simulate: bool = True) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
+def _ours_pt2e(simulate: bool = True, per_observer: bool = False,
+               ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
     activation observers, activation ranges refined on the calibration output error. ``simulate``: the
     weights are calibrated with the activations fake-quantized at ``act_bits`` (``act_bits=``: the
     compensated target and bias correction absorb the activation error too); without it, on float
-    activations (the ablation row of ``act_bits``)."""
+    activations (the ablation row of ``act_bits``). ``per_observer``: the refinement's opt-in second stage,
+    one range factor per activation observer (``layer_factors=LAYER_FACTORS``)."""
 
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         act_bits = opts.get("act_bits")
@@ -89,12 +91,13 @@ def _ours_pt2e(simulate: bool = True) -> Callable[[nn.Module, int, Cal, dict[str
         from requant_plugin import quantize_weights
         from requant_plugin.observers.flows import quantize_pt2e
         from requant_plugin.pt2e import get_requant_quantizer
+        from requant_plugin.refine import LAYER_FACTORS
 
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
                                       fold_bn=True, act_bits=act_bits if simulate else None)
         q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal),
-                             refine=True)
+                             refine=True, layer_factors=LAYER_FACTORS if per_observer else ())
         return q, time.perf_counter() - t0
 
     return run
@@ -167,6 +170,8 @@ METHODS: list[Method] = [
     Method("beyond", "REQuant beyond (output obj. + feedback + bias corr.)", "ours", "per-channel", _ours("beyond")),
     Method("pt2e", "REQuant pt2e integer graph (beyond weights + REQuant acts, refined)", "ours", "per-channel sym",
            _ours_pt2e(), acts=True, weights=False),
+    Method("pt2e-layers", "REQuant pt2e, + one activation range factor per observer (opt-in layer_factors)",
+           "ours", "per-channel sym", _ours_pt2e(per_observer=True), acts=True, weights=False),
     Method("pt2e-float-acts", "REQuant pt2e, weights calibrated on float activations (act_bits ablation)", "ours",
            "per-channel sym", _ours_pt2e(simulate=False), acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),
