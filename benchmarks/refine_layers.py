@@ -37,7 +37,7 @@ from benchmarks.harness.evaluate import Evaluator
 from benchmarks.harness.markdown import OBSERVERS_HEADER, fmt, md_table, write_section
 from benchmarks.harness.paths import DOCS, QUICK_OUT
 from benchmarks.harness.runtime import command, environment, setup
-from requant_plugin.deps import require
+from requant_plugin.observers.flows import convert_pt2e_eval, prepare_pt2e_calibrated
 from requant_plugin.pt2e import get_requant_quantizer
 from requant_plugin.ptq import quantize_weights
 from requant_plugin.refine import LAYER_FACTORS as FACTORS
@@ -60,25 +60,10 @@ class Outcome:
 def _prepared(model: nn.Module, cal: list[torch.Tensor]) -> tuple[nn.Module, nn.Module]:
     """The calibrated pt2e graph of the results-peers ``pt2e`` row (beyond weights, REQuant acts), and
     the float model carrying those weights (the reference ``quantize_pt2e(refine=True)`` refines against)."""
-    flow = require("torchao.quantization.pt2e.quantize_pt2e", "the pt2e flow")
     qw, report = quantize_weights(model, BITS, recipe="beyond-tensorrt", calibration_data=cal, fold_bn=True,
                                   act_bits=BITS)
-    batch = torch.export.Dim("batch", min=1)
-    exported = torch.export.export(copy.deepcopy(qw).eval(), (cal[0],), dynamic_shapes={"x": {0: batch}})
-    prepared: nn.Module = flow.prepare_pt2e(exported.module(), get_requant_quantizer(BITS, BITS, weight_ranges=report))
-    with torch.no_grad():
-        for x in cal:
-            prepared(x)
+    prepared, _ = prepare_pt2e_calibrated(qw, get_requant_quantizer(BITS, BITS, weight_ranges=report), cal)
     return prepared, qw
-
-
-def _converted(prepared: nn.Module) -> nn.Module:
-    pt2e = require("torchao.quantization.pt2e", "the pt2e flow")
-    flow = require("torchao.quantization.pt2e.quantize_pt2e", "the pt2e flow")
-    q: nn.Module = flow.convert_pt2e(copy.deepcopy(prepared))
-    pt2e.allow_exported_model_train_eval(q)
-    q.eval()
-    return q
 
 
 @torch.no_grad()
@@ -104,7 +89,7 @@ def measure(name: str, cal: list[torch.Tensor], held: torch.Tensor, evaluator: E
         res = refine_activation_ranges(prepared, reference, cal, flow="pt2e", layer_factors=factors,
                                        layer_batches=layer_batches)
         secs = time.perf_counter() - t0
-        q = _converted(prepared)
+        q = convert_pt2e_eval(prepared)
         mse, agree = _held_out(q, fp, held)
         out[label] = Outcome(res, secs, mse, agree, evaluator.accuracy(q, engine="torch"))
         print(f"{name} {label}: calib MSE {res.error:.4f}, held-out MSE {mse:.4f}, agreement {agree:.4f}, "

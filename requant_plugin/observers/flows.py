@@ -19,8 +19,8 @@ from torch import nn
 from ..deps import require
 
 __all__ = [
-    "check_fx_model", "check_quantized", "count_qdq", "default_mapping", "forward_arg", "prepare_calibrated",
-    "print_refinement", "quantize_fx", "quantize_pt2e", "check_converted_runs",
+    "check_converted_runs", "check_fx_model", "check_quantized", "convert_pt2e_eval", "count_qdq", "default_mapping",
+    "forward_arg", "prepare_calibrated", "prepare_pt2e_calibrated", "print_refinement", "quantize_fx", "quantize_pt2e",
 ]
 
 
@@ -106,21 +106,12 @@ def check_converted_runs(converted: nn.Module, sample: torch.Tensor, backend: st
         _Locate(gm).run(sample)
 
 
-def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
-                  refine: bool = False, layer_factors: Sequence[float] = ()) -> tuple[nn.Module, float]:
-    """``torch.export`` (dynamic batch) -> ``prepare_pt2e`` -> calibration (timed) -> ``convert_pt2e``.
-
-    ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
-    output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
-    included in the seconds), then per observer with ``layer_factors`` (e.g. ``LAYER_FACTORS``).
-    ``model`` is not modified: a contiguous deep copy is exported (so
-    parameters created under ``torch.inference_mode()`` and channels_last models give the plain
-    model's result). The result is put in eval mode with ``allow_exported_model_train_eval``
-    (exported modules otherwise refuse ``.eval()``/``.train()``).
-    """
-    pt2e = require("torchao.quantization.pt2e", "the pt2e flow")
+def prepare_pt2e_calibrated(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor],
+                            ) -> tuple[nn.Module, float]:
+    """``torch.export`` (dynamic batch) -> ``prepare_pt2e`` -> calibration; the prepared graph and the
+    calibration seconds. ``model`` is not modified: a contiguous deep copy is exported (so parameters
+    created under ``torch.inference_mode()`` and channels_last models give the plain model's result)."""
     flow = require("torchao.quantization.pt2e.quantize_pt2e", "the pt2e flow")
-
     batch = torch.export.Dim("batch", min=1)
     # a copy: the user's model keeps its mode, inference-mode parameters become ordinary tensors
     # (torch.export cannot trace inference tensors) and weights contiguous (a channels_last conv sums
@@ -130,21 +121,41 @@ def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.
     plain = twin.to(memory_format=torch.contiguous_format).eval()
     exported = torch.export.export(plain, (calibration[0],),
                                    dynamic_shapes={forward_arg(model): {0: batch}})
-    prepared = flow.prepare_pt2e(exported.module(), quantizer)
+    prepared: nn.Module = flow.prepare_pt2e(exported.module(), quantizer)
     start = time.perf_counter()
     with torch.no_grad():
         for x in calibration:
             prepared(x)
-    seconds = time.perf_counter() - start
+    return prepared, time.perf_counter() - start
+
+
+def convert_pt2e_eval(prepared: nn.Module) -> nn.Module:
+    """``convert_pt2e(prepared)`` in eval mode (``allow_exported_model_train_eval``: exported modules
+    otherwise refuse ``.eval()``/``.train()``); ``prepared`` becomes the converted graph."""
+    pt2e = require("torchao.quantization.pt2e", "the pt2e flow")
+    flow = require("torchao.quantization.pt2e.quantize_pt2e", "the pt2e flow")
+    quantized: nn.Module = flow.convert_pt2e(prepared)
+    pt2e.allow_exported_model_train_eval(quantized)
+    quantized.eval()  # the patched eval() returns None, not the module
+    return quantized
+
+
+def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
+                  refine: bool = False, layer_factors: Sequence[float] = ()) -> tuple[nn.Module, float]:
+    """:func:`prepare_pt2e_calibrated` (timed) -> optional refinement -> :func:`convert_pt2e_eval`.
+
+    ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
+    output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
+    included in the seconds), then per observer with ``layer_factors`` (e.g. ``LAYER_FACTORS``).
+    ``model`` is not modified.
+    """
+    prepared, seconds = prepare_pt2e_calibrated(model, quantizer, calibration)
     if refine:
         from .refine import refine_activation_ranges
 
         print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e",
                                                   layer_factors=layer_factors))
-    quantized: nn.Module = flow.convert_pt2e(prepared)
-    pt2e.allow_exported_model_train_eval(quantized)
-    quantized.eval()  # the patched eval() returns None, not the module
-    return quantized, seconds
+    return convert_pt2e_eval(prepared), seconds
 
 
 def print_refinement(res: Any) -> None:

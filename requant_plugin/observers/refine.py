@@ -205,7 +205,7 @@ def refine_activation_ranges(
 
     def converted_error(beta: float) -> float:
         set_factor(beta)
-        return error_now(prepared, convert, batches, target, n_values)
+        return _converted_error(prepared, convert, batches, target, n_values)
 
     res = golden_section(converted_error, lower, 1.0, tol=tol)
     set_factor(res.x)
@@ -217,7 +217,7 @@ def refine_activation_ranges(
                           target[:layer_batches])
     for name, m in observers.items():
         m.set_range_factor(chosen[name])
-    err = error_now(prepared, convert, batches, target, n_values)
+    err = _converted_error(prepared, convert, batches, target, n_values)
     if err >= res.fx:  # the simulation's choice does not pay on the converted model: shared factor
         set_factor(res.x)
         return dataclasses.replace(shared, error_shared=res.fx)
@@ -225,7 +225,7 @@ def refine_activation_ranges(
                                layer_factors={n: f for n, f in chosen.items() if f != res.x})
 
 
-def error_now(prepared: nn.Module, convert: Callable[..., nn.Module], batches: Sequence[Tensor],
+def _converted_error(prepared: nn.Module, convert: Callable[..., nn.Module], batches: Sequence[Tensor],
               target: Sequence[Tensor], n_values: int) -> float:
     """Mean squared output error of the converted ``prepared`` (a copy) against ``target``."""
     with warnings.catch_warnings():  # torch's own deprecation notice when copying an exported graph

@@ -168,16 +168,12 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         accuracy[bits]["minmax"] = evaluate(mm_model, "minmax")
         bar.update()
         for method in cfg.methods[1:]:
-            if method == "recipe":
-                q_model, _ = quantize_weights(base, cfg.recipe_config(bits), calibration_data=calib)
-                accuracy[bits][method] = evaluate(q_model, method)
-                bar.update()
-                continue
             space = "sqrt" if method == "requant_sqrt" else "uniform"
-            q_model, report = quantize_weights(base, cfg.quantize_config(bits, space))
+            q_model, report = (quantize_weights(base, cfg.recipe_config(bits), calibration_data=calib)
+                               if method == "recipe" else quantize_weights(base, cfg.quantize_config(bits, space)))
             accuracy[bits][method] = evaluate(q_model, method)
             bar.update()
-            if bits == cfg.main_bits and space == cfg.space:
+            if method != "recipe" and bits == cfg.main_bits and space == cfg.space:
                 layers = _layer_rows(report, mm_mse)
         cells = ", ".join(f"{cfg.label(m)} {accuracy[bits][m]:.2f}%" for m in cfg.methods)
         bar.clear()

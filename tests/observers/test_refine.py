@@ -165,22 +165,12 @@ def test_a_model_that_returns_a_tuple_is_refused_with_the_fix() -> None:
 
 def test_pt2e_refinement() -> None:
     pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from requant_plugin.pt2e import get_requant_quantizer
-
     torch.manual_seed(0)
     net, batches = Net().eval(), _batches()
-    exported = torch.export.export(net, (batches[0],)).module()
-    prep = prepare_pt2e(exported, get_requant_quantizer(8, 4))
-    with torch.no_grad():
-        for x in batches:
-            prep(x)
+    prep = _pt2e_prepared(net, batches)
+
     def measured() -> float:
-        with warnings.catch_warnings():  # torch's deprecation notice when copying an exported graph
-            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-            twin = copy.deepcopy(prep)
-        return _output_mse(convert_pt2e(twin), net, batches)
+        return _output_mse(_pt2e_converted(prep), net, batches)
 
     plain = measured()
     res = refine_activation_ranges(prep, net, batches, flow="pt2e", lower=0.5, tol=0.02)
