@@ -36,6 +36,11 @@ columns.
   `quantize_pt2e(..., refine=True, layer_factors=LAYER_FACTORS)` (after the shared factor, each activation
   observer tries 0.7 / 0.8 / 0.9 / 1.1 times it on a simulation of the graph; kept if the converted graph's
   calibration error drops; `python -m benchmarks.refine_layers`).
+- **REQuant pt2e, first and last layer 8-bit** (W4A4; **another setting**: the convention of the W4A4 tables
+  of BRECQ, QDrop and PD-Quant): the same graph with `quantize_weights(..., act_bits=act_bits, end_bits=8)`,
+  so the first and last layers' weights and inputs are 8-bit (the input image, and the pooled features
+  the classifier reads); every other layer as in the row above. Not a peer comparison (the peers' rows
+  quantize every layer at the cell's width); it is left out of "Best method per cell".
 - **REQuant pt2e, weights calibrated on float activations** (the ablation of `act_bits`): the same graph,
   with `quantize_weights` called without `act_bits`, so the weights are matched on float activations.
 - **Brevitas 0.13.4** (`benchmarks/harness/peers/brevitas_ptq.py`): `brevitas.graph.quantize.layerwise_quantize`
@@ -106,11 +111,12 @@ def failures(res: Res) -> str:
 
 
 def wins(res: Res, models: list[str], keys: list[str], settings: list[str]) -> str:
-    """Per model x setting, the best method (ties listed)."""
+    """Per model x setting, the best method (ties listed) among the rows of the table's setting."""
     lines = []
     for m in models:
         for s in settings:
-            got = {k: res[(m, k, s)]["acc"] for k in keys if applies(k, s) and "acc" in res.get((m, k, s), {})}
+            got = {k: res[(m, k, s)]["acc"] for k in keys
+                   if applies(k, s) and BY_KEY[k].same_setting and "acc" in res.get((m, k, s), {})}
             if not any(BY_KEY[k].system != "ours" for k in got):
                 lines.append(f"- {m} {s}: no peer cell measured yet, no comparison")
                 continue

@@ -56,6 +56,7 @@ class Method:
     run: Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]
     acts: bool = False  # supports W4A8 / W4A4 here
     weights: bool = True  # supports the weights-only settings
+    same_setting: bool = True  # False: another layer-precision convention (not compared with the peers)
 
     def applies(self, act_bits: int | None) -> bool:
         """Whether this row has a cell at a setting with ``act_bits`` (``None``: weights only)."""
@@ -74,7 +75,7 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
     return run
 
 
-def _ours_pt2e(simulate: bool = True, per_observer: bool = False,
+def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int | None = None,
                ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
@@ -82,7 +83,8 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False,
     weights are calibrated with the activations fake-quantized at ``act_bits`` (``act_bits=``: the
     compensated target and bias correction absorb the activation error too); without it, on float
     activations (the ablation row of ``act_bits``). ``per_observer``: the refinement's opt-in second stage,
-    one range factor per activation observer (``layer_factors=LAYER_FACTORS``)."""
+    one range factor per activation observer (``layer_factors=LAYER_FACTORS``). ``end_bits``: the first and
+    last layers' weights and inputs at this width (the W4A4 convention of BRECQ, QDrop and PD-Quant)."""
 
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         act_bits = opts.get("act_bits")
@@ -95,7 +97,7 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False,
 
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
-                                      fold_bn=True, act_bits=act_bits if simulate else None)
+                                      fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits)
         q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal),
                              refine=True, layer_factors=LAYER_FACTORS if per_observer else ())
         return q, time.perf_counter() - t0
@@ -172,6 +174,9 @@ METHODS: list[Method] = [
            _ours_pt2e(), acts=True, weights=False),
     Method("pt2e-layers", "REQuant pt2e, + one activation range factor per observer (opt-in layer_factors)",
            "ours", "per-channel sym", _ours_pt2e(per_observer=True), acts=True, weights=False),
+    Method("pt2e-ends8", "REQuant pt2e, first and last layer 8-bit (weights and inputs; BRECQ/QDrop/PD-Quant "
+           "convention)", "ours", "per-channel sym", _ours_pt2e(end_bits=8), acts=True, weights=False,
+           same_setting=False),
     Method("pt2e-float-acts", "REQuant pt2e, weights calibrated on float activations (act_bits ablation)", "ours",
            "per-channel sym", _ours_pt2e(simulate=False), acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),

@@ -139,12 +139,21 @@ def get_requant_qconfig(spec: ObserverSpec | int | None = None, *args: Any, **op
     return _qconfig(spec_from(spec, args, options, _POSITIONAL))
 
 
-def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> None:
+def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str, act_bits: int) -> None:
     """Every REQuant weight observer of ``mapping`` becomes a :class:`PinnedWeightObserver` over the
     grids of ``weight_ranges`` (the observer finds the grid its weight lies on)."""
     grids = pinned_grids(weight_ranges)
     if not grids:
         return
+    widths = getattr(weight_ranges, "act_bits", {})
+    if len(set(widths.values())) > 1:
+        own = sorted(n for n, b in widths.items() if b != act_bits)
+        raise ValueError(
+            f"weight_ranges calibrated {own} on inputs of their own width (end_bits or an override's act_bits), "
+            f"the mapping quantizes every input at act_bits={act_bits}: per-layer input widths reach the graph in "
+            "the pt2e flow only (get_requant_quantizer(weight_ranges=report)); for FX quantize without end_bits "
+            "and act_bits overrides"
+        )
     qmin, qmax, symmetric = grids_span(grids)
     if backend in SYMMETRIC_WEIGHT_BACKENDS and not symmetric:
         raise ValueError(
@@ -210,7 +219,7 @@ def get_requant_qconfig_mapping(spec: ObserverSpec | int | None = None, *args: A
     qconfig = _qconfig(resolved)
     mapping = QConfigMapping().set_global(qconfig)
     if backend == "tensorrt":
-        _pin_weights(mapping, weight_ranges, backend)
+        _pin_weights(mapping, weight_ranges, backend, resolved.act_bits)
         return mapping
     per_tensor = _qconfig(resolved.replace(per_channel=False))
     default = _torch_default_mapping(backend)
@@ -227,5 +236,5 @@ def get_requant_qconfig_mapping(spec: ObserverSpec | int | None = None, *args: A
             mapping.set_object_type(key, qconfig)
         else:  # e.g. layer_norm: keep torch's weight placeholder
             mapping.set_object_type(key, QConfig(activation=qconfig.activation, weight=qc.weight))
-    _pin_weights(mapping, weight_ranges, backend)
+    _pin_weights(mapping, weight_ranges, backend, resolved.act_bits)
     return mapping

@@ -34,6 +34,7 @@ import warnings
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from ..deps import require
 
@@ -45,6 +46,7 @@ from torchao.quantization.pt2e.quantizer import QuantizationConfig, Quantization
 from ..options import check_bits  # noqa: E402
 from .activation import ActivationObserverMixin  # noqa: E402
 from .base import RELU_MEAN_RATIO, qscheme_for  # noqa: E402
+from .layer_inputs import set_input_bits  # noqa: E402
 from .pinned import PinnedWeightObserverMixin, grids_span, pinned_grids  # noqa: E402
 from .spec import PT2E_ALIASES, PT2E_BACKENDS, ObserverSpec, spec_from  # noqa: E402
 from .weight import PerChannelWeightObserverMixin, WeightObserverMixin  # noqa: E402
@@ -120,16 +122,22 @@ def _config(
     return QuantizationConfig(act, act, weight, None, False)
 
 
-def _validate_spec(spec: QuantizationSpec) -> None:
-    """Build the spec's observer once, as ``prepare_pt2e`` will (the spec's fields as arguments,
-    ``ch_axis`` only for ``PerChannel`` classes), so that a bad option raises at config time."""
+def observer_from_spec(spec: QuantizationSpec) -> nn.Module:
+    """The spec's observer, built as ``prepare_pt2e`` builds it (the spec's fields as arguments,
+    ``ch_axis`` only for ``PerChannel`` classes)."""
     kwargs = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
               if f.name != "observer_or_fake_quant_ctr"}
     ctr: Any = spec.observer_or_fake_quant_ctr
     cls = getattr(getattr(ctr, "p", None), "func", ctr)
     if "PerChannel" not in getattr(cls, "__name__", ""):
         kwargs.pop("ch_axis", None)
-    ctr.with_args(**kwargs)()
+    observer: nn.Module = ctr.with_args(**kwargs)()
+    return observer
+
+
+def _validate_spec(spec: QuantizationSpec) -> None:
+    """Build the spec's observer once, so that a bad option raises at config time."""
+    observer_from_spec(spec)
 
 
 def get_requant_quantization_config(spec: ObserverSpec | int | None = None, *args: Any,
@@ -304,11 +312,15 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     over the reported grids (each weight is matched to the grid it lies on; the graph is annotated
     as without ``weight_ranges``), so the chosen codes (e.g. ``recipe="beyond-tensorrt"``: output
     objective, error-feedback rounding, bias correction) reach the graph unchanged. Both backends
-    need symmetric grids (zero point 0); an asymmetric grid raises ValueError.
+    need symmetric grids (zero point 0); an asymmetric grid raises ValueError. Layers the report
+    calibrated on inputs of another width than ``act_bits`` (``quantize_weights(..., end_bits=8,
+    act_bits=4)``, or an override's ``act_bits``) read their input at that width in the graph too
+    (:func:`requant_plugin.observers.layer_inputs.set_input_bits`); their weights keep their own grids.
     """
     resolved = spec_from(spec, args, options, _POSITIONAL)
     backend = resolved.backend or "x86_inductor"
     config = _requant_config(resolved)
+    own_bits = {n: b for n, b in getattr(weight_ranges, "act_bits", {}).items() if b != resolved.act_bits}
     grids = pinned_grids(weight_ranges)
     if grids:
         qmin, qmax, symmetric = grids_span(grids)
@@ -323,11 +335,19 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
                                     observer_or_fake_quant_ctr=PinnedWeightObserver.with_args(grids=grids))
         _validate_spec(wspec)
         config = dataclasses.replace(config, weight=wspec)
-    return make_quantizer(config, backend)
+    quantizer = make_quantizer(config, backend)
+    if own_bits:
+        def observer(bits: int) -> nn.Module:
+            act = _requant_config(dataclasses.replace(resolved, act_bits=bits)).input_activation
+            assert act is not None
+            return observer_from_spec(act)
+
+        set_input_bits(quantizer, own_bits, observer)
+    return quantizer
 
 
 __all__ = [
     "BACKENDS", "DEFAULT_EPS", "RELU_MEAN_RATIO", "ObserverSpec", "PerChannelREQuantObserver",
     "PinnedWeightObserver", "REQuantObserver", "REQuantWeightObserver", "get_requant_quantization_config",
-    "get_requant_quantizer", "get_torchao_default_quantization_config", "make_quantizer",
+    "get_requant_quantizer", "get_torchao_default_quantization_config", "make_quantizer", "observer_from_spec",
 ]

@@ -39,6 +39,11 @@ class ActQParams:
     quant_max: int
     alpha: float
 
+    @property
+    def bits(self) -> int:
+        """Bit width of the code range ``[quant_min, quant_max]``."""
+        return int(self.quant_max - self.quant_min + 1).bit_length() - 1
+
 
 def activation_qparams(model: nn.Module, names: Sequence[str], batches: Sequence[Tensor],
                        bits: int) -> dict[str, ActQParams]:

@@ -41,7 +41,7 @@ __all__ = [
 
 #: The keys a per-layer override mapping may use (``per_channel`` is the legacy spelling of
 #: ``granularity``).
-OVERRIDE_KEYS = frozenset({"bits", "space", "skip", "granularity", "per_channel", "symmetric", "p"})
+OVERRIDE_KEYS = frozenset({"bits", "space", "skip", "granularity", "per_channel", "symmetric", "p", "act_bits"})
 
 PValue = float | tuple[float, ...]
 
@@ -109,6 +109,8 @@ class LayerOverride:
         granularity: ``PerTensor()`` or ``PerChannel()`` (legacy mapping key: ``per_channel``).
         symmetric: zero point 0.
         p: transform exponent, or candidates searched for this layer.
+        act_bits: bits of this layer's input activation (needs the config's ``act_bits``: the
+            simulation of a W/A deployment; the pt2e quantizer of the report applies it too).
     """
 
     bits: int | None = None
@@ -117,6 +119,7 @@ class LayerOverride:
     granularity: Granularity | None = None
     symmetric: bool | None = None
     p: PValue | None = None
+    act_bits: int | None = None
 
     def __post_init__(self) -> None:
         if self.bits is not None:
@@ -127,6 +130,8 @@ class LayerOverride:
             object.__setattr__(self, "granularity", _granularity(self.granularity, "override granularity"))
         if self.p is not None:
             object.__setattr__(self, "p", check_p(self.p, "override p"))
+        if self.act_bits is not None:
+            object.__setattr__(self, "act_bits", check_bits(int(self.act_bits)))
         object.__setattr__(self, "skip", bool(self.skip))
         if self.symmetric is not None:
             object.__setattr__(self, "symmetric", bool(self.symmetric))
@@ -174,6 +179,9 @@ class QuantizeConfig:
             per tensor to this many bits (REQuant's activation range on the float inputs), so
             ``W*`` and the sequential bias correction absorb the activation error of a W/A
             deployment at those bits (``None``: activations stay float).
+        end_bits: the first and last weighted layers at this many bits, their weights and (with
+            ``act_bits``) their inputs; per-layer overrides win (``None``: the config's bits). The
+            W4A4 tables of BRECQ, QDrop and PD-Quant keep both at 8 bits.
         calibration_rows: im2col rows per layer for the Gram matrices (``None``: all), ``>= 1``.
         seed: seeds the row subsampling and the synthetic samples of ``"bn"``.
         input_shape: one input sample's shape for ``bias_correction="bn"`` without data.
@@ -196,6 +204,7 @@ class QuantizeConfig:
     rounding: Rounding = Rounding.NEAREST
     inputs: Inputs = Inputs.FLOAT
     act_bits: int | None = None
+    end_bits: int | None = None
     calibration_rows: int | None = 8192
     seed: int = 0
     input_shape: tuple[int, ...] | None = None
@@ -218,6 +227,8 @@ class QuantizeConfig:
                 raise ValueError(f"act_bits={self.act_bits} simulates the activation quantization in the "
                                  "quantized-input statistics: it needs inputs='quantized' (e.g. recipe='beyond' "
                                  "or 'beyond-tensorrt')")
+        if self.end_bits is not None:
+            put(self, "end_bits", check_bits(self.end_bits))
         rows = self.calibration_rows
         if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
             raise ValueError(f"calibration_rows must be positive or None, got {rows}")
@@ -228,6 +239,10 @@ class QuantizeConfig:
         if not isinstance(self.overrides, Mapping):
             raise TypeError(f"overrides must map layer names to overrides, got {self.overrides!r}")
         put(self, "overrides", {str(n): LayerOverride.from_mapping(str(n), v) for n, v in self.overrides.items()})
+        own = sorted(n for n, ov in self.overrides.items() if isinstance(ov, LayerOverride) and ov.act_bits is not None)
+        if own and self.act_bits is None:
+            raise ValueError(f"overrides give {own} their own act_bits, but the config simulates no activation "
+                             "quantization: set act_bits= (with inputs='quantized') too")
 
     @property
     def per_channel(self) -> bool:
@@ -267,7 +282,7 @@ class QuantizeConfig:
             bits=self.bits, space=self.space.value, symmetric=self.symmetric, per_channel=self.per_channel,
             fold_bn=self.fold_bn, search=self.search.value, p=self.p, loss_space=self.loss_space.value,
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
-            rounding=self.rounding.value, inputs=self.inputs.value, act_bits=self.act_bits,
+            rounding=self.rounding.value, inputs=self.inputs.value, act_bits=self.act_bits, end_bits=self.end_bits,
             calibration_rows=self.calibration_rows,
             seed=self.seed, recipe=self.recipe,
         )

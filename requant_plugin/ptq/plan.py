@@ -64,6 +64,7 @@ class LayerPlan:
         bits, space, symmetric, per_channel, p: the grid of this weight.
         ch_axis: output-channel axis of the weight (1 for ConvTranspose).
         end: the first or last weighted layer (reported as such).
+        act_bits: bits of the layer's input in the activation simulation (``None``: float).
     """
 
     name: str
@@ -75,6 +76,7 @@ class LayerPlan:
     ch_axis: int = 0
     end: bool = False
     skip: bool = False
+    act_bits: int | None = None
 
 
 def _plan(cfg: QuantizeConfig, name: str, ch_axis: int, ends: frozenset[str]) -> LayerPlan:
@@ -82,11 +84,16 @@ def _plan(cfg: QuantizeConfig, name: str, ch_axis: int, ends: frozenset[str]) ->
     space = layer_space(name, ov.space or cfg.space, ends, transform_first_last=cfg.transform_first_last,
                         space_overridden=ov.space is not None)
     gran = ov.granularity if ov.granularity is not None else cfg.granularity
+    end = name in ends
+    bits, act_bits = cfg.bits, cfg.act_bits
+    if end and cfg.end_bits is not None:  # the first/last layers' own precision, weights and inputs
+        bits = cfg.end_bits
+        act_bits = None if act_bits is None else cfg.end_bits
     return LayerPlan(
-        name=name, bits=ov.bits if ov.bits is not None else cfg.bits, space=Space.parse(space),
+        name=name, bits=ov.bits if ov.bits is not None else bits, space=Space.parse(space),
         symmetric=ov.symmetric if ov.symmetric is not None else cfg.symmetric,
         per_channel=isinstance(gran, PerChannel), p=ov.p if ov.p is not None else cfg.p,
-        ch_axis=ch_axis, end=name in ends, skip=ov.skip,
+        ch_axis=ch_axis, end=end, skip=ov.skip, act_bits=ov.act_bits if ov.act_bits is not None else act_bits,
     )
 
 

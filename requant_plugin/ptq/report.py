@@ -36,6 +36,7 @@ class QuantizationReport:
     skipped: dict[str, str] = field(default_factory=dict)
     folded_bn: list[tuple[str, str]] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
+    act_bits: dict[str, int] = field(default_factory=dict)  # per layer: bits of the simulated input
 
     @property
     def total_seconds(self) -> float:

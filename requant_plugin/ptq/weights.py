@@ -21,7 +21,7 @@ from torch import nn
 from ..core.target import compensated_weight
 from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
-from .activation_sim import activation_qparams, fake_quant_activations
+from .activation_sim import ActQParams, activation_qparams, fake_quant_activations
 from .bias_correction import add_to_bias_, bn_input_means, write_guard
 from .bn_fold import fold_bn_
 from .calibration import (
@@ -105,8 +105,8 @@ def quantize_weights(
         **options: :class:`~.config.QuantizeConfig` fields (``bits``, ``space``, ``symmetric``,
             ``granularity`` or the legacy ``per_channel``, ``fold_bn``, ``search``, ``p``,
             ``loss_space``, ``convention``, ``transform_first_last``, ``objective``,
-            ``bias_correction``, ``rounding``, ``inputs``, ``calibration_rows``, ``seed``, ``input_shape``,
-            ``overrides``), or ``recipe=`` (a recipe name): written options always win over the
+            ``bias_correction``, ``rounding``, ``inputs``, ``act_bits``, ``end_bits``, ``calibration_rows``,
+            ``seed``, ``input_shape``, ``overrides``), or ``recipe=`` (a recipe name): written options always win over the
             recipe, except one it cannot honour (ValueError naming both).
 
     Returns:
@@ -225,8 +225,19 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
         if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
             state.float_model = copy.deepcopy(out)
             if cfg.act_bits is not None:  # the ranges a W/A deployment would use, from the float inputs
-                state.act_qparams = activation_qparams(out, data_layers, batches, cfg.act_bits)
+                state.act_qparams = _activation_ranges(out, cfg, data_layers, batches)
+                state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
     return state
+
+
+def _activation_ranges(out: nn.Module, cfg: QuantizeConfig, names: list[str],
+                       batches: list[torch.Tensor]) -> dict[str, ActQParams]:
+    """The simulated input quantization of each layer of ``names`` at its plan's ``act_bits``."""
+    bits = {plan.name: plan.act_bits for plan in plan_layers(cfg, quantizable_layers(out)) if plan.act_bits}
+    ranges: dict[str, ActQParams] = {}
+    for b in sorted(set(bits.values())):
+        ranges.update(activation_qparams(out, [n for n in names if bits.get(n) == b], batches, b))
+    return ranges
 
 
 def _skipped(cfg: QuantizeConfig, name: str) -> bool:

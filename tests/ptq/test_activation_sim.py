@@ -111,3 +111,15 @@ def test_act_bits_on_a_channels_last_mobilenet_v3() -> None:
         assert torch.isfinite(out[act_bits]).all()
     assert not torch.equal(out[None], out[4])  # the weights were calibrated on other inputs
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_end_bits_calibrate_the_end_layers_on_their_own_input_width() -> None:
+    m, cal = model(0), data(0)
+    names = [n for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    _, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, end_bits=8)
+    ends = {names[0], names[-1]}
+    assert rep.act_bits == {n: 8 if n in ends else 4 for n in names}
+    assert {x.name: x.bits for x in rep.layers} == {n: 8 if n in ends else 4 for n in names}
+    assert rep.settings["end_bits"] == 8
+    eight = activation_qparams(m, sorted(ends), cal, 8)  # the end layers' ranges: REQuant's 8-bit search
+    assert all(q.quant_max == 255 and q.bits == 8 for q in eight.values())

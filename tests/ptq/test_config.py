@@ -63,8 +63,8 @@ def test_overrides_are_converted_and_checked() -> None:
 def test_settings_view_has_the_report_keys() -> None:
     s = QuantizeConfig(bias_correction="bn", granularity=PerChannel()).settings()  # type: ignore[arg-type]
     assert list(s) == ["bits", "space", "symmetric", "per_channel", "fold_bn", "search", "p", "loss_space",
-                       "objective", "bias_correction", "rounding", "inputs", "act_bits", "calibration_rows", "seed",
-                       "recipe"]
+                       "objective", "bias_correction", "rounding", "inputs", "act_bits", "end_bits", "calibration_rows",
+                       "seed", "recipe"]
     assert s["bias_correction"] == "bn" and s["per_channel"] is True and type(s["space"]) is str
     assert QuantizeConfig().settings()["bias_correction"] is None
 
@@ -90,3 +90,13 @@ def test_config_and_keyword_forms_agree() -> None:
     assert r1.settings == r2.settings and r1["2"].bits == 5
     with pytest.raises(TypeError, match="bits given twice"):
         quantize_weights(net, 4, bits=3)
+
+
+def test_end_bits_and_override_act_bits_are_checked() -> None:
+    assert QuantizeConfig(end_bits=8).end_bits == 8
+    with pytest.raises(ValueError, match="bits=9 is not supported"):
+        QuantizeConfig(end_bits=9)
+    with pytest.raises(ValueError, match=r"overrides give \['conv'\] their own act_bits.*set act_bits="):
+        QuantizeConfig(overrides={"conv": {"act_bits": 8}})
+    cfg = QuantizeConfig(inputs="quantized", act_bits=4, overrides={"conv": {"act_bits": 8}})  # type: ignore[arg-type]
+    assert cfg.override("conv").act_bits == 8

@@ -30,3 +30,15 @@ def test_attention_weights_are_never_first_or_last() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.MultiheadAttention(8, 2))
     (plan,) = plan_attention(QuantizeConfig(), model)
     assert plan.name == "1.in_proj_weight" and plan.space is Space.SQRT and not plan.end
+
+
+def test_end_bits_set_the_first_and_last_layers_weights_and_inputs() -> None:
+    layers = quantizable_layers(_net())
+    cfg = QuantizeConfig(bits=4, end_bits=8, inputs="quantized", act_bits=4,  # type: ignore[arg-type]
+                         overrides={"5": {"bits": 6}, "2": {"act_bits": 6}})
+    plans = {p.name: p for p in plan_layers(cfg, layers)}
+    assert (plans["0"].bits, plans["0"].act_bits) == (8, 8)  # first layer: weights and input
+    assert (plans["5"].bits, plans["5"].act_bits) == (6, 8)  # an override wins over end_bits
+    assert (plans["2"].bits, plans["2"].act_bits) == (4, 6) and (plans["3"].bits, plans["3"].act_bits) == (4, 4)
+    weights_only = {p.name: p for p in plan_layers(QuantizeConfig(bits=3, end_bits=8), layers)}
+    assert weights_only["0"].bits == 8 and weights_only["0"].act_bits is None and weights_only["2"].bits == 3

@@ -1,0 +1,101 @@
+"""Per-layer input precision in a pt2e graph: chosen layers read activations at their own bit width.
+
+A quantizer annotates every activation at one bit width. :func:`set_input_bits` makes a quantizer
+give the input of each named Conv/Linear layer its own observer at ``bits`` (e.g. 8 for the first
+and last layers at W4A4, the convention of the BRECQ, QDrop and PD-Quant tables). The input of a
+layer is the edge into it plus the chain of shape and pooling ops just before it (``flatten``,
+``view``, average/max pooling, ``mean``...): in ``relu -> avgpool -> flatten -> linear`` the
+average pool and flatten outputs are re-quantized at ``bits``, the ReLU output keeps the global
+width (it is the previous layer's output). It works through the quantizer's
+``prepare_obs_or_fq_callback``, which torchao's ``prepare_pt2e`` calls after creating the observers
+and before inserting them, so calibration, refinement and ``convert_pt2e`` see the new observers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LAYER_OPS", "PASS_THROUGH_OPS", "layer_nodes", "set_input_bits"]
+
+#: aten ops of the weighted layers, by their ``str(node.target)``
+LAYER_OPS = frozenset({
+    "aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.conv_transpose1d.default",
+    "aten.conv_transpose2d.input", "aten.conv_transpose3d.input", "aten.linear.default",
+})
+#: ops between an activation and the layer that reads it which keep or average its values
+PASS_THROUGH_OPS = frozenset({
+    "aten.flatten.using_ints", "aten.view.default", "aten.reshape.default", "aten.squeeze.dim",
+    "aten.unsqueeze.default", "aten.clone.default", "aten.contiguous.default", "aten.dropout.default",
+    "aten.adaptive_avg_pool2d.default", "aten.avg_pool2d.default", "aten.max_pool2d.default",
+    "aten.mean.dim",
+})
+
+ObserverFactory = Callable[[int], nn.Module]
+
+
+def layer_nodes(graph: torch.fx.Graph) -> dict[str, list[torch.fx.Node]]:
+    """The Conv/Linear call nodes of an exported graph by the name of the module that made them
+    (the innermost entry of ``nn_module_stack``; a module called twice has two nodes)."""
+    out: dict[str, list[torch.fx.Node]] = {}
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op == "call_function" and str(node.target) in LAYER_OPS and stack:
+            name = str(list(stack.values())[-1][0])
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _input_chain(layer: torch.fx.Node) -> list[torch.fx.Node]:
+    """``[layer, p1, ..., pk]``: the layer node and the pass-through ops feeding it, nearest first."""
+    chain = [layer]
+    src = layer.args[0] if layer.args else None
+    while isinstance(src, torch.fx.Node) and src.op == "call_function" and str(src.target) in PASS_THROUGH_OPS:
+        chain.append(src)
+        src = src.args[0] if src.args else None
+    return chain
+
+
+def _input_keys(layer: torch.fx.Node) -> list[Any]:
+    """The observer map keys of a layer's input: the edge into it, and the outputs of and edges
+    between its pass-through ops (not the edge from the op that produced the activation)."""
+    chain = _input_chain(layer)
+    keys: list[Any] = []
+    for user, arg in itertools.pairwise(chain):
+        keys += [(arg, user), arg]
+    if len(chain) == 1 and isinstance(layer.args[0], torch.fx.Node):
+        keys.append((layer.args[0], layer))
+    return keys
+
+
+def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: ObserverFactory) -> Any:
+    """Give the input of each layer named in ``bits`` an observer from ``make_observer(bits)``;
+    returns ``quantizer`` (changed in place: its ``prepare_obs_or_fq_callback``).
+
+    Raises ValueError at ``prepare_pt2e`` when a name matches no Conv/Linear call of the graph
+    (the names are module names of the model being prepared, e.g. ``"conv1"``, ``"fc"``).
+    """
+    wanted = {str(k): int(v) for k, v in bits.items()}
+    before = quantizer.prepare_obs_or_fq_callback
+
+    def callback(model: torch.fx.GraphModule, obs_map: dict[Any, nn.Module]) -> None:
+        before(model, obs_map)
+        nodes = layer_nodes(model.graph)
+        missing = sorted(set(wanted) - set(nodes))
+        if missing:
+            raise ValueError(f"input bits name layers {missing} that are not Conv/Linear calls of the exported "
+                             f"graph; its layers are: {sorted(nodes)}")
+        for name, b in wanted.items():
+            new: dict[int, nn.Module] = {}  # one new observer per old one: shared observers stay shared
+            for layer in nodes[name]:
+                for key in _input_keys(layer):
+                    if key in obs_map:
+                        old = obs_map[key]
+                        obs_map[key] = new.setdefault(id(old), make_observer(b))
+
+    quantizer.prepare_obs_or_fq_callback = callback
+    return quantizer

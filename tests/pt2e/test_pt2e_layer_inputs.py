@@ -1,0 +1,120 @@
+"""Per-layer input widths in the pt2e graph (``observers.layer_inputs``): ``end_bits=8`` at W4A4
+puts the first and last layers' weights AND inputs at 8 bits in the converted graph, the other
+layers keep 4-bit inputs; names that are not layers of the graph are refused.
+
+References: the ``dequantize_per_tensor`` nodes torchao writes (their code range is the observer's),
+the converted graph's int8 weight codes, and the float model's output (the error must drop when the
+input image and the pooled features keep 8 bits).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
+
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+from requant_plugin import quantize_weights
+from requant_plugin.observers.layer_inputs import layer_nodes, set_input_bits
+from requant_plugin.pt2e import get_requant_quantizer
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+CALIB = [torch.randn(16, 3, 10, 10, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+
+def _converted(model: nn.Module, quantizer) -> torch.fx.GraphModule:
+    prepared = prepare_pt2e(torch.export.export(model, (CALIB[0],)).module(), quantizer)
+    with torch.no_grad():
+        for x in CALIB:
+            prepared(x)
+    return convert_pt2e(prepared)
+
+
+def _input_levels(q: torch.fx.GraphModule) -> dict[str, int]:
+    """Per layer, the number of codes of the dequantize node that feeds its input."""
+    out = {}
+    for name, (node,) in layer_nodes(q.graph).items():
+        dq = node.args[0]
+        assert "dequantize_per_tensor" in str(dq.target), name
+        out[name] = int(dq.args[4]) - int(dq.args[3]) + 1
+    return out
+
+
+def _quantized(end_bits: int | None, **options) -> tuple[nn.Module, object]:
+    torch.manual_seed(0)
+    return quantize_weights(Net().eval(), 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4,
+                            end_bits=end_bits, **options)
+
+
+@pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
+def test_end_bits_reach_the_graph(backend: str) -> None:
+    qmodel, rep = _quantized(8)
+    q = _converted(qmodel, get_requant_quantizer(4, 4, backend=backend, weight_ranges=rep))
+    assert _input_levels(q) == {"conv1": 256, "conv2": 16, "fc": 256}
+    nodes = list(q.graph.nodes)
+    pool = next(i for i, n in enumerate(nodes) if "adaptive_avg_pool2d" in str(n.target))
+    pooled = [n for n in nodes[pool:] if "dequantize_per_tensor" in str(n.target)
+              and all(u.op != "output" for u in n.users)]
+    assert pooled and all(int(dq.args[4]) - int(dq.args[3]) == 255 for dq in pooled)  # the classifier's input
+    spans = {}
+    for node in q.graph.nodes:
+        if "dequantize_per_channel" in str(node.target):
+            codes = getattr(q, node.args[0].target)
+            spans[tuple(codes.shape)] = int(codes.abs().max())
+    assert spans[(8, 3, 3, 3)] > 7 and spans[(5, 16)] > 7 and spans[(16, 8, 3, 3)] <= 8  # 8-bit ends, 4-bit middle
+
+
+def test_layer_override_sets_one_layers_input_width() -> None:
+    qmodel, rep = _quantized(None, overrides={"conv2": {"act_bits": 8}})
+    assert rep.act_bits == {"conv1": 4, "conv2": 8, "fc": 4}
+    q = _converted(qmodel, get_requant_quantizer(4, 4, weight_ranges=rep))
+    assert _input_levels(q) == {"conv1": 16, "conv2": 256, "fc": 16}
+
+
+def test_eight_bit_ends_lower_the_output_error() -> None:
+    torch.manual_seed(0)
+    ref = Net().eval()
+    x = torch.cat(CALIB)
+    with torch.no_grad():
+        target = ref(x)
+    errors = {}
+    for end_bits in (None, 8):
+        torch.manual_seed(0)
+        qmodel, rep = quantize_weights(ref, 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4,
+                                       end_bits=end_bits)
+        q = _converted(qmodel, get_requant_quantizer(4, 4, weight_ranges=rep))
+        with torch.no_grad():
+            out = torch.cat([q(b) for b in CALIB])  # the graph is exported for batches of 16
+            errors[end_bits] = float(((out - target) ** 2).mean())
+    assert errors[8] < 0.7 * errors[None]
+
+
+def test_unknown_layer_names_are_refused() -> None:
+    quantizer = set_input_bits(get_requant_quantizer(4, 4), {"nope": 8}, lambda b: nn.Identity())
+    with pytest.raises(ValueError, match=r"\['nope'\].*its layers are: \['conv1', 'conv2', 'fc'\]"):
+        prepare_pt2e(torch.export.export(Net().eval(), (CALIB[0],)).module(), quantizer)
+
+
+def test_fx_mapping_refuses_per_layer_input_widths() -> None:
+    from requant_plugin.qconfig import get_requant_qconfig_mapping
+
+    _, rep = _quantized(8)
+    with pytest.raises(ValueError, match=r"\['conv1', 'fc'\] on inputs of their own width.*pt2e flow only"):
+        get_requant_qconfig_mapping(4, 4, weight_ranges=rep)
+    _, same = _quantized(None)
+    get_requant_qconfig_mapping(4, 4, weight_ranges=same)  # one width everywhere: as before
