@@ -3,6 +3,16 @@ in :mod:`requant_plugin.observers.refine`)."""
 
 from __future__ import annotations
 
-from .observers.refine import LAYER_FACTORS, RangeRefinement, activation_observers, refine_activation_ranges, simulated
+from .observers.refine import (
+    LAYER_FACTORS,
+    RangeRefinement,
+    RefineConfig,
+    activation_observers,
+    refine_activation_ranges,
+    simulated,
+)
 
-__all__ = ["LAYER_FACTORS", "RangeRefinement", "activation_observers", "refine_activation_ranges", "simulated"]
+__all__ = [
+    "LAYER_FACTORS", "RangeRefinement", "RefineConfig", "activation_observers", "refine_activation_ranges",
+    "simulated",
+]

@@ -40,7 +40,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -155,9 +155,40 @@ def _outputs(model: nn.Module, batches: Sequence[Tensor]) -> list[Tensor]:
     return [y.detach().float() for y in outs]
 
 
+@dataclass(frozen=True)
+class RefineConfig:
+    """How :func:`refine_activation_ranges` searches (validated when built).
+
+    Attributes:
+        flow: ``"fx"`` (``convert_fx``) or ``"pt2e"`` (``convert_pt2e``).
+        lower: smallest shared factor searched, in (0, 1).
+        tol: search resolution in ``beta``.
+        layer_factors: multiples of the shared factor each observer tries in the second stage
+            (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`.
+        layer_batches: batches the second stage's simulation runs on, ``>= 1``.
+    """
+
+    flow: Flow = "fx"
+    lower: float = 0.8
+    tol: float = 0.01
+    layer_factors: tuple[float, ...] = ()
+    layer_batches: int = 2
+
+    def __post_init__(self) -> None:
+        if self.flow not in ("fx", "pt2e"):
+            raise ValueError(f"unknown flow {self.flow!r}: valid values are ['fx', 'pt2e']")
+        if not (0.0 < self.lower < 1.0):
+            raise ValueError(f"lower must be in (0, 1), got {self.lower!r}")
+        factors = tuple(float(c) for c in self.layer_factors)
+        if any(not c > 0.0 for c in factors) or self.layer_batches < 1:
+            raise ValueError(f"layer_factors must be positive and layer_batches >= 1, got {factors!r} "
+                             f"and {self.layer_batches!r}")
+        object.__setattr__(self, "layer_factors", factors)
+
+
 def refine_activation_ranges(
-    prepared: nn.Module, reference: nn.Module, batches: Sequence[Tensor], *, flow: Flow = "fx",
-    lower: float = 0.8, tol: float = 0.01, layer_factors: Sequence[float] = (), layer_batches: int = 2,
+    prepared: nn.Module, reference: nn.Module, batches: Sequence[Tensor], config: RefineConfig | None = None,
+    **options: Any,
 ) -> RangeRefinement:
     """Fit one range factor for all REQuant activation observers of ``prepared`` on the output
     error against ``reference`` (module docstring); sets it on the observers (in place).
@@ -168,21 +199,18 @@ def refine_activation_ranges(
         reference: the float model (run in eval mode under ``torch.no_grad``; its mode is restored
             afterwards, so batch-norm statistics are not touched).
         batches: the inputs to measure the error on (typically the calibration batches).
-        flow: ``"fx"`` (``convert_fx``) or ``"pt2e"`` (``convert_pt2e``).
-        lower: smallest factor searched, in (0, 1).
-        tol: search resolution in ``beta``.
-        layer_factors: multiples of the shared factor each observer tries in the second stage
-            (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`.
-        layer_batches: batches the second stage's simulation runs on.
+        config: the search settings (default :class:`RefineConfig`).
+        **options: :class:`RefineConfig` fields (``flow``, ``lower``, ``tol``, ``layer_factors``,
+            ``layer_batches``), which win over ``config``.
     """
-    if not (0.0 < lower < 1.0):
-        raise ValueError(f"lower must be in (0, 1), got {lower!r}")
+    valid = [f.name for f in dataclasses.fields(RefineConfig)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown refine option(s) {unknown}; valid: {valid}")
+    cfg = dataclasses.replace(config or RefineConfig(), **options)
     if len(batches) == 0:
         raise ValueError("refine_activation_ranges needs at least one batch")
-    if any(not c > 0.0 for c in layer_factors) or layer_batches < 1:
-        raise ValueError(f"layer_factors must be positive and layer_batches >= 1, got {tuple(layer_factors)!r} "
-                         f"and {layer_batches!r}")
-    convert = _converter(flow)
+    convert = _converter(cfg.flow)
     observers = activation_observers(prepared)
     if not observers:
         raise ValueError("the model has no REQuant activation observers: prepare it with "
@@ -207,14 +235,14 @@ def refine_activation_ranges(
         set_factor(beta)
         return _converted_error(prepared, convert, batches, target, n_values)
 
-    res = golden_section(converted_error, lower, 1.0, tol=tol)
+    res = golden_section(converted_error, cfg.lower, 1.0, tol=cfg.tol)
     set_factor(res.x)
     at_one = next(fx for x, fx in res.points if x == 1.0)
     shared = RangeRefinement(res.x, res.fx, at_one, len(observers), res.points)
-    if not layer_factors:
+    if not cfg.layer_factors:
         return shared
-    chosen = _layer_stage(prepared, observers, res.x, layer_factors, batches[:layer_batches],
-                          target[:layer_batches])
+    chosen = _layer_stage(prepared, observers, res.x, cfg.layer_factors, batches[:cfg.layer_batches],
+                          target[:cfg.layer_batches])
     for name, m in observers.items():
         m.set_range_factor(chosen[name])
     err = _converted_error(prepared, convert, batches, target, n_values)
@@ -264,4 +292,7 @@ def _layer_stage(prepared: nn.Module, observers: dict[str, ActivationObserverMix
     return chosen
 
 
-__all__ = ["LAYER_FACTORS", "RangeRefinement", "activation_observers", "refine_activation_ranges", "simulated"]
+__all__ = [
+    "LAYER_FACTORS", "RangeRefinement", "RefineConfig", "activation_observers", "refine_activation_ranges",
+    "simulated",
+]

@@ -106,8 +106,8 @@ def quantize_weights(
             ``granularity`` or the legacy ``per_channel``, ``fold_bn``, ``search``, ``p``,
             ``loss_space``, ``convention``, ``transform_first_last``, ``objective``,
             ``bias_correction``, ``rounding``, ``inputs``, ``act_bits``, ``end_bits``, ``calibration_rows``,
-            ``seed``, ``input_shape``, ``overrides``), or ``recipe=`` (a recipe name): written options always win over the
-            recipe, except one it cannot honour (ValueError naming both).
+            ``seed``, ``input_shape``, ``overrides``), or ``recipe=`` (a recipe name): written options
+            always win over the recipe, except one it cannot honour (ValueError naming both).
 
     Returns:
         The quantized model and a :class:`QuantizationReport` whose layers are

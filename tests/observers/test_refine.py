@@ -255,3 +255,18 @@ def test_layer_stage_arguments_are_checked() -> None:
         refine_activation_ranges(prep, net, batches, layer_factors=(0.0, 0.9))
     with pytest.raises(ValueError, match="layer_batches >= 1"):
         refine_activation_ranges(prep, net, batches, layer_factors=(0.9,), layer_batches=0)
+
+
+def test_refine_config_is_frozen_data_and_options_win() -> None:
+    from requant_plugin.refine import RefineConfig
+
+    cfg = RefineConfig(flow="pt2e", layer_factors=[0.8, 1.1])  # type: ignore[arg-type]
+    assert cfg.layer_factors == (0.8, 1.1) and cfg.lower == 0.8 and cfg.layer_batches == 2
+    with pytest.raises(ValueError, match="lower must be in"):
+        RefineConfig(lower=0.0)
+    net, batches = Net().eval(), _batches(2)
+    prep = _prepared(net, batches)
+    with pytest.raises(TypeError, match=r"unknown refine option\(s\) \['lowr'\]; valid: \['flow', 'lower'"):
+        refine_activation_ranges(prep, net, batches, lowr=0.5)
+    res = refine_activation_ranges(prep, net, batches, RefineConfig(lower=0.9, tol=0.05), lower=0.5)
+    assert min(x for x, _ in res.points) < 0.9  # the keyword won over the config's lower
