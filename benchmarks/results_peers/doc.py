@@ -234,7 +234,9 @@ drift off its grid; its learned-round insertion also rounded the asymmetric zero
 W3 73.43 before the fix). ModelOpt 0.47 runs on CPU in its own venv, weights only (its integer quantizer is
 symmetric: W2 is ternary). AIMET 2.42 does not import beside the CPU torch (`torchvision::nms`), a row
 says so. Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
-the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly."""
+the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly. The row "first and last
+layer 8-bit" (W4A4, three seeds) is the setting of the W4A4 results of BRECQ, QDrop and PD-Quant that issue 18
+quotes, not the setting of the other rows: compare it with the all-4-bit pt2e row above it, not with the peers."""
 
 
 def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], keys: list[str], settings: list[str],
