@@ -40,7 +40,8 @@ columns.
   of BRECQ, QDrop and PD-Quant): the same graph with `quantize_weights(..., act_bits=act_bits, end_bits=8)`,
   so the first and last layers' weights and inputs are 8-bit (the input image, and the pooled features
   the classifier reads); every other layer as in the row above. Not a peer comparison (the peers' rows
-  quantize every layer at the cell's width); it is left out of "Best method per cell".
+  quantize every layer at the cell's width); it is left out of "Best method per cell". The row after it adds
+  the opt-in per-observer activation range factors (`layer_factors=LAYER_FACTORS`) to the same setting.
 - **REQuant pt2e, weights calibrated on float activations** (the ablation of `act_bits`): the same graph,
   with `quantize_weights` called without `act_bits`, so the weights are matched on float activations.
 - **Brevitas 0.13.4** (`benchmarks/harness/peers/brevitas_ptq.py`): `brevitas.graph.quantize.layerwise_quantize`

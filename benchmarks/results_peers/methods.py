@@ -177,6 +177,9 @@ METHODS: list[Method] = [
     Method("pt2e-ends8", "REQuant pt2e, first and last layer 8-bit (weights and inputs; BRECQ/QDrop/PD-Quant "
            "convention)", "ours", "per-channel sym", _ours_pt2e(end_bits=8), acts=True, weights=False,
            same_setting=False),
+    Method("pt2e-ends8-layers", "REQuant pt2e, first and last layer 8-bit, + one activation range factor per observer",
+           "ours", "per-channel sym", _ours_pt2e(per_observer=True, end_bits=8), acts=True, weights=False,
+           same_setting=False),
     Method("pt2e-float-acts", "REQuant pt2e, weights calibrated on float activations (act_bits ablation)", "ours",
            "per-channel sym", _ours_pt2e(simulate=False), acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),

@@ -71,7 +71,7 @@ def test_missing_venv_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_pat
         run_worker("modelopt", "worker_modelopt.py", {"bits": 4})
 
 
-@pytest.mark.parametrize("key", ["pt2e", "pt2e-layers", "pt2e-ends8", "pt2e-float-acts"])
+@pytest.mark.parametrize("key", ["pt2e", "pt2e-layers", "pt2e-ends8", "pt2e-ends8-layers", "pt2e-float-acts"])
 def test_ours_integer_graph_row_runs_activation_settings_only(key: str) -> None:
     pytest.importorskip("torchao")
     model = tiny()

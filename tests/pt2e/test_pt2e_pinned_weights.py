@@ -14,23 +14,11 @@ from torch import nn
 
 pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
 
+from refs.nets import PoolNet as Net
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from requant_plugin import quantize_weights
 from requant_plugin.pt2e import PinnedWeightObserver, get_requant_quantizer
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.fc = nn.Linear(16, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
-
 
 CALIB = [torch.randn(8, 3, 10, 10, generator=torch.Generator().manual_seed(i)) for i in range(3)]
 

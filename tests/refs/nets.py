@@ -2,6 +2,8 @@
 
 * :class:`Net` / :func:`make_net` / :data:`CALIB`: conv -> BN -> relu -> conv -> relu -> mean -> fc, with
   non-trivial BN statistics, for the torch.ao FX and torchao pt2e flows on users' models;
+* :class:`PoolNet`: conv -> relu -> conv -> relu -> adaptive average pool -> flatten -> fc, for the
+  pt2e graphs whose classifier reads pooled features;
 * :func:`make_seq_net` / :data:`DATA`: the BN-free ``nn.Sequential`` of the weights-only PTQ tests;
 * :func:`make_seq_bn_net`: the same with a BN after each conv (statistics left to the caller);
 * :func:`make_depthwise_net` / :func:`random_batches`: conv/BN/ReLU with depthwise convolutions and
@@ -17,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["CALIB", "DATA", "Net", "make_depthwise_net", "make_net", "make_seq_bn_net", "make_seq_net",
+__all__ = ["CALIB", "DATA", "Net", "PoolNet", "make_depthwise_net", "make_net", "make_seq_bn_net", "make_seq_net",
            "random_batches"]
 
 
@@ -33,6 +35,18 @@ class Net(nn.Module):
         y = torch.relu(self.bn1(self.conv1(x)))
         y = torch.relu(self.conv2(y))
         return self.fc(y.mean((2, 3)))
+
+
+class PoolNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
 
 
 def make_net() -> nn.Module:
