@@ -41,6 +41,7 @@ _NOT_PER_LAYER = {
     "granularity": "the export sets the weight granularity for every layer (granularity=/per_channel=)",
     "per_channel": "the export sets the weight granularity for every layer (granularity=/per_channel=)",
     "p": "the export uses one transform exponent for every layer (p=)",
+    "act_bits": "the export quantizes every activation at act_bits= (TensorRT INT8: 8)",
 }
 
 #: Settings TensorRT allows one value of: ``option: (the value, why no other)``; the options are
