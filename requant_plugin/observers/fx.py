@@ -139,13 +139,9 @@ def get_requant_qconfig(spec: ObserverSpec | int | None = None, *args: Any, **op
     return _qconfig(spec_from(spec, args, options, _POSITIONAL))
 
 
-def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str, act_bits: int) -> None:
-    """Every REQuant weight observer of ``mapping`` becomes a :class:`PinnedWeightObserver` over the
-    grids of ``weight_ranges`` (the observer finds the grid its weight lies on)."""
-    grids = pinned_grids(weight_ranges)
-    if not grids:
-        return
-    widths = getattr(weight_ranges, "act_bits", {})
+def _one_input_width(weight_ranges: Any, act_bits: int) -> None:
+    """Refuse a report whose layers were calibrated on inputs of different widths (FX has one)."""
+    widths = getattr(weight_ranges, "act_bits", None) or {}
     if len(set(widths.values())) > 1:
         own = sorted(n for n, b in widths.items() if b != act_bits)
         raise ValueError(
@@ -154,6 +150,14 @@ def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str, act_
             "the pt2e flow only (get_requant_quantizer(weight_ranges=report)); for FX quantize without end_bits "
             "and act_bits overrides"
         )
+
+
+def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> None:
+    """Every REQuant weight observer of ``mapping`` becomes a :class:`PinnedWeightObserver` over the
+    grids of ``weight_ranges`` (the observer finds the grid its weight lies on)."""
+    grids = pinned_grids(weight_ranges)
+    if not grids:
+        return
     qmin, qmax, symmetric = grids_span(grids)
     if backend in SYMMETRIC_WEIGHT_BACKENDS and not symmetric:
         raise ValueError(
@@ -215,11 +219,12 @@ def get_requant_qconfig_mapping(spec: ObserverSpec | int | None = None, *args: A
     Backends that need symmetric weights (onednn, tensorrt) refuse grids with zero points.
     """
     resolved = spec_from(spec, args, options, _POSITIONAL)
+    _one_input_width(weight_ranges, resolved.act_bits)
     backend = resolved.backend or "x86"
     qconfig = _qconfig(resolved)
     mapping = QConfigMapping().set_global(qconfig)
     if backend == "tensorrt":
-        _pin_weights(mapping, weight_ranges, backend, resolved.act_bits)
+        _pin_weights(mapping, weight_ranges, backend)
         return mapping
     per_tensor = _qconfig(resolved.replace(per_channel=False))
     default = _torch_default_mapping(backend)
@@ -236,5 +241,5 @@ def get_requant_qconfig_mapping(spec: ObserverSpec | int | None = None, *args: A
             mapping.set_object_type(key, qconfig)
         else:  # e.g. layer_norm: keep torch's weight placeholder
             mapping.set_object_type(key, QConfig(activation=qconfig.activation, weight=qc.weight))
-    _pin_weights(mapping, weight_ranges, backend, resolved.act_bits)
+    _pin_weights(mapping, weight_ranges, backend)
     return mapping

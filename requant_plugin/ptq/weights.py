@@ -125,11 +125,11 @@ def quantize_weights(
     check_model(model, cfg)
     batches = None if calibration_data is None else calibration_inputs(calibration_data, model)
     out = model if inplace else copy.deepcopy(model)
-    state = _prepare(out, cfg, batches)
-    for plan in plan_attention(cfg, out):
-        _quantize_attention_weight(state, plan)
     layers = quantizable_layers(out)
     plans = list(zip(plan_layers(cfg, layers), (m for _, m in layers), strict=True))
+    state = _prepare(out, cfg, batches, [plan for plan, _ in plans])
+    for plan in plan_attention(cfg, out):
+        _quantize_attention_weight(state, plan)
     from tqdm.auto import tqdm  # a dependency; imported on first use only
 
     with (tqdm(total=len(plans), desc=f"REQuant W{cfg.bits}", unit="layer", disable=not progress) as bar,
@@ -191,8 +191,10 @@ def _check_data(cfg: QuantizeConfig, calibration_data: Any) -> None:
         )
 
 
-def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | None) -> RunState:
-    """The run's shared state: BN means (before folding), folded BNs, float input statistics."""
+def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | None,
+             plans: list[LayerPlan]) -> RunState:
+    """The run's shared state: BN means (before folding), folded BNs, float input statistics
+    (``plans``: the layers' plans, for their simulated input widths)."""
     rows = None
     if batches is not None and cfg.calibration_rows is not None:
         rows = -(-int(cfg.calibration_rows) // len(batches))
@@ -225,15 +227,15 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
         if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
             state.float_model = copy.deepcopy(out)
             if cfg.act_bits is not None:  # the ranges a W/A deployment would use, from the float inputs
-                state.act_qparams = _activation_ranges(out, cfg, data_layers, batches)
+                state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
                 state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
     return state
 
 
-def _activation_ranges(out: nn.Module, cfg: QuantizeConfig, names: list[str],
+def _activation_ranges(out: nn.Module, plans: list[LayerPlan], names: list[str],
                        batches: list[torch.Tensor]) -> dict[str, ActQParams]:
     """The simulated input quantization of each layer of ``names`` at its plan's ``act_bits``."""
-    bits = {plan.name: plan.act_bits for plan in plan_layers(cfg, quantizable_layers(out)) if plan.act_bits}
+    bits = {plan.name: plan.act_bits for plan in plans if plan.act_bits}
     ranges: dict[str, ActQParams] = {}
     for b in sorted(set(bits.values())):
         ranges.update(activation_qparams(out, [n for n in names if bits.get(n) == b], batches, b))
