@@ -94,6 +94,9 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs first")
     p.add_argument("--act-bits", metavar="B", type=_bits,
                    help="also fake-quantize every Conv/Linear input per tensor (calibrated ranges)")
+    p.add_argument("--end-bits", metavar="B", type=_bits,
+                   help="the first and last Conv/Linear layers at B bits in every row: their weights and, "
+                        "with --act-bits, their inputs (e.g. --bits 4 --act-bits 4 --end-bits 8)")
     p.add_argument("--recipe", metavar="NAME", choices=sorted(RECIPES),
                    help=f"also evaluate a named recipe at every width ({', '.join(sorted(RECIPES))}; e.g. "
                         "beyond: per-channel output objective, error-feedback rounding, bias correction), "
@@ -172,8 +175,8 @@ def _quantize(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = PipelineConfig(
         data=args.data, model=args.model, weights=args.weights, bits=tuple(args.bits), space=args.space,
         per_channel=args.per_channel, symmetric=args.symmetric, fold_bn=args.fold_bn,
-        act_bits=args.act_bits, recipe=args.recipe, export=args.export, export_bits=args.export_bits,
-        report=args.report,
+        act_bits=args.act_bits, end_bits=args.end_bits, recipe=args.recipe, export=args.export,
+        export_bits=args.export_bits, report=args.report,
         calib_images=args.calib_images, test_limit=args.test_limit, seed=args.seed,
         progress=not args.no_progress, command=_command_line(argv),
     )

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..core import Grid, StreamingHistogram
-from ..ptq import quantizable_layers, weight_ch_axis
+from ..ptq import first_last, quantizable_layers, weight_ch_axis
 from ..ptq.activation_sim import ActQParams, fake_quant_activations
 
 __all__ = [
@@ -66,16 +66,25 @@ def _minmax_fake_quant(w: Tensor, bits: int, symmetric: bool, per_channel: bool,
     return out.to(w.dtype)
 
 
+def end_widths(model: nn.Module, end_bits: int | None) -> dict[str, int]:
+    """``{first layer, last layer: end_bits}`` of ``model``'s Conv/Linear layers (empty without ``end_bits``)."""
+    if end_bits is None:
+        return {}
+    return dict.fromkeys(first_last([n for n, _ in quantizable_layers(model)]), end_bits)
+
+
 def minmax_quantize_weights(
-    model: nn.Module, bits: int, *, symmetric: bool = False, per_channel: bool = False
+    model: nn.Module, bits: int, *, symmetric: bool = False, per_channel: bool = False, end_bits: int | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
-    """A copy of ``model`` with min-max fake-quantized weights, and the weight MSE per layer."""
+    """A copy of ``model`` with min-max fake-quantized weights (the first and last layer at
+    ``end_bits`` when given), and the weight MSE per layer."""
     out = copy.deepcopy(model)
     mse: dict[str, float] = {}
+    widths = end_widths(out, end_bits)
     for name, module in quantizable_layers(out):
         w = module.weight
         assert isinstance(w, Tensor)
-        q = _minmax_fake_quant(w, bits, symmetric, per_channel, weight_ch_axis(module))
+        q = _minmax_fake_quant(w, widths.get(name, bits), symmetric, per_channel, weight_ch_axis(module))
         mse[name] = float((w.detach().double() - q.double()).pow(2).mean()) if w.numel() else 0.0
         with torch.no_grad():
             w.copy_(q)
@@ -117,14 +126,15 @@ def calibrate_activations(
 
 
 def activation_qparams(
-    hists: dict[str, StreamingHistogram], bits: int, method: str
+    hists: dict[str, StreamingHistogram], bits: int, method: str, widths: dict[str, int] | None = None,
 ) -> dict[str, ActQParams]:
-    """Unsigned b-bit per-tensor qparams per layer input: ``method`` ``"minmax"`` or ``"requant"``."""
-    grid = Grid.from_bits(bits)
+    """Unsigned b-bit per-tensor qparams per layer input: ``method`` ``"minmax"`` or ``"requant"``;
+    ``widths``: layers whose input is quantized at their own width instead of ``bits``."""
     out: dict[str, ActQParams] = {}
     for name, hist in hists.items():
         if hist.empty:
             continue
+        grid = Grid.from_bits((widths or {}).get(name, bits))
         if method == "minmax":
             s, z = grid.base_qparams(np.array([hist.min]), np.array([hist.max]))
             alpha = 1.0

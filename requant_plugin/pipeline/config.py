@@ -40,6 +40,8 @@ class PipelineConfig:
         per_channel, symmetric, fold_bn: weight grid layout, as in ``quantize_weights``.
         act_bits: also fake-quantize the input of every Conv/Linear per tensor at this
             width (min-max ranges for the min-max rows, REQuant ranges for the others).
+        end_bits: the first and last Conv/Linear layers at this width in every row: their
+            weights and, with ``act_bits``, their inputs (``QuantizeConfig.end_bits``).
         export: write a TensorRT-ready ONNX here (symmetric per-channel Q/DQ).
         export_bits: weight bits of the export (default: the lowest of ``bits``; below 8 the
             codes are emulated inside INT8 containers).
@@ -60,6 +62,7 @@ class PipelineConfig:
     symmetric: bool = False
     fold_bn: bool = False
     act_bits: int | None = None
+    end_bits: int | None = None
     recipe: str | None = None
     export: str | None = None
     export_bits: int | None = None
@@ -85,7 +88,7 @@ class PipelineConfig:
     def quantize_config(self, bits: int, space: str) -> QuantizeConfig:
         """The :class:`~requant_plugin.ptq.QuantizeConfig` of one REQuant row at ``bits`` on ``space``."""
         return QuantizeConfig(bits=bits, space=Space.parse(space), symmetric=self.symmetric,
-                              granularity=granularity(self.per_channel))
+                              granularity=granularity(self.per_channel), end_bits=self.end_bits)
 
     def recipe_config(self, bits: int) -> QuantizeConfig:
         """The config of the recipe row at ``bits``: the recipe, then the options the user set."""
@@ -97,6 +100,8 @@ class PipelineConfig:
             options["granularity"] = granularity(True)
         if self.act_bits and recipe(self.recipe).inputs is Inputs.QUANTIZED:
             options["act_bits"] = self.act_bits
+        if self.end_bits is not None:
+            options["end_bits"] = self.end_bits
         return make_config(self.recipe, **options)
 
     @property
@@ -165,7 +170,8 @@ class PipelineResult:
             "notes": self.notes,
             "settings": {
                 "bits": list(cfg.bits), "space": cfg.space, "per_channel": cfg.per_channel,
-                "symmetric": cfg.symmetric, "fold_bn": cfg.fold_bn, "act_bits": cfg.act_bits, "recipe": cfg.recipe,
+                "symmetric": cfg.symmetric, "fold_bn": cfg.fold_bn, "act_bits": cfg.act_bits,
+                "end_bits": cfg.end_bits, "recipe": cfg.recipe,
                 "calib_images": cfg.calib_images, "test_limit": cfg.test_limit, "seed": cfg.seed,
             },
             "fp32": self.fp32,

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .baselines import end_widths
 from .config import ExportSummary, PipelineConfig
 from .errors import UsageError
 
@@ -69,8 +70,11 @@ def export_and_verify(
     if cfg.space == "sqrt":
         log("      note : the sqrt grid is not expressible as Q/DQ; the ONNX uses REQuant's alpha on the")
         log("             uniform symmetric per-channel grid (see docs/limitations.md)")
+    ends = {name: {"bits": b} for name, b in end_widths(model, cfg.end_bits).items()}
+    if ends:
+        log(f"      note : {sorted(ends)} exported at W{cfg.end_bits} (--end-bits); activations stay A8")
     report = export_onnx_qdq(model, calib, path, weight_bits=wbits, act_bits=abits, space="uniform",
-                             per_channel=True, fp32_path=fp32_path, progress=cfg.progress)
+                             per_channel=True, fp32_path=fp32_path, progress=cfg.progress, overrides=ends or None)
     log(f"      wrote {path} ({report.file_size:,} bytes, opset {report.opset}): "
         f"{len(report.weights)} quantized weights, {len(report.activations)} quantized activations")
     ver = verify_export(report, model=model, images=calib[0], fp32_path=fp32_path,

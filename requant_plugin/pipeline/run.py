@@ -35,6 +35,7 @@ from .baselines import (
     ActQParams,
     activation_qparams,
     calibrate_activations,
+    end_widths,
     fake_quant_activations,
     minmax_quantize_weights,
 )
@@ -54,7 +55,7 @@ Log = Callable[[str], None]
 def _check_config(cfg: PipelineConfig) -> None:
     if not cfg.bits:
         raise UsageError("give at least one bit width with --bits")
-    extra = [b for b in (cfg.act_bits, cfg.export_bits) if b is not None]
+    extra = [b for b in (cfg.act_bits, cfg.end_bits, cfg.export_bits) if b is not None]
     for b in (*cfg.bits, *extra):
         try:
             check_bits(b)
@@ -142,8 +143,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         t1 = time.perf_counter()
         log(f"      calibrating activation ranges on {n_calib} train images (A{cfg.act_bits})")
         hists = calibrate_activations(base, calib, progress=cfg.progress)
-        act_qp = {m: dict(activation_qparams(hists, cfg.act_bits, "minmax" if m == "minmax" else "requant"))
-                  for m in cfg.methods}
+        act_qp = {m: activation_qparams(hists, cfg.act_bits, "minmax" if m == "minmax" else "requant",
+                                        widths=end_widths(base, cfg.end_bits)) for m in cfg.methods}
         seconds["calibrate"] = time.perf_counter() - t1
 
     def evaluate(model: nn.Module, method: str | None) -> float:
@@ -164,7 +165,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     for bits in all_bits:
         accuracy[bits] = {}
         mm_model, mm_mse = minmax_quantize_weights(base, bits, symmetric=cfg.symmetric,
-                                                   per_channel=cfg.per_channel)
+                                                   per_channel=cfg.per_channel, end_bits=cfg.end_bits)
         accuracy[bits]["minmax"] = evaluate(mm_model, "minmax")
         bar.update()
         for method in cfg.methods[1:]:
@@ -196,7 +197,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     log("")
     if cfg.export is not None:
         t3 = time.perf_counter()
-        log(f"[5/5] export W{cfg.export_weight_bits}A{cfg.act_bits or 8} ONNX for TensorRT -> {cfg.export}")
+        log(f"[5/5] export W{cfg.export_weight_bits}A8 ONNX for TensorRT -> {cfg.export}")
         result.export = export_and_verify(work.model, calib, loader, cfg, log)
         seconds["export"] = time.perf_counter() - t3
     else:

@@ -164,3 +164,38 @@ def test_recipe_row_matches_quantize_weights(cli, digits_model, tmp_path: Path) 
     calib = data.calibration_batches(128, batch_size=64, seed=0)
     qmodel, _ = quantize_weights(model, "beyond", bits=3, calibration_data=calib)
     assert res["accuracy"]["3"]["recipe"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test), abs=1e-9)
+
+
+def test_end_bits_keep_first_and_last_layer_wider(cli, digits_model, tmp_path: Path) -> None:
+    """``--end-bits 8``: the min-max rows of the first and last layer match the 8-bit reference, the
+    middle ones the 2-bit one; the recipe row equals quantize_weights(..., end_bits=8)."""
+    from requant_plugin import quantize_weights
+    from requant_plugin.pipeline.baselines import activation_qparams as act_qparams
+    from requant_plugin.pipeline.baselines import calibrate_activations, end_widths
+    from requant_plugin.ptq.activation_sim import fake_quant_activations
+
+    weights, model = digits_model
+    out, res = run_saved(cli, weights, tmp_path / "r", "--bits", "2", "--space", "uniform", "--end-bits", "8",
+                         "--act-bits", "4", "--recipe", "beyond", "--calib-images", "128")
+    assert "first and last layers' weights and inputs at 8 bits" in out
+    assert res["settings"]["end_bits"] == 8
+    ref_w = layer_weights(model)
+    names = list(ref_w)
+    for row in res["layers"]:
+        bits = 8 if row["name"] in (names[0], names[-1]) else 2
+        ref = minmax_reference(ref_w[row["name"]], bits, symmetric=False, per_channel=False)
+        ref_mse = float(np.mean((ref_w[row["name"]].astype(np.float64) - ref) ** 2))
+        assert row["mse_minmax"] == pytest.approx(ref_mse, rel=1e-3), row["name"]
+    _, plain = run_saved(cli, weights, tmp_path / "p", "--bits", "2", "--space", "uniform", "--act-bits", "4",
+                         "--calib-images", "128")
+    wide = {r["name"]: r["mse_minmax"] for r in res["layers"]}
+    narrow = {r["name"]: r["mse_minmax"] for r in plain["layers"]}
+    assert wide[names[0]] < narrow[names[0]] / 100 and wide[names[1]] == pytest.approx(narrow[names[1]])
+    data = load_digits()
+    calib = data.calibration_batches(128, batch_size=64, seed=0)
+    qmodel, report = quantize_weights(model, "beyond", bits=2, calibration_data=calib, act_bits=4, end_bits=8)
+    assert report.act_bits[names[0]] == 8 and report.act_bits[names[1]] == 4
+    qp = act_qparams(calibrate_activations(model, calib), 4, "requant", widths=end_widths(model, 8))
+    with fake_quant_activations(qmodel.eval(), qp):
+        expected = top1(qmodel, data.x_test, data.y_test)
+    assert res["accuracy"]["2"]["recipe"] == pytest.approx(expected, abs=1e-9)

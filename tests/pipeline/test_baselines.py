@@ -73,3 +73,25 @@ def test_requant_activation_range_beats_minmax_on_outliers() -> None:
         return float((x - y).pow(2).mean())
 
     assert mse(rq) < 0.5 * mse(mm)
+
+
+def test_end_bits_put_the_first_and_last_layer_at_their_own_width() -> None:
+    """``end_bits``: min-max weights of the first and last layer on 256 codes, the middle one on 4;
+    their inputs' activation qparams at 8 bits, the middle one's at 2 (closed-form code counts)."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 5))
+    out, _ = minmax_quantize_weights(net, 2, end_bits=8)
+    for name, codes in (("0", 256), ("2", 4), ("5", 256)):
+        w = net.get_submodule(name).weight.detach().double()
+        got = out.get_submodule(name).weight.detach().double()
+        s = (w.max() - w.min()) / (codes - 1)
+        # every value sits on the min-max grid of its own width (within float32 rounding)
+        steps = (got - got.min()) / s
+        assert torch.allclose(steps, steps.round(), atol=1e-3), name
+        assert int(steps.round().unique().numel()) <= codes, name
+    assert int(torch.unique(out.get_submodule("2").weight).numel()) <= 4
+    assert int(torch.unique(out.get_submodule("0").weight).numel()) > 4
+    hists = calibrate_activations(net, [torch.randn(16, 3, 6, 6)])
+    qp = activation_qparams(hists, 2, "minmax", widths={"0": 8, "5": 8})
+    assert {n: (q.quant_max - q.quant_min + 1) for n, q in qp.items()} == {"0": 256, "2": 4, "5": 256}
