@@ -154,8 +154,10 @@ def summarise(timings: list[Timing], model: nn.Module, cmd: str, repeats: int) -
         versus = (f"Per-channel search / per-tensor search over the same weights: **{r:.1f}x** (issue 17's "
                   f"target: within {CHANNEL_TARGET:.0f}x, {'met' if r <= CHANNEL_TARGET else 'NOT met'}). "
                   f"Per channel, the rows are short ({min(row_len):,} to {max(row_len):,} values here) and "
-                  "their loss curves jagged, so each gets a dense bracketing scan (up to 1,024 points), "
-                  "plus both sides of the code changes near its best alpha; per tensor, the cost is mostly the sort.")
+                  "their loss curves flat to about 1/sqrt(n) over a plateau with the minimum anywhere on it, "
+                  "so each row gets a 48-point scan plus the exact minimum over every piece (between code "
+                  "changes) of its plateau, which costs a few scans' worth of binary searches and sorting "
+                  "the code changes there; per tensor, the cost is mostly the sort.")
     return "\n".join([
         "## Per-phase cost on ResNet-50 weights",
         "",

@@ -14,7 +14,9 @@ from numpy.typing import NDArray
 
 from .transform import PowerTransform
 
-__all__ = ["SortedRows", "band_keys", "breakpoints_between", "near_breakpoints", "row_bands", "select_near"]
+__all__ = [
+    "SortedRows", "band_keys", "breakpoints_between", "change_runs", "near_breakpoints", "row_bands", "select_near",
+]
 
 
 class SortedRows(Protocol):
@@ -54,7 +56,7 @@ def band_keys(y: NDArray[np.floating]) -> NDArray[np.float64]:
     return ((y - low) / span + off).ravel()
 
 
-def _runs(
+def change_runs(
     obj: SortedRows, lo: NDArray[np.float64], hi: NDArray[np.float64],
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Per ``(row, threshold)`` (flat, row-major): the first flat index into the sorted rows and
@@ -79,12 +81,12 @@ def breakpoints_between(
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
     """The ``breakpoints`` ``a`` (same float operations) with ``lo[r] <= a <= hi[r]`` and
     ``0 < a <= 1``, as flat ``(row, threshold, value index, a)`` arrays (unordered). For each
-    threshold the values concerned form one run of the sorted row (``runs``, from :func:`_runs`
+    threshold the values concerned form one run of the sorted row (``runs``, from :func:`change_runs`
     when not given), filtered exactly."""
     width = obj.half.shape[1]
     y = obj.transformed
     den = obj.s1[:, None] * obj.half
-    first, cnt = _runs(obj, lo, hi) if runs is None else runs
+    first, cnt = change_runs(obj, lo, hi) if runs is None else runs
     total = int(cnt.sum())
     run = np.repeat(np.arange(cnt.size), cnt)  # (r, k) flat index of each entry
     flat_i = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
@@ -113,7 +115,7 @@ def near_breakpoints(
     width = obj.half.shape[1]
     center = np.asarray(center, dtype=np.float64)
     lo, hi = center * (1.0 - 2.0 * window), center * (1.0 + 2.0 * window)
-    runs = _runs(obj, lo, hi)
+    runs = change_runs(obj, lo, hi)
     if int(runs[1].reshape(obj.rows, width).sum(axis=1).max(initial=0)) > max_points:
         return None
     r, k, i, a = breakpoints_between(obj, lo, hi, runs)

@@ -6,7 +6,10 @@ between pieces are concave, so at 6-8 bits it has many shallow local minima. The
 above, ``alpha = 1`` included so the result is never worse than min-max), (2) runs
 golden-section search inside the brackets of the best few local minima of the scan, and
 (3) polishes the winner with the exact per-piece least-squares step of
-:meth:`Objective.refit`, keeping it only if it lowers the loss. ``"grid"`` is the dense
+:meth:`Objective.refit`, keeping it only if it lowers the loss. Many rows of raw values (per
+channel) at up to 4 bits replace (2) by the exact minimum over every piece of the scan's plateau (the window
+where the scan is within ``PLATEAU / sqrt(n)`` of its best; :func:`~.sweep.piece_minima`): the
+plateau of a row of a few hundred values is flat to about that, with minima anywhere on it. ``"grid"`` is the dense
 reference: ``L`` at ``grid_points`` evenly spaced values ``k / grid_points``; ``"minmax"``
 pins ``alpha = 1``.
 """
@@ -19,10 +22,10 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .breakpoints import select_near
+from .breakpoints import change_runs, select_near
 from .grid import Grid
 from .objective import RangeObjective
-from .sweep import can_sweep, contenders
+from .sweep import can_sweep, contenders, piece_minima
 
 #: The search names as a typing alias (validation: :class:`~requant_plugin.options.Search`).
 SearchMethod = Literal["golden", "grid", "minmax"]
@@ -84,6 +87,18 @@ LOCAL_POINTS = 2048
 SIDE = 1e-5
 #: more side candidates per row than this are ranked by a sweep (:mod:`.sweep`) first
 SWEEP_MIN = 16
+
+
+#: scan points of the plateau search (many rows of at most PLATEAU_LEVELS codes, :func:`_plateau_search`;
+#: finer grids have deep narrow minima off the plateau, and keep the golden-section brackets)
+PLATEAU_SCAN = 48
+PLATEAU_LEVELS = 16
+#: a scan point within ``PLATEAU / sqrt(n)`` (relative) of a row's best is on its plateau
+PLATEAU = 0.6
+#: the plateau search runs while every row has at most this many code changes in its window ...
+PLATEAU_ROW_BUDGET = 1 << 14
+#: ... and all rows together at most this many (else the golden-section brackets are used)
+PLATEAU_BUDGET = 1 << 24
 
 
 def scan_size(rows: int, levels: int, n: int) -> int:
@@ -208,6 +223,12 @@ def golden_search(
     :data:`LOCAL_WINDOW` of it.
     """
     start = obj.evaluations
+    if scan is None and obj.rows > 1 and obj.grid.levels <= PLATEAU_LEVELS and isinstance(obj, RangeObjective) \
+            and can_sweep(obj):
+        found = _plateau_search(obj, refine_steps)
+        if found is not None:
+            return found
+        obj.evaluations = start
     if scan is None:
         k = scan_size(obj.rows, obj.grid.levels, obj.n)
         pts = scan_points(k // 4, k - k // 4)
@@ -264,11 +285,46 @@ def golden_search(
             near = _near_breakpoints(obj, best.alpha)
             if near is not None and near.shape[1]:
                 _try_sides(obj, best, near, l1 is not None)
-    for _ in range(refine_steps):
+    _polish(obj, best, refine_steps)
+    return _prefer_minmax(obj, best, start, l1)
+
+
+def _polish(obj: Objective, best: _Best, steps: int) -> None:
+    """Up to ``steps`` least-squares refits of the best ``alpha`` (kept where they lower ``L``)."""
+    for _ in range(steps):
         cand = obj.refit(best.alpha)
         lc1 = obj(cand[:, None])
         before = best.mse.copy()
         best.update(cand[:, None], lc1)
         if np.all(best.mse >= before):
             break
-    return _prefer_minmax(obj, best, start, l1)
+
+
+def _plateau_search(obj: RangeObjective, refine_steps: int) -> SearchResult | None:
+    """Scan, then the exact minimum over the pieces of each row's plateau (rows with at most
+    :data:`BREAKPOINT_BUDGET` code changes: over all of them); ``None`` (nothing decided) when
+    the windows hold more code changes than :data:`PLATEAU_ROW_BUDGET` / :data:`PLATEAU_BUDGET`."""
+    start = obj.evaluations
+    pts = scan_points(PLATEAU_SCAN // 4, PLATEAU_SCAN - PLATEAU_SCAN // 4)
+    rows = obj.rows
+    a_scan = np.broadcast_to(pts[None, :], (rows, pts.size))
+    l_scan = obj(a_scan)
+    if obj.n * obj.half.shape[1] <= BREAKPOINT_BUDGET:  # short rows: every piece
+        lo, hi = np.full(rows, pts[0] * 0.5), np.ones(rows)
+    else:
+        flat = l_scan <= l_scan.min(axis=1, keepdims=True) * (1.0 + PLATEAU / np.sqrt(obj.n))
+        first = np.argmax(flat, axis=1)
+        last = pts.size - 1 - np.argmax(flat[:, ::-1], axis=1)
+        lo = np.where(first == 0, pts[0] * 0.5, pts[np.maximum(first - 1, 0)])
+        hi = pts[np.minimum(last + 1, pts.size - 1)]
+    runs = change_runs(obj, lo, hi)
+    per_row = runs[1].reshape(rows, -1).sum(axis=1)
+    if int(per_row.max(initial=0)) > PLATEAU_ROW_BUDGET or int(per_row.sum()) > PLATEAU_BUDGET:
+        return None
+    best = _Best(rows)
+    best.update(a_scan, l_scan)
+    cand = piece_minima(obj, lo, hi, runs, side=SIDE)
+    cand = np.where(np.isfinite(cand), cand, 1.0)
+    best.update(cand, obj(cand))
+    _polish(obj, best, refine_steps)
+    return _prefer_minmax(obj, best, start, l_scan[:, -1].copy())

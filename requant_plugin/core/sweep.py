@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from .breakpoints import breakpoints_between
 from .objective import RangeObjective
 
 
@@ -82,6 +83,74 @@ def sweep_losses(obj: RangeObjective, alpha: NDArray[np.float64], valid: NDArray
     return np.where(valid, np.maximum(loss, 0.0), np.inf)
 
 
+def piece_minima(
+    obj: RangeObjective, lo: NDArray[np.float64], hi: NDArray[np.float64],
+    runs: tuple[NDArray[np.intp], NDArray[np.intp]],
+    top: int = 2, side: float = 1e-5,
+) -> NDArray[np.float64]:
+    """The ``alpha`` of the ``top`` lowest piece minima of each row on ``[lo, hi]`` (``(R, top)``, NaN: none).
+
+    A piece is the interval between two code changes (or a window end): there ``L`` is
+    ``(A - 2 u B + u**2 C) / N`` with ``u = alpha**e``, minimal at ``u = B / C`` clipped to the
+    piece shrunk by ``side`` (relative) at each code change, so that every fake quantizer assigns the
+    codes the piece counted (a piece narrower than that has no candidate). ``runs``: the
+    :func:`~.breakpoints.change_runs` of the window.
+    """
+    rows = obj.rows
+    start = obj.evaluations
+    codes = obj.codes(lo[:, None])  # exact counts at each window's start
+    obj.evaluations = start
+    coef = obj._coef
+    a_sum = np.sum(codes.sum2[:, 0], axis=1)
+    b0 = np.sum(coef * codes.sum1[:, 0], axis=1)
+    c0 = np.sum(coef * coef * codes.count[:, 0], axis=1)
+    r, k, i, a = breakpoints_between(obj, lo, hi, runs)
+    keep = a > lo[r]
+    # rows ascending, alpha ascending inside a row (the runs are monotone: a stable sort merges them)
+    order = np.argsort(r[keep] * 2.0 + a[keep], kind="stable")
+    r, k, i, a = r[keep][order], k[keep][order], i[keep][order], a[keep][order]
+    x = obj._values[r, i].astype(np.float64)
+    if obj.loss_space == "transformed" and not obj.transform.is_identity:
+        x = np.sign(x) * (np.abs(x) / obj.transform.m[r]) ** obj.transform.p
+    up = obj._half[r, k] > 0  # positive value: leaves code k + 1 for code k as alpha grows
+    c_src, c_dst = coef[r, np.where(up, k + 1, k)], coef[r, np.where(up, k, k + 1)]
+    count = np.bincount(r, minlength=rows)
+    first = np.cumsum(count) - count
+    cb = np.concatenate([[0.0], np.cumsum((c_dst - c_src) * x)])
+    cc = np.concatenate([[0.0], np.cumsum(c_dst * c_dst - c_src * c_src)])
+    # pieces in row order: each row's window start, then one piece after each of its code changes
+    total = a.size + rows
+    starts = first + np.arange(rows)
+    after = np.arange(a.size) + r + 1
+    p_r = np.empty(total, np.intp)
+    p_lo, p_b, p_c = np.empty(total), np.empty(total), np.empty(total)
+    p_r[starts], p_lo[starts], p_b[starts], p_c[starts] = np.arange(rows), lo, b0, c0
+    p_r[after], p_lo[after] = r, a
+    p_b[after] = b0[r] + cb[1:] - cb[first][r]
+    p_c[after] = c0[r] + cc[1:] - cc[first][r]
+    ends = np.append(starts[1:], total) - 1
+    p_hi = np.empty(total)
+    p_hi[:-1] = p_lo[1:]
+    lo_in = p_lo * (1.0 + side)  # the window's own ends are no code change: not shrunk
+    lo_in[starts] = lo
+    hi_in = np.minimum(p_hi * (1.0 - side), 1.0)
+    hi_in[ends] = hi
+    e = obj.exponent
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(p_c > 0, p_b / np.where(p_c > 0, p_c, 1.0), np.inf)
+    u = np.clip(u, lo_in**e, hi_in**e)
+    loss = np.where(lo_in <= hi_in, a_sum[p_r] - 2.0 * u * p_b + u * u * p_c, np.inf)
+    out = np.full((rows, top), np.nan)
+    alpha = u ** (1.0 / e)
+    for t in range(top):  # the lowest, then the next: segment minima, first index of each
+        low = np.minimum.reduceat(loss, starts)
+        hit = np.flatnonzero((loss == low[p_r]) & np.isfinite(loss))
+        seg, at = np.unique(p_r[hit], return_index=True)
+        out[seg, t] = alpha[hit[at]]
+        loss[hit[at]] = np.inf
+    return out
+
+
 #: candidates whose swept loss is within this (relative to the row's best swept loss) ...
 RANK_REL = 1e-6
 #: ... plus this (relative to the row's mean square, the scale of the sweep's rounding) are
@@ -98,4 +167,4 @@ def contenders(obj: RangeObjective, alpha: NDArray[np.float64], valid: NDArray[n
     return valid & (loss <= best * (1.0 + RANK_REL) + RANK_ABS * scale)
 
 
-__all__ = ["RANK_ABS", "RANK_REL", "can_sweep", "contenders", "sweep_losses"]
+__all__ = ["RANK_ABS", "RANK_REL", "can_sweep", "contenders", "piece_minima", "sweep_losses"]
