@@ -55,6 +55,24 @@ def test_weights_only_w4_needs_no_data(trained_state):
     assert all(0 < r["alpha"] <= 1 for r in rows.values())
 
 
+def test_weights_only_end_bits_through_quantize_kwargs(trained_state):
+    """``quantize_kwargs={"end_bits": 8}`` reaches quantize_weights through a real Trainer: the first
+    and last layer on 8-bit grids, the middle one on the 4-bit grid, as the summary says."""
+    model = trained_module(trained_state)
+    cb = REQuantCalibration("model", mode="weights", weight_bits=4, space="sqrt", verbose=False,
+                            quantize_kwargs={"end_bits": 8})
+    trainer = pl.Trainer(**litmods.trainer_kwargs(callbacks=[cb]))
+    trainer.test(model, DM(with_train=False), verbose=False)
+    q = cb.quantized_model.module
+    levels = {n: max(len(torch.unique(row)) for row in q.get_submodule(n).weight.detach().flatten(1))
+              for n in ("conv2", "linear")}  # conv1's rows hold 9 values only
+    assert levels["conv2"] <= 16 < levels["linear"] <= 256
+    assert {r["layer"]: r["bits"] for r in cb.summary} == {"conv1": 8, "conv2": 4, "linear": 8}
+    ref, _ = quantize_weights(trained_module(trained_state).model, 4, space="sqrt", per_channel=True, end_bits=8)
+    for a, b in zip(q.state_dict().values(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.fixture(scope="module")
 def pt2e_run(trained_state):
     pytest.importorskip("torchao")
