@@ -131,6 +131,7 @@ def piece_minima(
     ends = np.append(starts[1:], total) - 1
     p_hi = np.empty(total)
     p_hi[:-1] = p_lo[1:]
+    p_hi[ends] = hi
     lo_in = p_lo * (1.0 + side)  # the window's own ends are no code change: not shrunk
     lo_in[starts] = lo
     hi_in = np.minimum(p_hi * (1.0 - side), 1.0)
