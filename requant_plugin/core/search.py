@@ -220,7 +220,9 @@ def golden_search(
     where ``L`` is a sawtooth whose minima sit just beside a code change) also evaluate both
     sides of every code change (the objective's ``breakpoints``, when it has them); rows with at
     most :data:`LOCAL_BUDGET` code changes near the best ``alpha`` found do so for those within
-    :data:`LOCAL_WINDOW` of it.
+    :data:`LOCAL_WINDOW` of it. Several rows of raw values on at most :data:`PLATEAU_LEVELS` codes
+    (``scan`` not given) take the plateau search instead (:func:`_plateau_search`), unless their
+    plateaus hold more code changes than its budgets.
     """
     start = obj.evaluations
     if scan is None and obj.rows > 1 and obj.grid.levels <= PLATEAU_LEVELS and isinstance(obj, RangeObjective) \
