@@ -106,3 +106,25 @@ def test_fx_mapping_refuses_per_layer_input_widths() -> None:
         get_requant_qconfig_mapping(4, 4, weight_ranges=rep)
     _, same = _quantized(None)
     get_requant_qconfig_mapping(4, 4, weight_ranges=same)  # one width everywhere: as before
+
+
+def test_end_bits_on_a_torchvision_style_mobilenet_v2() -> None:
+    """A network not built for these tests (torchvision's MobileNetV2 layout, ``benchmarks.archs``, 32 px):
+    its stem conv and the classifier Linear behind average pooling, flatten and Dropout get 8-bit inputs
+    in the converted graph, every other Conv/Linear (depthwise and pointwise) 4-bit ones."""
+    from benchmarks.archs import build
+
+    torch.manual_seed(0)
+    model = build("mobilenet_v2", num_classes=10, image_size=32).eval()
+    calib = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    qmodel, rep = quantize_weights(model, 4, recipe="beyond-tensorrt", calibration_data=calib, act_bits=4,
+                                   end_bits=8, progress=False)
+    assert {n for n, b in rep.act_bits.items() if b == 8} == {"features.0.0", "classifier.1"}
+    prepared = prepare_pt2e(torch.export.export(qmodel, (calib[0],)).module(),
+                            get_requant_quantizer(4, 4, weight_ranges=rep))
+    with torch.no_grad():
+        for x in calib:
+            prepared(x)
+    levels = _input_levels(convert_pt2e(prepared))
+    assert levels.pop("features.0.0") == 256 and levels.pop("classifier.1") == 256
+    assert len(levels) > 40 and set(levels.values()) == {16}
