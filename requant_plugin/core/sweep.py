@@ -16,6 +16,8 @@ candidates and evaluates the best few exactly (:func:`~.search.golden_search`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -29,6 +31,31 @@ def can_sweep(obj: object) -> bool:
     return type(obj) is RangeObjective and getattr(obj, "_p0", 0) is None
 
 
+def _window_changes(
+    obj: RangeObjective, lo: NDArray[np.float64], hi: NDArray[np.float64],
+    runs: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], tuple[NDArray[Any], ...]]:
+    """``A``, ``B``, ``C`` per row at ``alpha = lo`` (exact code counts), and every code change in
+    ``(lo, hi]`` as flat ``(row, alpha, dB, dC)`` (rows ascending): the value leaving its code
+    changes ``B`` by ``(c_dst - c_src) x`` and ``C`` by ``c_dst**2 - c_src**2``."""
+    start = obj.evaluations
+    codes = obj.codes(lo[:, None])
+    obj.evaluations = start
+    coef = obj._coef  # (R, L): v_k = alpha**e * coef_k
+    a_sum = np.sum(codes.sum2[:, 0], axis=1)
+    b0 = np.sum(coef * codes.sum1[:, 0], axis=1)
+    c0 = np.sum(coef * coef * codes.count[:, 0], axis=1)
+    r, k, i, a = breakpoints_between(obj, lo, hi, runs)
+    keep = a > lo[r]  # changes after the counted point
+    r, k, i, a = r[keep], k[keep], i[keep], a[keep]
+    x = obj._values[r, i].astype(np.float64)
+    if obj.loss_space == "transformed" and not obj.transform.is_identity:
+        x = np.sign(x) * (np.abs(x) / obj.transform.m[r]) ** obj.transform.p
+    up = obj._half[r, k] > 0  # positive value: leaves code k + 1 for code k as alpha grows
+    c_src, c_dst = coef[r, np.where(up, k + 1, k)], coef[r, np.where(up, k, k + 1)]
+    return a_sum, b0, c0, (r, a, (c_dst - c_src) * x, c_dst * c_dst - c_src * c_src)
+
+
 def sweep_losses(obj: RangeObjective, alpha: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Approximate ``L`` at ``alpha`` (``(R, M)``) where ``valid`` (``+inf`` elsewhere)."""
     rows, m = alpha.shape
@@ -39,26 +66,7 @@ def sweep_losses(obj: RangeObjective, alpha: NDArray[np.float64], valid: NDArray
     lo = np.where(valid, alpha, np.inf).min(axis=1)
     hi = np.where(valid, alpha, -np.inf).max(axis=1)
     lo, hi = np.where(has, lo, 1.0), np.where(has, hi, 1.0)
-    start = obj.evaluations
-    codes = obj.codes(lo[:, None])  # exact counts at each row's smallest candidate
-    obj.evaluations = start
-    coef = obj._coef  # (R, L): v_k = alpha**e * coef_k
-    a_sum = np.sum(codes.sum2[:, 0], axis=1)
-    b0 = np.sum(coef * codes.sum1[:, 0], axis=1)
-    c0 = np.sum(coef * coef * codes.count[:, 0], axis=1)
-
-    r, k, i, a = obj.breakpoints_between(lo, hi)
-    keep = a > lo[r]  # changes after the counted point
-    r, k, i, a = r[keep], k[keep], i[keep], a[keep]
-    x = obj._values[r, i].astype(np.float64)
-    if obj.loss_space == "transformed" and not obj.transform.is_identity:
-        x = np.sign(x) * (np.abs(x) / obj.transform.m[r]) ** obj.transform.p
-    up = obj._half[r, k] > 0  # positive value: leaves code k + 1 for code k as alpha grows
-    src = np.where(up, k + 1, k)
-    dst = np.where(up, k, k + 1)
-    c_src, c_dst = coef[r, src], coef[r, dst]
-    d_b = (c_dst - c_src) * x
-    d_c = c_dst * c_dst - c_src * c_src
+    a_sum, b0, c0, (r, a, d_b, d_c) = _window_changes(obj, lo, hi)
 
     # one padded row per objective row: the changes, then the candidates (a change at the same
     # alpha as a candidate counts as passed), sorted by alpha
@@ -97,27 +105,14 @@ def piece_minima(
     :func:`~.breakpoints.change_runs` of the window.
     """
     rows = obj.rows
-    start = obj.evaluations
-    codes = obj.codes(lo[:, None])  # exact counts at each window's start
-    obj.evaluations = start
-    coef = obj._coef
-    a_sum = np.sum(codes.sum2[:, 0], axis=1)
-    b0 = np.sum(coef * codes.sum1[:, 0], axis=1)
-    c0 = np.sum(coef * coef * codes.count[:, 0], axis=1)
-    r, k, i, a = breakpoints_between(obj, lo, hi, runs)
-    keep = a > lo[r]
+    a_sum, b0, c0, changes = _window_changes(obj, lo, hi, runs)
     # rows ascending, alpha ascending inside a row (the runs are monotone: a stable sort merges them)
-    order = np.argsort(r[keep] * 2.0 + a[keep], kind="stable")
-    r, k, i, a = r[keep][order], k[keep][order], i[keep][order], a[keep][order]
-    x = obj._values[r, i].astype(np.float64)
-    if obj.loss_space == "transformed" and not obj.transform.is_identity:
-        x = np.sign(x) * (np.abs(x) / obj.transform.m[r]) ** obj.transform.p
-    up = obj._half[r, k] > 0  # positive value: leaves code k + 1 for code k as alpha grows
-    c_src, c_dst = coef[r, np.where(up, k + 1, k)], coef[r, np.where(up, k, k + 1)]
+    order = np.argsort(changes[0] * 2.0 + changes[1], kind="stable")
+    r, a, d_b, d_c = (v[order] for v in changes)
     count = np.bincount(r, minlength=rows)
     first = np.cumsum(count) - count
-    cb = np.concatenate([[0.0], np.cumsum((c_dst - c_src) * x)])
-    cc = np.concatenate([[0.0], np.cumsum(c_dst * c_dst - c_src * c_src)])
+    cb = np.concatenate([[0.0], np.cumsum(d_b)])
+    cc = np.concatenate([[0.0], np.cumsum(d_c)])
     # pieces in row order: each row's window start, then one piece after each of its code changes
     total = a.size + rows
     starts = first + np.arange(rows)

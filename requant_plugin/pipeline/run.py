@@ -143,8 +143,9 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         t1 = time.perf_counter()
         log(f"      calibrating activation ranges on {n_calib} train images (A{cfg.act_bits})")
         hists = calibrate_activations(base, calib, progress=cfg.progress)
-        act_qp = {m: activation_qparams(hists, cfg.act_bits, "minmax" if m == "minmax" else "requant",
-                                        widths=end_widths(base, cfg.end_bits)) for m in cfg.methods}
+        ends = end_widths(base, cfg.end_bits)
+        act_qp = {m: activation_qparams(hists, cfg.act_bits, "minmax" if m == "minmax" else "requant", widths=ends)
+                  for m in cfg.methods}
         seconds["calibrate"] = time.perf_counter() - t1
 
     def evaluate(model: nn.Module, method: str | None) -> float:

@@ -65,10 +65,9 @@ def setting_line(cfg: PipelineConfig) -> str:
     acts = (f"activations A{cfg.act_bits} (per-tensor, fake-quant)" if cfg.act_bits
             else "activations FP32 (A32)")
     fold = ", BN folded" if cfg.fold_bn else ""
-    if cfg.end_bits is not None:
-        ends = "weights" + (" and inputs" if cfg.act_bits else "")
-        fold += f"; first and last layers' {ends} at {cfg.end_bits} bits"
+    ends = "" if cfg.end_bits is None else (
+        f"; first and last layers' weights{' and inputs' if cfg.act_bits else ''} at {cfg.end_bits} bits")
     extra = (f"; recipe row: {cfg.recipe!r} (its own grid and granularity) on {cfg.calib_images} train images"
              if cfg.recipe else "")
-    return (f"weights {gran} {grid}{fold}; first and last layers use the uniform grid "
+    return (f"weights {gran} {grid}{fold}{ends}; first and last layers use the uniform grid "
             f"(no sqrt transform); {acts}{extra}")
