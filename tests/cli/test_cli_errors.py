@@ -81,6 +81,7 @@ def test_unknown_model(cli) -> None:
 
 @pytest.mark.parametrize("argv, fragment", [
     (["quantize", "--bits", "9"], "bit width must be in 2..8"),
+    (["quantize", "--end-bits", "1"], "argument --end-bits: bit width must be in 2..8"),
     (["quantize", "--space", "log"], "invalid choice: 'log'"),
     (["quantize", "--test-limit", "0"], "must be at least 1"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
