@@ -188,7 +188,10 @@ def _module_for(model: nn.Module, w: WeightInfo, holders: Mapping[str, list[str]
     try:
         model.get_submodule(w.layer)
     except AttributeError as exc:
-        raise ValueError(f"layer {w.layer!r} of the export is not a module of the model") from exc
+        raise ValueError(
+            f"layer {w.layer!r} of the export is not a module of the model (a module called more than once, with "
+            "a BatchNorm folded per call, exports one layer per call): the fake-quant reference models one call "
+            "per layer; compare the export with ONNX Runtime only (verify_export without model=)") from exc
     free = [n for n in holders.get(w.layer, [w.layer]) if n not in done]
     scoped = scope_name(w.node)
     if scoped in free:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..deps import require
+from .untie import unshare_reused_layers, untie_graph_weights
 
 __all__ = [
     "check_converted_runs", "check_fx_model", "check_quantized", "convert_pt2e_eval", "count_qdq", "default_mapping",
@@ -55,7 +56,8 @@ def prepare_calibrated(model: nn.Module, qconfig_mapping: Any, calibration: Sequ
 
     check_fx_model(model)
     torch.backends.quantized.engine = backend
-    prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig_mapping, (calibration[0],))
+    # prepare_fx fuses a conv with its BatchNorm: a conv called twice gets one copy per call
+    prepared = prepare_fx(unshare_reused_layers(copy.deepcopy(model).eval()), qconfig_mapping, (calibration[0],))
     start = time.perf_counter()
     with torch.no_grad():
         for x in calibration:
@@ -121,7 +123,9 @@ def prepare_pt2e_calibrated(model: nn.Module, quantizer: Any, calibration: Seque
     plain = twin.to(memory_format=torch.contiguous_format).eval()
     exported = torch.export.export(plain, (calibration[0],),
                                    dynamic_shapes={forward_arg(model): {0: batch}})
-    prepared: nn.Module = flow.prepare_pt2e(exported.module(), quantizer)
+    graph = exported.module()
+    untie_graph_weights(graph)  # prepare_pt2e folds BatchNorms into weights in place: one weight per call
+    prepared: nn.Module = flow.prepare_pt2e(graph, quantizer)
     start = time.perf_counter()
     with torch.no_grad():
         for x in calibration:

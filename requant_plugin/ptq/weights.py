@@ -48,6 +48,7 @@ from .recipes import make_config
 from .report import QuantizationReport
 from .run_state import RunState, Solution, bias_delta, layer_report, mean_square, needs_float_copy
 from .stream import GraphStream
+from .tied import resolve_tied_weights
 
 __all__ = ["quantize_beyond", "quantize_weights"]
 
@@ -128,6 +129,8 @@ def quantize_weights(
     layers = quantizable_layers(out)
     plans = list(zip(plan_layers(cfg, layers), (m for _, m in layers), strict=True))
     state = _prepare(out, cfg, batches, [plan for plan, _ in plans])
+    plans, tied = resolve_tied_weights(out, plans)  # after folding: a folded layer owns its weight
+    state.report.skipped.update(tied)
     for plan in plan_attention(cfg, out):
         _quantize_attention_weight(state, plan)
     from tqdm.auto import tqdm  # a dependency; imported on first use only
@@ -326,7 +329,7 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module, inputs:
     """Quantize one Conv/Linear weight in place, correct its bias, and report it."""
     cfg, name = state.cfg, plan.name
     if plan.skip:
-        state.report.skipped[name] = "skipped by override"
+        state.report.skipped.setdefault(name, "skipped by override")
         return
     stats, cross = _layer_statistics(state, name, inputs)
     notes = ["first/last: no transform"] if plan.end else []

@@ -8,7 +8,10 @@
 * :func:`make_seq_bn_net`: the same with a BN after each conv (statistics left to the caller);
 * :func:`make_depthwise_net` / :func:`random_batches`: conv/BN/ReLU with depthwise convolutions and
   random BN statistics (seeded by the caller), and seeded random 12x12 batches, for the
-  quantized-input tests.
+  quantized-input tests;
+* :class:`Reused` / :class:`Tied` / :class:`SharedBN`: a conv called twice with a BatchNorm after each
+  call, two convs sharing one weight tensor with their own BatchNorms, one BatchNorm after two convs
+  (random BN statistics), for BatchNorm folding and the flows on shared weights.
 
 Every builder seeds torch's global generator (``torch.manual_seed(0)``) first, so each call gives
 the same weights.
@@ -17,10 +20,11 @@ the same weights.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CALIB", "DATA", "Net", "PoolNet", "make_depthwise_net", "make_net", "make_seq_bn_net", "make_seq_net",
-           "random_batches"]
+__all__ = ["CALIB", "DATA", "Net", "PoolNet", "Reused", "SharedBN", "Tied", "make_depthwise_net", "make_net",
+           "make_seq_bn_net", "make_seq_net", "random_batches"]
 
 
 class Net(nn.Module):
@@ -110,3 +114,62 @@ def random_batches(seed: int, batches: int = 4) -> list[torch.Tensor]:
     """``batches`` seeded standard-normal batches of 16 images, 3 x 12 x 12."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(16, 3, 12, 12, generator=g) for _ in range(batches)]
+
+
+def _random_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    return bn
+
+
+class Reused(nn.Module):
+    """One conv called twice, each call followed by its own BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn1, self.bn2 = _random_bn(nn.BatchNorm2d(8)), _random_bn(nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        x = F.relu(self.bn1(self.conv(x)))
+        x = F.relu(self.bn2(self.conv(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class Tied(nn.Module):
+    """Two convs sharing one weight tensor, each followed by its own BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.b.weight = self.a.weight
+        self.bn1, self.bn2 = _random_bn(nn.BatchNorm2d(8)), _random_bn(nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        x = F.relu(self.bn1(self.a(x)))
+        x = F.relu(self.bn2(self.b(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class SharedBN(nn.Module):
+    """One BatchNorm after two different convs (each called once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = _random_bn(nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.a(x)))
+        x = F.relu(self.bn(self.b(x)))
+        return self.fc(x.mean((2, 3)))
