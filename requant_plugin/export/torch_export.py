@@ -12,6 +12,7 @@ from torch import nn
 
 from ..deps import require
 from ..ptq import fold_bn_, quantizable_layers
+from ..ptq.reparam import bake_computed_weights
 from .attention import explicit_attention_, mha_fastpath_off
 from .graph import WEIGHTED_OPS, GraphIndex, scope_name
 
@@ -73,6 +74,7 @@ def export_copy(model: nn.Module) -> nn.Module:
     :class:`~.attention.ExplicitAttention` (the model the ONNX graph and its reference follow)."""
     net = float32_copy(model)
     explicit_attention_(net)
+    bake_computed_weights(quantizable_layers(net), warn=False)  # weight/spectral norm: the inference weight
     return net
 
 

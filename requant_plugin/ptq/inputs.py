@@ -8,13 +8,16 @@ inside): their token or category ids reach the layers as float embeddings.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["calibration_inputs", "check_calibration_batches", "iter_calibration_inputs", "takes_indices"]
+__all__ = [
+    "calibration_inputs", "check_calibration_batches", "check_one_input", "iter_calibration_inputs", "takes_indices",
+]
 
 
 def iter_calibration_inputs(data: Any) -> Iterator[Tensor]:
@@ -63,9 +66,27 @@ def check_calibration_batches(batches: Sequence[Tensor], *, integer_ok: bool = F
             )
 
 
+def check_one_input(model: nn.Module) -> None:
+    """Refuse a model whose ``forward`` needs more than one argument: the calibration runs ``model(x)``."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin or C forward): let the call decide
+        return
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    required = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(required) > 1:
+        raise ValueError(
+            f"{type(model).__name__}.forward needs {len(required)} inputs ({', '.join(required)}), but the calibration "
+            "feeds each batch as model(x): wrap the model in a module whose forward(x) calls it with the other "
+            "inputs fixed, and quantize that"
+        )
+
+
 def calibration_inputs(data: Any, model: nn.Module) -> list[Tensor]:
     """The batches of ``data`` (:func:`iter_calibration_inputs`) for ``model``, at least one, each
-    checked by :func:`check_calibration_batches` (integer ids allowed where ``model`` embeds them)."""
+    checked by :func:`check_calibration_batches` (integer ids allowed where ``model`` embeds them);
+    ``model`` must take one input (:func:`check_one_input`)."""
+    check_one_input(model)
     batches = list(iter_calibration_inputs(data))
     if not batches:
         raise ValueError("calibration_data yielded no batch")

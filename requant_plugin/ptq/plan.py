@@ -120,7 +120,8 @@ def all_finite(w: torch.Tensor) -> bool:
 
 
 def check_model(model: nn.Module, cfg: QuantizeConfig) -> None:
-    """Refuse a model without quantizable weights, overrides naming unknown layers, and NaN/Inf weights."""
+    """Refuse a model without quantizable weights, overrides naming unknown layers, uninitialised lazy
+    layers and NaN/Inf weights."""
     layers = quantizable_layers(model)
     attention = attention_weights(model)
     names = [n for n, _ in layers] + [n for n, _, _ in attention]
@@ -131,6 +132,9 @@ def check_model(model: nn.Module, cfg: QuantizeConfig) -> None:
             raise ValueError(f"overrides names an unknown layer {name!r}; quantizable layers are: {names}")
     tensors = [(n, layer_weight(m)) for n, m in layers] + [(n, getattr(m, a)) for n, m, a in attention]
     for name, weight in tensors:
+        if isinstance(weight, nn.parameter.UninitializedParameter):
+            raise ValueError(f"layer {name!r} is a lazy module whose weight is not created yet: run the model once "
+                             "on a batch (model(x)) before quantizing it")
         if not all_finite(weight):
             raise ValueError(
                 f"layer {name!r} has NaN/Inf weights; fix the checkpoint or skip the layer with "

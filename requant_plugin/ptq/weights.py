@@ -45,6 +45,7 @@ from .plan import (
     quantizable_layers,
 )
 from .recipes import make_config
+from .reparam import bake_computed_weights
 from .report import QuantizationReport
 from .run_state import RunState, Solution, bias_delta, layer_report, mean_square, needs_float_copy
 from .stream import GraphStream
@@ -127,6 +128,7 @@ def quantize_weights(
     batches = None if calibration_data is None else calibration_inputs(calibration_data, model)
     out = model if inplace else copy.deepcopy(model)
     layers = quantizable_layers(out)
+    bake_computed_weights([(n, m) for n, m in layers if not _skipped(cfg, n)])  # else the write-back is lost
     plans = list(zip(plan_layers(cfg, layers), (m for _, m in layers), strict=True))
     state = _prepare(out, cfg, batches, [plan for plan, _ in plans])
     plans, tied = resolve_tied_weights(out, plans)  # after folding: a folded layer owns its weight

@@ -147,3 +147,24 @@ def test_tied_weights_reference_matches_ort(fc2_first: bool, tmp_path: Path) -> 
     assert report.verification["vs_fake_quant"]["teacher_forced"]["unexplained"] == 0
     assert model.fc2.weight is model.fc1.weight
     assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm"])
+def test_weight_normalised_layer_exports_and_verifies(kind: str, tmp_path: Path) -> None:
+    """A conv whose weight is computed (``torch.nn.utils.parametrizations``): the export quantizes the
+    weight inference computes, the reference matches ONNX Runtime code for code, the model keeps its
+    parametrization (before: the reference could not set the layer's weight, ``KeyError``)."""
+    from torch.nn.utils import parametrizations
+
+    model = _block()
+    getattr(parametrizations, kind)(model.conv2)
+    x = _calib()[0]
+    with torch.no_grad():
+        ref = model(x)
+    report = export_onnx_qdq(model, _calib(), tmp_path / "norm.onnx")
+    _assert_reference_matches_ort(model, report, x)
+    verify_export(report, model=model, images=x, lint=False)
+    assert report.verification["vs_fake_quant"]["teacher_forced"]["unexplained"] == 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
+    assert torch.nn.utils.parametrize.is_parametrized(model.conv2, "weight")

@@ -64,3 +64,36 @@ def test_beyond_on_an_embedding_model_quantizes_its_linear_layers() -> None:
     with torch.no_grad():
         ref, got = model(batches[0]), qmodel(batches[0])
     assert float((got - ref).norm() / ref.norm()) < 0.2
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(z)
+
+
+class _OptionalSecond(_TwoInputs):
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return self.a(x) + (0.0 if z is None else self.b(z))
+
+
+def test_a_model_needing_two_inputs_is_refused_before_calibrating() -> None:
+    """The calibration runs ``model(x)``: a forward with two required inputs gets a clear error naming
+    them (before: ``TypeError: forward() missing 1 required positional argument`` from deep inside)."""
+    with pytest.raises(ValueError, match=r"_TwoInputs\.forward needs 2 inputs \(x, z\).*wrap the model"):
+        quantize_weights(_TwoInputs(), bits=4, recipe="beyond", calibration_data=[torch.randn(8, 4)])
+    with pytest.warns(UserWarning, match=r"\['b'\] are not called"):  # z is optional: b never runs
+        _, rep = quantize_weights(_OptionalSecond(), bits=4, recipe="beyond", calibration_data=[torch.randn(8, 4)])
+    assert [x.name for x in rep.layers] == ["a", "b"]
+
+
+def test_an_uninitialised_lazy_layer_is_named() -> None:
+    m = nn.Sequential(nn.LazyLinear(3))
+    with pytest.raises(ValueError, match=r"layer '0' is a lazy module.*model\(x\)"):
+        quantize_weights(m, bits=4)
+    m(torch.randn(2, 5))  # initialised: quantizes
+    _, rep = quantize_weights(m, bits=4)
+    assert [x.name for x in rep.layers] == ["0"]
