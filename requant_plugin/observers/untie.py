@@ -13,11 +13,12 @@ gives each call of such a module its own copy of the module.
 from __future__ import annotations
 
 import copy
+from operator import attrgetter
 
 import torch
 from torch import nn
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from ..ptq.bn_fold import _BN
 
 __all__ = ["unshare_reused_layers", "untie_graph_weights"]
 
@@ -28,29 +29,21 @@ def _reads_as_layer(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and ("conv" in name or "linear" in name)
 
 
-def _attr(gm: torch.fx.GraphModule, target: str) -> torch.Tensor:
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj
-
-
 def untie_graph_weights(gm: torch.fx.GraphModule) -> int:
     """IN PLACE: every convolution/linear call after the first that reads a parameter (the same
     ``get_attr`` node, or another one holding the same tensor) reads its own copy instead. Values
     are unchanged. Returns the number of copies made. Call it on ``torch.export.export(...).module()``
     before ``prepare_pt2e`` (``requant_plugin``'s pt2e flow does)."""
-    by_tensor: dict[int, list[tuple[torch.fx.Node, torch.fx.Node]]] = {}
+    by_tensor: dict[int, list[tuple[torch.fx.Node, torch.fx.Node, torch.Tensor]]] = {}
     for node in gm.graph.nodes:
         if node.op == "get_attr":
+            value = attrgetter(str(node.target))(gm)
             for user in node.users:
                 if _reads_as_layer(user):
-                    by_tensor.setdefault(id(_attr(gm, str(node.target))), []).append((node, user))
+                    by_tensor.setdefault(id(value), []).append((node, user, value))
     copies = 0
     for uses in by_tensor.values():
-        for node, user in uses[1:]:
-            value = _attr(gm, str(node.target))
+        for node, user, value in uses[1:]:
             name = f"{str(node.target).replace('.', '_')}_call{copies}"
             if isinstance(value, nn.Parameter):
                 gm.register_parameter(name, nn.Parameter(value.detach().clone(), requires_grad=value.requires_grad))
@@ -79,6 +72,7 @@ def unshare_reused_layers(model: nn.Module) -> nn.Module:
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls.setdefault(str(node.target), []).append(node)
+
     def feeds_bn(nodes: list[torch.fx.Node]) -> bool:
         return any(u.op == "call_module" and isinstance(mods.get(str(u.target)), _BN) for n in nodes for u in n.users)
 

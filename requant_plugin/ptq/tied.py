@@ -31,7 +31,7 @@ def resolve_tied_weights(
     holders: dict[int, list[str]] = {}
     for path, p in model.named_parameters(remove_duplicate=False):
         holders.setdefault(id(p), []).append(path)
-    quantized = {f"{plan.name}.weight" if plan.name else "weight": plan.name for plan, _ in plans if not plan.skip}
+    quantized = {f"{plan.name}.weight" if plan.name else "weight" for plan, _ in plans if not plan.skip}
     out: list[tuple[LayerPlan, nn.Module]] = []
     owner: dict[int, str] = {}  # tensor id -> the layer that quantizes it
     skipped: dict[str, str] = {}
