@@ -33,7 +33,7 @@ def _hook_kind(module: nn.Module) -> str | None:
 def bake_computed_weights(layers: Sequence[tuple[str, nn.Module]], *, warn: bool = True) -> list[str]:
     """IN PLACE: give every layer of ``layers`` whose weight is computed a plain Parameter holding the
     current value (with ``warn``, a warning names them); returns their names. Raises ValueError naming a
-    layer whose weight is still not a Parameter afterwards (another reparametrization)."""
+    layer whose weight is still not stored on it (a Parameter or buffer) afterwards (another reparametrization)."""
     baked = []
     for name, module in layers:
         if parametrize.is_parametrized(module, "weight"):
@@ -46,7 +46,7 @@ def bake_computed_weights(layers: Sequence[tuple[str, nn.Module]], *, warn: bool
         elif (kind := _hook_kind(module)) is not None:
             (remove_weight_norm if kind == "weight_norm" else remove_spectral_norm)(module)
             baked.append(name)
-        if not isinstance(module.weight, nn.Parameter):
+        if "weight" not in module._parameters and "weight" not in module._buffers:  # stored, so writable
             raise ValueError(
                 f"layer {name!r}: its weight is computed by something quantize_weights does not know "
                 f"({type(module.weight).__name__}), so a quantized weight written there would be lost; make it a "

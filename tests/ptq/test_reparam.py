@@ -52,3 +52,33 @@ def test_computed_weights_are_quantized_and_the_model_untouched(kind: str, recip
     with torch.no_grad():  # the user's model still computes its weight, as before
         torch.testing.assert_close(m(X), ref, rtol=0, atol=0)
         torch.testing.assert_close(m[2].weight, w, rtol=0, atol=0)
+
+
+class _BufferWeight(nn.Linear):
+    """A frozen Linear whose weight is a buffer: stored, so quantizable."""
+
+    def __init__(self) -> None:
+        super().__init__(4, 3)
+        w = self.weight.detach().clone()
+        del self.weight
+        self.register_buffer("weight", w)
+
+
+class _PropertyWeight(nn.Linear):
+    """A Linear whose weight is computed by a property: nowhere to store a quantized value."""
+
+    def __init__(self) -> None:
+        super().__init__(4, 3)
+        self.raw = nn.Parameter(self._parameters.pop("weight").detach().clone())
+
+    @property  # type: ignore[override]
+    def weight(self) -> torch.Tensor:
+        return self.raw * 2.0
+
+
+def test_buffer_weights_quantize_and_unknown_computed_weights_are_named() -> None:
+    torch.manual_seed(0)
+    _, rep = quantize_weights(nn.Sequential(_BufferWeight()), bits=4)
+    assert [x.name for x in rep.layers] == ["0"]
+    with pytest.raises(ValueError, match=r"layer '0'.*computed.*overrides=\{'0': \{'skip': True\}\}"):
+        quantize_weights(nn.Sequential(_PropertyWeight()), bits=4)
