@@ -79,7 +79,8 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                "  requant quantize --model resnet20 --bits 4 3 --recipe beyond",
     )
     p.add_argument("--model", metavar="NAME",
-                   help=f"{', '.join(model_choices())} (default: resnet20 for 3x32x32 data, "
+                   help=f"{', '.join(model_choices())}, or resnet<6n+2> (e.g. resnet110) (default: resnet20 for "
+                        "3x32x32 data, "
                         "else small-cnn, trained here unless --weights is given)")
     p.add_argument("--weights", metavar="PATH", help="state_dict file (default: the shared models folder)")
     p.add_argument("--data", metavar="NAME|PATH", help=f"{_DATA_HELP} (default: best available offline)")

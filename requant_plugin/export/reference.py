@@ -189,9 +189,11 @@ def _module_for(model: nn.Module, w: WeightInfo, holders: Mapping[str, list[str]
         model.get_submodule(w.layer)
     except AttributeError as exc:
         raise ValueError(
-            f"layer {w.layer!r} of the export is not a module of the model (a module called more than once, with "
-            "a BatchNorm folded per call, exports one layer per call): the fake-quant reference models one call "
-            "per layer; compare the export with ONNX Runtime only (verify_export without model=)") from exc
+            f"layer {w.layer!r} of the export (node {w.node!r}) is not a module of the model: a functional call "
+            "on a raw parameter (F.conv2d(x, self.weight) or F.linear) or a module called more than once, with a "
+            "BatchNorm folded per call (one layer per call); the fake-quant reference models Conv/Linear modules, "
+            "one call each: compare the export with ONNX Runtime only (verify_export without model=), or hold "
+            "that weight in an nn.Conv2d/nn.Linear module") from exc
     free = [n for n in holders.get(w.layer, [w.layer]) if n not in done]
     scoped = scope_name(w.node)
     if scoped in free:

@@ -59,12 +59,12 @@ class FXFlow:
         """
         from torch.ao.quantization import quantize_fx
 
+        from ..observers.lowering import convert_fx_lowered
+
         narrow = [r for r in _fx_ranges(prepared) if r[1] - r[0] + 1 < 128]
         with quiet_torch_ao():
-            if narrow:
-                out = quantize_fx._convert_to_reference_decomposed_fx(prepared)  # type: ignore[arg-type]
-            else:
-                out = quantize_fx.convert_fx(prepared)  # type: ignore[arg-type]
+            decomposed = quantize_fx._convert_to_reference_decomposed_fx
+            out = decomposed(prepared) if narrow else convert_fx_lowered(prepared)  # type: ignore[arg-type]
         out.eval()
         return out
 

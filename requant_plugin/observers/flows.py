@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..deps import require
+from .lowering import convert_fx_lowered
 from .untie import unshare_reused_layers, untie_graph_weights
 
 __all__ = [
@@ -70,14 +71,12 @@ def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[to
     """:func:`prepare_calibrated` -> ``convert_fx``; ``refine=True`` fits the REQuant activation
     ranges' shared factor on the output error of the calibration batches before converting
     (:func:`requant_plugin.refine.refine_activation_ranges`, not included in the seconds)."""
-    from torch.ao.quantization.quantize_fx import convert_fx
-
     prepared, seconds = prepare_calibrated(model, qconfig_mapping, calibration, backend)
     if refine:
         from .refine import refine_activation_ranges
 
         print_refinement(refine_activation_ranges(prepared, model, calibration))
-    converted = convert_fx(prepared)
+    converted = convert_fx_lowered(prepared)
     check_converted_runs(converted, calibration[0][:1], backend)
     return converted, seconds
 

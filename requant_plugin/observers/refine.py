@@ -135,9 +135,9 @@ def activation_observers(prepared: nn.Module) -> dict[str, ActivationObserverMix
 def _converter(flow: Flow) -> Callable[..., nn.Module]:
     """``convert_fx`` or torchao's ``convert_pt2e``."""
     if flow == "fx":
-        from torch.ao.quantization.quantize_fx import convert_fx
+        from .lowering import convert_fx_lowered
 
-        return convert_fx
+        return convert_fx_lowered
     if flow == "pt2e":
         pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "flow='pt2e'")
         convert: Callable[..., nn.Module] = pt2e.convert_pt2e

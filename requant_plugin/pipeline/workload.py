@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data import ArrayDataset, default_dataset_name, load_dataset
 from ..deps import install_hint
-from ..zoo import SmallCNN, available_models, load_model, load_state_dict_file, train_small_cnn
+from ..zoo import SmallCNN, available_models, is_model_name, load_model, load_state_dict_file, train_small_cnn
 from .errors import UsageError
 
 __all__ = ["SMALL_CNN", "Workload", "load_workload", "model_choices"]
@@ -78,9 +78,10 @@ def _resolve_model_name(model: str | None, dataset: ArrayDataset) -> str:
     key = model.strip().lower().replace("_", "-")
     if key in (SMALL_CNN, "smallcnn"):
         return SMALL_CNN
-    if key.replace("-", "") in available_models():
+    if is_model_name(key):
         return key.replace("-", "")
-    raise UsageError(f"unknown model {model!r}; valid values: {', '.join(model_choices())}")
+    raise UsageError(f"unknown model {model!r}; valid values: {', '.join(model_choices())}, or resnet<d> for "
+                     "any CIFAR ResNet depth d = 6n + 2 (e.g. resnet110, with --weights)")
 
 
 def _small_cnn(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from requant_plugin.zoo.mobilenet_cifar import mobilenetv2_x0_5
 from requant_plugin.zoo.resnet_cifar import (
+    CifarResNet,
     resnet20,
     resnet32,
     resnet44,
@@ -28,6 +30,7 @@ __all__ = [
     "available_models",
     "build_model",
     "default_weights_path",
+    "is_model_name",
     "load_model",
     "load_state_dict_file",
     "packaged_weights_path",
@@ -57,12 +60,36 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+#: any CIFAR ResNet depth 6n + 2 by name (resnet8, resnet110, resnet1202, ...)
+_RESNET_DEPTH = re.compile(r"resnet(\d+)")
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "").replace("_", "")
+
+
+def _resnet_depth(key: str) -> int | None:
+    match = _RESNET_DEPTH.fullmatch(key)
+    depth = int(match.group(1)) if match else None
+    return depth if depth is not None and depth >= 8 and (depth - 2) % 6 == 0 else None
+
+
+def is_model_name(name: str) -> bool:
+    """Whether :func:`build_model` accepts ``name``: a listed name or ``resnet<6n+2>``."""
+    return _key(name) in _BUILDERS or _resnet_depth(_key(name)) is not None
+
+
 def build_model(name: str) -> nn.Module:
-    """A freshly initialised (untrained) model for ``name``."""
-    key = name.strip().lower().replace("-", "")
-    if key not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available_models())}")
-    return _BUILDERS[key]()
+    """A freshly initialised (untrained) model for ``name``: a name of :func:`available_models`, or
+    ``resnet<d>`` for any CIFAR ResNet depth ``d = 6n + 2`` (e.g. ``resnet110``)."""
+    key = _key(name)
+    if key in _BUILDERS:
+        return _BUILDERS[key]()
+    depth = _resnet_depth(key)
+    if depth is None:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available_models())}, or "
+                         "resnet<d> for any CIFAR ResNet depth d = 6n + 2 (e.g. resnet110)")
+    return CifarResNet(depth)
 
 
 def _models_dir(models_dir: str | Path | None) -> Path | None:
@@ -82,7 +109,7 @@ def default_weights_path(name: str, models_dir: str | Path | None = None) -> Pat
     """Where :func:`load_model` looks for ``name``'s weights when none are given explicitly."""
     build_model(name)  # validates the name
     folder = _models_dir(models_dir)
-    key = name.strip().lower().replace("-", "")
+    key = _key(name)
     own = None if folder is None else folder / f"cifar10_{key}.pt"
     if (own is None or not own.is_file()) and key in _PACKAGED:
         return packaged_weights_path(key)

@@ -76,7 +76,7 @@ def test_model_does_not_fit_data(cli, digits_model, tmp_path: Path) -> None:
 def test_unknown_model(cli) -> None:
     status, _, err = cli("quantize", "--model", "vgg16", "--data", "digits")
     assert status == 2
-    assert "unknown model 'vgg16'" in one_line(err) and "small-cnn" in err
+    assert "unknown model 'vgg16'" in one_line(err) and "small-cnn" in err and "resnet<d>" in err
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -168,3 +168,28 @@ def test_weight_normalised_layer_exports_and_verifies(kind: str, tmp_path: Path)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
     assert torch.nn.utils.parametrize.is_parametrized(model.conv2, "weight")
+
+
+class FunctionalConv(nn.Module):
+    """A conv weight held as a raw Parameter and applied with ``F.conv2d`` (no module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 3, 3, 3) * 0.2)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(torch.nn.functional.conv2d(x, self.w, padding=1)).mean((2, 3)))
+
+
+def test_functional_conv_exports_and_the_reference_names_the_call(tmp_path: Path) -> None:
+    """The export quantizes the functional conv's weight (ONNX checks pass); the fake-quant reference,
+    which models modules, refuses it naming the functional call and the ORT-only check."""
+    torch.manual_seed(0)
+    model = FunctionalConv().eval()
+    report = export_onnx_qdq(model, _calib(), tmp_path / "functional.onnx")
+    assert len(report.weights) == 2
+    with pytest.raises(ValueError, match=r"not a module of the model: a functional call.*without model="):
+        verify_export(report, model=model, images=_calib()[0], lint=False)
+    verify_export(report, lint=False)
+    assert report.verification["trt_rule_errors"] == 0

@@ -10,9 +10,11 @@ import torch
 from requant_plugin.data import cifar10_available, evaluate_accuracy, load_cifar10
 from requant_plugin.zoo import (
     MODELS_DIR_ENV,
+    CifarResNet,
     available_models,
     build_model,
     default_weights_path,
+    is_model_name,
     load_model,
     load_state_dict_file,
     packaged_weights_path,
@@ -58,6 +60,26 @@ def test_unknown_name_lists_valid_names() -> None:
         load_model("resnet18", weights="unused.pt")
     with pytest.raises(ValueError, match="valid names"):
         build_model("vgg")
+
+
+@pytest.mark.parametrize("name, blocks", [("resnet8", 1), ("ResNet-110", 18), ("resnet_1202", 200)])
+def test_any_cifar_resnet_depth_by_name(name: str, blocks: int, tmp_path: Path) -> None:
+    """``resnet<6n+2>`` builds the depth (n blocks per stage) and loads its own weights file."""
+    assert is_model_name(name)
+    model = build_model(name)
+    assert isinstance(model, CifarResNet) and len(model.layer1) == len(model.layer3) == blocks
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    loaded = load_model(name, weights=path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+
+
+@pytest.mark.parametrize("name", ["resnet21", "resnet2", "resnet", "resnet18x"])
+def test_resnet_depth_that_is_not_6n_plus_2_is_refused(name: str) -> None:
+    assert not is_model_name(name)
+    with pytest.raises(ValueError, match=r"resnet<d> for any CIFAR ResNet depth d = 6n \+ 2"):
+        build_model(name)
 
 
 def test_models_dir_argument(tmp_path: Path, no_models_env: None) -> None:

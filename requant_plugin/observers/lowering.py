@@ -1,0 +1,69 @@
+"""``convert_fx`` with the two lowering traps of torch.ao's x86 kernels handled.
+
+* Transposed convolutions: the ``x86`` engine packs ``ConvTranspose{1,2,3}d`` for oneDNN, whose int8
+  result is wrong on some CPUs (an AMD EPYC without VNNI: a conv -> ConvTranspose2d -> conv network
+  is off by about its output's own scale, with torch's default qconfig as with ours), while the
+  ``fbgemm`` packing computes what the reference graph does on every x86 CPU. A prepared graph with a
+  transposed convolution is therefore converted under ``fbgemm`` (the engine is restored after).
+* Functional convolutions: ``convert_fx`` lowers ``F.conv2d(x, w, ...)`` only when bias, stride,
+  padding, dilation and groups are all passed positionally as lists; otherwise torch fails inside
+  its prepack with a bare signature. That failure is re-raised naming the call and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["convert_fx_lowered", "transposed_convs"]
+
+_FUNCTIONAL_CONVS = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)
+
+
+def transposed_convs(model: nn.Module) -> list[str]:
+    """Names of the ``nn.ConvTranspose1d/2d/3d`` modules of ``model``."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvTransposeNd)]
+
+
+@contextlib.contextmanager
+def _engine(name: str) -> Iterator[None]:
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def _functional_convs(prepared: nn.Module) -> list[str]:
+    graph = getattr(prepared, "graph", None)
+    if graph is None:
+        return []
+    return [n.name for n in graph.nodes if n.op == "call_function" and n.target in _FUNCTIONAL_CONVS]
+
+
+def convert_fx_lowered(prepared: nn.Module, **kwargs: Any) -> nn.Module:
+    """``convert_fx(prepared, **kwargs)``: under the ``fbgemm`` engine when the current engine is
+    ``x86`` and ``prepared`` holds a transposed convolution; a functional convolution that torch
+    cannot lower raises a RuntimeError naming the node and the fix."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    engine = torch.backends.quantized.engine
+    calls = _functional_convs(prepared)  # before converting: convert_fx rewrites the graph in place
+    use = "fbgemm" if engine == "x86" and transposed_convs(prepared) else engine
+    try:
+        with _engine(use):
+            return convert_fx(prepared, **kwargs)  # type: ignore[arg-type]
+    except RuntimeError as exc:
+        if "prepack" not in str(exc) or not calls:
+            raise
+        raise RuntimeError(
+            f"convert_fx ({engine}): torch cannot lower the functional convolution(s) {calls}: it needs every "
+            "argument positionally, with lists, as in F.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1) "
+            f"(torch: {str(exc).splitlines()[0]}). Fix: write the call that way, hold the weight in an "
+            "nn.Conv2d module, or use the pt2e flow (quantize_pt2e), which takes functional convolutions"
+        ) from exc
