@@ -48,8 +48,10 @@ class FXFlow:
     def prepare(self, model: nn.Module, example: tuple[Any, ...]) -> nn.Module:
         from torch.ao.quantization.quantize_fx import prepare_fx
 
-        with quiet_torch_ao():
-            return prepare_fx(model, self.qconfig_mapping, example)
+        from ..observers.lowering import trace_prelu_as_function
+
+        with quiet_torch_ao():  # model: a private copy; nn.PReLU traced as F.prelu (float)
+            return prepare_fx(trace_prelu_as_function(model), self.qconfig_mapping, example)
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """``convert_fx`` (lowered x86 kernels); sub-7-bit ranges get the decomposed reference.

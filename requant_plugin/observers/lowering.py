@@ -1,4 +1,4 @@
-"""``convert_fx`` with the two lowering traps of torch.ao's x86 kernels handled.
+"""``convert_fx`` with the lowering traps of torch.ao's int8 kernels handled.
 
 * Transposed convolutions: the ``x86`` engine packs ``ConvTranspose{1,2,3}d`` for oneDNN, whose int8
   result is wrong on some CPUs (an AMD EPYC without VNNI: a conv -> ConvTranspose2d -> conv network
@@ -8,6 +8,8 @@
 * Functional convolutions: ``convert_fx`` lowers ``F.conv2d(x, w, ...)`` only when bias, stride,
   padding, dilation and groups are all passed positionally as lists; otherwise torch fails inside
   its prepack with a bare signature. That failure is re-raised naming the call and the fix.
+* ``nn.PReLU``: torch's lowered int8 PReLU is wrong (any engine); :func:`trace_prelu_as_function`
+  makes FX see ``F.prelu``, which stays float between the quantized layers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["convert_fx_lowered", "transposed_convs"]
+__all__ = ["TracedPReLU", "convert_fx_lowered", "trace_prelu_as_function", "transposed_convs"]
 
 _FUNCTIONAL_CONVS = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)
 
@@ -67,3 +69,22 @@ def convert_fx_lowered(prepared: nn.Module, **kwargs: Any) -> nn.Module:
             f"(torch: {str(exc).splitlines()[0]}). Fix: write the call that way, hold the weight in an "
             "nn.Conv2d module, or use the pt2e flow (quantize_pt2e), which takes functional convolutions"
         ) from exc
+
+
+class TracedPReLU(nn.PReLU):
+    """``nn.PReLU`` that ``torch.fx`` traces into ``F.prelu(x, weight)`` (not a leaf module): FX
+    then keeps it in float between quantized layers, as torch does for ``F.prelu``, instead of
+    lowering it to torch's int8 PReLU, which scales the positive side wrongly (a conv -> PReLU ->
+    conv network ends about 0.65 of its output's scale off, with torch's default mapping too)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.prelu(input, self.weight)
+
+
+def trace_prelu_as_function(model: nn.Module) -> nn.Module:
+    """Turn every ``nn.PReLU`` of ``model`` into a :class:`TracedPReLU` in place (same parameter,
+    same state_dict keys) and return ``model``; call it on a copy before ``prepare_fx``."""
+    for module in model.modules():
+        if type(module) is nn.PReLU:
+            module.__class__ = TracedPReLU
+    return model
