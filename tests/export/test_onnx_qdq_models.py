@@ -193,3 +193,36 @@ def test_functional_conv_exports_and_the_reference_names_the_call(tmp_path: Path
         verify_export(report, model=model, images=_calib()[0], lint=False)
     verify_export(report, lint=False)
     assert report.verification["trt_rule_errors"] == 0
+
+
+class TwoHeads(nn.Module):
+    """Conv-BN-ReLU trunk with two Linear heads returned as a tuple or a dict (detection-style)."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.cls = nn.Linear(8, 5)
+        self.box = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        f = torch.relu(self.bn(self.conv(x))).mean((2, 3))
+        return {"logits": self.cls(f), "boxes": self.box(f)} if self.as_dict else (self.cls(f), self.box(f))
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_multi_output_model_verifies_every_output(as_dict: bool, tmp_path: Path) -> None:
+    """Before: verify_export(model=) failed with "'tuple' object has no attribute 'numpy'"; now every
+    ONNX output is compared with the reference's, and a wrong head would show."""
+    torch.manual_seed(0)
+    model = TwoHeads(as_dict).eval()
+    report = export_onnx_qdq(model, _calib(), tmp_path / "heads.onnx")
+    verify_export(report, model=model, images=_calib()[0], lint=False)
+    tf = report.verification["vs_fake_quant"]["teacher_forced"]
+    assert tf["unexplained"] == 0 and tf["codes"] > 0 and tf["outputs"]["max_abs"] < 1e-4
+    ref = fake_quant_reference(model, report)
+    with torch.no_grad():
+        ref.get_submodule("box.layer").weight.mul_(1.5)  # a wrong second head: the comparison must see it
+    res = compare_with_reference(report.path, ref, _calib()[0])
+    assert res["free_running"]["max_abs"] > 1e-2
