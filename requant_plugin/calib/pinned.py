@@ -97,7 +97,9 @@ class PinnedCalibrator(Calibrator[PinnedQParams]):
                 f"{self.name}: a weight of shape {tuple(x.shape)} (layers with its channel count: "
                 f"{same}) lies on {where} of weight_ranges: "
                 "prepare the model returned by quantize_weights together with its report, quantized with "
-                "fold_bn=True (BatchNorm folded into the weights afterwards moves them off their grids)"
+                "fold_bn=True (BatchNorm folded into the weights afterwards moves them off their grids); "
+                "a weight used by a functional call (F.conv2d(x, self.weight), F.linear) is not a layer "
+                "quantize_weights quantizes: hold it in an nn.Conv2d/nn.Linear module, or use the pt2e flow"
             )
         g = hits[0]
         self.layer = str(g["layer"])

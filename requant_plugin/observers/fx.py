@@ -168,9 +168,19 @@ def _pin_weights(mapping: QConfigMapping, weight_ranges: Any, backend: str) -> N
     pinned = PinnedWeightObserver.with_args(
         grids=grids, dtype=torch.qint8, qscheme=qscheme_for(per_channel, symmetric), quant_min=qmin, quant_max=qmax)
     pinned()  # validate the grids now (see get_requant_qconfig)
-    ours = (PerChannelREQuantObserver, REQuantWeightObserver)
-    if mapping.global_qconfig is not None:
-        mapping.set_global(QConfig(activation=mapping.global_qconfig.activation, weight=pinned))
+    # torch runs transposed convolutions with per-tensor weights only (its mapping's per-tensor
+    # entries): per-channel grids stay unpinned there, those layers get a per-tensor REQuant range
+    ours = (PerChannelREQuantObserver,) if per_channel else (PerChannelREQuantObserver, REQuantWeightObserver)
+    transposed = [g["layer"] for g in grids if len(g["scale"]) > 1 and g["ch_axis"] != 0]
+    if transposed:
+        warnings.warn(
+            f"torch.ao FX runs transposed convolutions with per-tensor weights only: {transposed[:4]} keep their "
+            "float weights' REQuant per-tensor range instead of their per-channel grid (the pt2e flow, "
+            "get_requant_quantizer(weight_ranges=...), keeps the grid; or quantize them with "
+            "overrides={layer: {'per_channel': False}})", UserWarning, stacklevel=3)
+    unpinned = mapping.global_qconfig
+    if unpinned is not None:
+        mapping.set_global(QConfig(activation=unpinned.activation, weight=pinned))
     for key, qc in list(mapping.object_type_qconfigs.items()):
         if qc is not None and _observer_class(qc.weight) in ours:
             mapping.set_object_type(key, QConfig(activation=qc.activation, weight=pinned))

@@ -171,3 +171,38 @@ def test_grid_args_keep_their_levels_in_signed_and_unsigned_codes(net: nn.Module
         return (codes[None, :] - z) * s
 
     torch.testing.assert_close(levels(signed), levels(unsigned), rtol=0, atol=0)
+
+
+class UpNet(nn.Module):
+    """conv -> ConvTranspose2d -> conv: torch.ao FX runs the transposed conv per tensor only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.t = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
+        self.o = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(self.t(torch.relu(self.c(x))))  # type: ignore[no-any-return]
+
+
+def test_transposed_conv_keeps_a_per_tensor_range_with_a_warning() -> None:
+    """Before: convert_fx failed ("Per Channel Quantization is currently disabled for transposed conv")
+    on a per-channel report; now the transposed conv is warned about and gets a per-tensor range, the
+    other layers keep their pinned codes."""
+    from requant_plugin.observers.flows import quantize_fx
+
+    torch.manual_seed(0)
+    qmodel, rep = quantize_weights(UpNet().eval(), 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
+    with pytest.warns(UserWarning, match=r"transposed convolutions with per-tensor weights only: \['t'\]"):
+        mapping = get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep)
+    converted, _ = quantize_fx(qmodel, mapping, CALIB, "x86")
+    assert converted.get_submodule("t").weight().qscheme() == torch.per_tensor_affine
+    args = pinned_weight_args(rep["c"].estimate)
+    qw = converted.get_submodule("c").weight()
+    s = torch.tensor(args["scale"], dtype=torch.float64).reshape(-1, 1, 1, 1)
+    z = torch.tensor(args["zero_point"], dtype=torch.float64).reshape(-1, 1, 1, 1)
+    assert torch.equal(qw.int_repr().double(), torch.round(qmodel.c.weight.detach().double() / s + z))
+    with torch.no_grad():
+        ref, out = qmodel(CALIB[0]), converted(CALIB[0])
+    assert float((out - ref).abs().max()) < 0.25 * float(ref.abs().max())
