@@ -126,6 +126,9 @@ def check_model(model: nn.Module, cfg: QuantizeConfig) -> None:
     attention = attention_weights(model)
     names = [n for n, _ in layers] + [n for n, _, _ in attention]
     if not names:
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ValueError(f"{type(model).__name__} is a TorchScript module (torch.jit.script/trace), whose layers "
+                             "are compiled code: quantize the nn.Module it was made from, then script the result")
         raise ValueError(f"{type(model).__name__} has no Conv/ConvTranspose/Linear layer to quantize")
     for name in cfg.overrides:
         if name not in names:
@@ -135,6 +138,10 @@ def check_model(model: nn.Module, cfg: QuantizeConfig) -> None:
         if isinstance(weight, nn.parameter.UninitializedParameter):
             raise ValueError(f"layer {name!r} is a lazy module whose weight is not created yet: run the model once "
                              "on a batch (model(x)) before quantizing it")
+        if isinstance(weight, torch.Tensor) and weight.is_meta:
+            raise ValueError(f"layer {name!r} has its weight on the meta device (no values yet): materialise the "
+                             "model first (model.to_empty(device='cpu') and load_state_dict(...), or "
+                             "load_state_dict(..., assign=True))")
         if not all_finite(weight):
             raise ValueError(
                 f"layer {name!r} has NaN/Inf weights; fix the checkpoint or skip the layer with "

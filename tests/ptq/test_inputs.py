@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -96,4 +98,21 @@ def test_an_uninitialised_lazy_layer_is_named() -> None:
         quantize_weights(m, bits=4)
     m(torch.randn(2, 5))  # initialised: quantizes
     _, rep = quantize_weights(m, bits=4)
+    assert [x.name for x in rep.layers] == ["0"]
+
+
+def test_meta_and_torchscript_models_are_refused_with_the_fix() -> None:
+    """Before: a meta-device model failed with "Tensor.item() cannot be called on meta tensors", a
+    scripted one with "has no Conv/ConvTranspose/Linear layer"."""
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"layer '0' has its weight on the meta device.*to_empty"):
+        quantize_weights(meta, bits=4)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in torch 2.13
+        scripted = torch.jit.script(plain)
+    with pytest.raises(ValueError, match=r"TorchScript module.*quantize the nn\.Module it was made from"):
+        quantize_weights(scripted, bits=4)
+    _, rep = quantize_weights(plain, bits=4)  # the module itself quantizes
     assert [x.name for x in rep.layers] == ["0"]
