@@ -103,18 +103,38 @@ ROWS = (("paper", 4, None), ("beyond", 4, None), ("beyond", 3, None), ("beyond",
         ("pt2e", 4, 8), ("pt2e", 4, 4), ("pt2e-ends8", 4, 4))
 
 
+def w8a8_row(model: nn.Module, ds: object, seed: int) -> list[float]:
+    """Top-1 at W8A8, calibration ``seed``: FX REQuant, FX REQuant + refined activation ranges, FX torch
+    default; pt2e REQuant, pt2e torchao default (x86)."""
+    from requant_plugin import get_requant_qconfig_mapping
+    from requant_plugin.observers.flows import default_mapping, quantize_fx, quantize_pt2e
+    from requant_plugin.observers.pt2e import get_torchao_default_quantization_config, make_quantizer
+    from requant_plugin.pt2e import get_requant_quantizer
+
+    cal = calibration(ds, seed)
+    x, y = ds.x_test, ds.y_test  # type: ignore[attr-defined]
+    row = []
+    for mapping, refine in ((get_requant_qconfig_mapping(), False), (get_requant_qconfig_mapping(), True),
+                            (default_mapping("x86"), False)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            q, _ = quantize_fx(model, mapping, cal, "x86", refine=refine)
+        row.append(accuracy(q, x, y))
+    for quantizer in (get_requant_quantizer(8, 8), make_quantizer(get_torchao_default_quantization_config(8, 8))):
+        q, _ = quantize_pt2e(model, quantizer, cal)
+        row.append(accuracy(q, x, y))
+    return row
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout_vgg", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--train", action="store_true", help=f"train again (else {WEIGHTS.name} is loaded when present)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration seeds of the method rows")
-    ap.add_argument("--fx-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="calibration seeds, FX W8A8")
+    ap.add_argument("--fx-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds, W8A8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="print the page instead of writing docs/heldout.md")
     args = ap.parse_args(argv)
     from benchmarks.results_peers.methods import METHODS
-    from requant_plugin import get_requant_qconfig_mapping
     from requant_plugin.data import load_cifar10
-    from requant_plugin.observers.flows import default_mapping, quantize_fx
 
     setup(0, args.threads)
     ds = load_cifar10()
@@ -142,28 +162,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         setting = f"W{bits}" + (f"A{act_bits}" if act_bits else "")
         table.append([methods[key].label, setting, " / ".join(fmt(t) for t in tops), fmt(mean),
                       f"{mean - fp32:+.2f}", f"{sum(secs) / len(secs):.1f}"])
-    fx_rows = []
-    for seed in progress(args.fx_seeds, "FX seeds"):
-        cal = calibration(ds, seed)
-        row = [str(seed)]
-        for mapping, refine in ((get_requant_qconfig_mapping(), False), (get_requant_qconfig_mapping(), True),
-                                (default_mapping("x86"), False)):
-            with contextlib.redirect_stdout(io.StringIO()):
-                q, _ = quantize_fx(model, mapping, cal, "x86", refine=refine)
-            row.append(accuracy(q, ds.x_test, ds.y_test))
-        fx_rows.append(row)
-    diffs = [r[1] - r[3] for r in fx_rows]
-    fx_table = [[r[0], fmt(r[1]), fmt(r[2]), fmt(r[3]), f"{r[1] - r[3]:+.2f}"] for r in fx_rows]
+    w8 = {seed: w8a8_row(model, ds, seed) for seed in progress(args.fx_seeds, "W8A8 seeds")}
+    diffs = [r[0] - r[2] for r in w8.values()]
+    pt2e_diffs = [r[3] - r[4] for r in w8.values()]
+    fx_table = [[str(seed), *(fmt(v) for v in r[:3]), f"{r[0] - r[2]:+.2f}", *(fmt(v) for v in r[3:]),
+                 f"{r[3] - r[4]:+.2f}"] for seed, r in w8.items()]
     body = "\n\n".join([
         f"FP32 top-1: **{fp32:.2f}** (10,000 test images); {sum(p.numel() for p in model.parameters()):,} parameters.",
         "### Weights-only and pt2e integer graph\n\nCalibration seeds " + ", ".join(map(str, args.seeds))
         + " (top-1 per seed, their mean and its difference to FP32; seconds: mean calibration time).",
         md_table(["method", "setting", "top-1 per seed", "mean", "vs FP32", "seconds"], table, "llrrrr"),
-        "### FX W8A8 (`convert_fx`, x86) against torch's default qconfig",
-        md_table(["seed", "REQuant", "REQuant + refined act. ranges", "torch default", "REQuant - default"],
-                 fx_table, "lrrrr"),
-        f"REQuant - default: {sum(diffs) / len(diffs):+.3f} points on average, at or above the default on "
-        f"{sum(d >= 0 for d in diffs)} of {len(diffs)} seeds.",
+        "### W8A8 against the frameworks' defaults\n\nFX: `convert_fx` (x86) with "
+        "`get_requant_qconfig_mapping()` / torch's `get_default_qconfig_mapping(\"x86\")`; pt2e: "
+        "`get_requant_quantizer(8, 8)` / torchao's default X86 config (`HistogramObserver`, per-channel "
+        "min-max weights), both through `quantize_pt2e`.",
+        md_table(["seed", "FX REQuant", "FX REQuant + refined act. ranges", "FX torch default", "FX REQuant - default",
+                  "pt2e REQuant", "pt2e torchao default", "pt2e REQuant - default"], fx_table, "lrrrrrrr"),
+        f"FX: REQuant - default {sum(diffs) / len(diffs):+.3f} points on average, at or above the default on "
+        f"{sum(d >= 0 for d in diffs)} of {len(diffs)} seeds. pt2e: {sum(pt2e_diffs) / len(pt2e_diffs):+.3f}, at "
+        f"or above on {sum(d >= 0 for d in pt2e_diffs)} of {len(pt2e_diffs)}.",
         f"Command: `{command('heldout_vgg', [])}`",
         f"Machine: {environment()}",
     ])
