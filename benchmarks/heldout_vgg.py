@@ -13,8 +13,6 @@ Calibration: 512 images drawn per seed from those 45,000; top-1 on the 10,000 te
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ from benchmarks.harness.markdown import fmt, md_table, write_section
 from benchmarks.harness.paths import DOCS, RESULTS
 from benchmarks.harness.runtime import command, environment, progress, setup
 from benchmarks.train_mobilenetv2 import augment
+from requant_plugin.data import ArrayDataset, evaluate_accuracy
 
 WEIGHTS = RESULTS / "heldout_vgg_silu.pt"
 DOC = DOCS / "heldout.md"
@@ -58,18 +57,14 @@ class VGGSiLU(nn.Module):
         return self.head(self.features(x))  # type: ignore[no-any-return]
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    """Top-1 in percent."""
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch):
-            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-    return 100.0 * correct / len(y)
+def accuracy(model: nn.Module, ds: ArrayDataset) -> float:
+    """Top-1 in percent on the test split."""
+    return evaluate_accuracy(model, ds.loader("test", 500))
 
 
-def train(ds: object, epochs: int = 6, seed: int = 0) -> VGGSiLU:
+def train(ds: ArrayDataset, epochs: int = 6, seed: int = 0) -> VGGSiLU:
     """Seeded training on the first :data:`TRAIN_IMAGES` training images; returns the model in eval mode."""
-    x, y = ds.x_train[:TRAIN_IMAGES], ds.y_train[:TRAIN_IMAGES]  # type: ignore[attr-defined]
+    x, y = ds.x_train[:TRAIN_IMAGES], ds.y_train[:TRAIN_IMAGES]
     torch.manual_seed(seed)
     model = VGGSiLU().to(memory_format=torch.channels_last)
     bs = 128
@@ -91,11 +86,10 @@ def train(ds: object, epochs: int = 6, seed: int = 0) -> VGGSiLU:
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
-def calibration(ds: object, seed: int, images: int = 512, batch: int = 64) -> list[torch.Tensor]:
+def calibration(ds: ArrayDataset, seed: int, images: int = 512, batch: int = 64) -> list[torch.Tensor]:
     """``images`` training images drawn with ``seed`` from the training part, in batches."""
     idx = torch.randperm(TRAIN_IMAGES, generator=torch.Generator().manual_seed(seed))[:images]
-    x = ds.x_train  # type: ignore[attr-defined]
-    return [x[idx[i:i + batch]] for i in range(0, images, batch)]
+    return [ds.x_train[idx[i:i + batch]] for i in range(0, images, batch)]
 
 
 #: (method key of benchmarks.results_peers, weight bits, activation bits or None)
@@ -103,7 +97,7 @@ ROWS = (("paper", 4, None), ("beyond", 4, None), ("beyond", 3, None), ("beyond",
         ("pt2e", 4, 8), ("pt2e", 4, 4), ("pt2e-ends8", 4, 4))
 
 
-def w8a8_row(model: nn.Module, ds: object, seed: int) -> list[float]:
+def w8a8_row(model: nn.Module, ds: ArrayDataset, seed: int) -> list[float]:
     """Top-1 at W8A8, calibration ``seed``: FX REQuant, FX REQuant + refined activation ranges, FX torch
     default; pt2e REQuant, pt2e torchao default (x86)."""
     from requant_plugin import get_requant_qconfig_mapping
@@ -112,16 +106,14 @@ def w8a8_row(model: nn.Module, ds: object, seed: int) -> list[float]:
     from requant_plugin.pt2e import get_requant_quantizer
 
     cal = calibration(ds, seed)
-    x, y = ds.x_test, ds.y_test  # type: ignore[attr-defined]
     row = []
     for mapping, refine in ((get_requant_qconfig_mapping(), False), (get_requant_qconfig_mapping(), True),
                             (default_mapping("x86"), False)):
-        with contextlib.redirect_stdout(io.StringIO()):
-            q, _ = quantize_fx(model, mapping, cal, "x86", refine=refine)
-        row.append(accuracy(q, x, y))
+        q, _ = quantize_fx(model, mapping, cal, "x86", refine=refine)
+        row.append(accuracy(q, ds))
     for quantizer in (get_requant_quantizer(8, 8), make_quantizer(get_torchao_default_quantization_config(8, 8))):
         q, _ = quantize_pt2e(model, quantizer, cal)
-        row.append(accuracy(q, x, y))
+        row.append(accuracy(q, ds))
     return row
 
 
@@ -148,15 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.save(model.state_dict(), WEIGHTS)
     model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
     model.eval()
-    fp32 = accuracy(model, ds.x_test, ds.y_test)
+    fp32 = accuracy(model, ds)
     methods = {m.key: m for m in METHODS}
     table = []
     for key, bits, act_bits in progress(ROWS, "methods"):
         tops, secs = [], []
         for seed in args.seeds:
-            with contextlib.redirect_stdout(io.StringIO()):  # the refinement's one-line log
-                q, s = methods[key].run(model, bits, calibration(ds, seed), {"act_bits": act_bits} if act_bits else {})
-            tops.append(accuracy(q, ds.x_test, ds.y_test))
+            q, s = methods[key].run(model, bits, calibration(ds, seed), {"act_bits": act_bits} if act_bits else {})
+            tops.append(accuracy(q, ds))
             secs.append(s)
         mean = sum(tops) / len(tops)
         setting = f"W{bits}" + (f"A{act_bits}" if act_bits else "")

@@ -46,12 +46,10 @@ class FXFlow:
         self.qconfig_mapping = qconfig_mapping
 
     def prepare(self, model: nn.Module, example: tuple[Any, ...]) -> nn.Module:
-        from torch.ao.quantization.quantize_fx import prepare_fx
+        from ..observers.lowering import prepare_fx_lowerable
 
-        from ..observers.lowering import trace_prelu_as_function
-
-        with quiet_torch_ao():  # model: a private copy; nn.PReLU traced as F.prelu (float)
-            return prepare_fx(trace_prelu_as_function(model), self.qconfig_mapping, example)
+        with quiet_torch_ao():  # model: a private copy
+            return prepare_fx_lowerable(model, self.qconfig_mapping, example)
 
     def convert(self, prepared: nn.Module) -> nn.Module:
         """``convert_fx`` (lowered x86 kernels); sub-7-bit ranges get the decomposed reference.

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..deps import require
-from .lowering import convert_fx_lowered, trace_prelu_as_function
+from .lowering import convert_fx_lowered, prepare_fx_lowerable
 from .untie import unshare_reused_layers, untie_graph_weights
 
 __all__ = [
@@ -53,14 +53,11 @@ def prepare_calibrated(model: nn.Module, qconfig_mapping: Any, calibration: Sequ
                        backend: str = "x86") -> tuple[torch.fx.GraphModule, float]:
     """``prepare_fx`` on a copy of ``model`` (checked by :func:`check_fx_model`, not modified) and the
     calibration batches through it (seconds measured)."""
-    from torch.ao.quantization.quantize_fx import prepare_fx
-
     check_fx_model(model)
     torch.backends.quantized.engine = backend
     # prepare_fx fuses a conv with its BatchNorm: a conv called twice gets one copy per call
-    # nn.PReLU traced as F.prelu: torch's lowered int8 PReLU is wrong
-    work = trace_prelu_as_function(unshare_reused_layers(copy.deepcopy(model).eval()))
-    prepared = prepare_fx(work, qconfig_mapping, (calibration[0],))
+    prepared = prepare_fx_lowerable(unshare_reused_layers(copy.deepcopy(model).eval()), qconfig_mapping,
+                                    (calibration[0],))
     start = time.perf_counter()
     with torch.no_grad():
         for x in calibration:

@@ -10,6 +10,9 @@
   its prepack with a bare signature. That failure is re-raised naming the call and the fix.
 * ``nn.PReLU``: torch's lowered int8 PReLU is wrong (any engine); :func:`trace_prelu_as_function`
   makes FX see ``F.prelu``, which stays float between the quantized layers.
+
+:func:`prepare_fx_lowerable` and :func:`convert_fx_lowered` are the two ends every FX flow of the
+package uses (``observers.flows``, ``refine``, the Lightning callback).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TracedPReLU", "convert_fx_lowered", "trace_prelu_as_function", "transposed_convs"]
+__all__ = ["TracedPReLU", "convert_fx_lowered", "prepare_fx_lowerable", "trace_prelu_as_function",
+           "transposed_convs"]
 
 _FUNCTIONAL_CONVS = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)
 
@@ -88,3 +92,11 @@ def trace_prelu_as_function(model: nn.Module) -> nn.Module:
         if type(module) is nn.PReLU:
             module.__class__ = TracedPReLU
     return model
+
+
+def prepare_fx_lowerable(model: nn.Module, qconfig_mapping: Any, example: tuple[Any, ...]) -> torch.fx.GraphModule:
+    """``prepare_fx`` of ``model`` (a private copy: its ``nn.PReLU`` modules become
+    :class:`TracedPReLU`, see :func:`trace_prelu_as_function`)."""
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    return prepare_fx(trace_prelu_as_function(model), qconfig_mapping, example)

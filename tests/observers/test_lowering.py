@@ -9,25 +9,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from refs.nets import UpNet
 from torch import nn
 
 from requant_plugin import get_requant_qconfig_mapping
 from requant_plugin.observers.flows import default_mapping, prepare_calibrated, quantize_fx
 from requant_plugin.observers.lowering import convert_fx_lowered, transposed_convs
-
-
-class UpNet(nn.Module):
-    """conv -> ReLU -> ConvTranspose (1-D or 2-D) -> conv, a decoder-style upsampling block."""
-
-    def __init__(self, dims: int) -> None:
-        super().__init__()
-        conv, tconv = (nn.Conv1d, nn.ConvTranspose1d) if dims == 1 else (nn.Conv2d, nn.ConvTranspose2d)
-        self.c = conv(3, 8, 3, padding=1)
-        self.t = tconv(8, 4, 4, stride=2, padding=1)
-        self.o = conv(4, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.o(self.t(torch.relu(self.c(x))))  # type: ignore[no-any-return]
 
 
 class FunctionalConv(nn.Module):

@@ -12,6 +12,7 @@ import copy
 
 import pytest
 import torch
+from refs.nets import UpNet
 from torch import nn
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -171,19 +172,6 @@ def test_grid_args_keep_their_levels_in_signed_and_unsigned_codes(net: nn.Module
         return (codes[None, :] - z) * s
 
     torch.testing.assert_close(levels(signed), levels(unsigned), rtol=0, atol=0)
-
-
-class UpNet(nn.Module):
-    """conv -> ConvTranspose2d -> conv: torch.ao FX runs the transposed conv per tensor only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c = nn.Conv2d(3, 8, 3, padding=1)
-        self.t = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
-        self.o = nn.Conv2d(4, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.o(self.t(torch.relu(self.c(x))))  # type: ignore[no-any-return]
 
 
 def test_transposed_conv_keeps_a_per_tensor_range_with_a_warning() -> None:

@@ -11,7 +11,9 @@
   quantized-input tests;
 * :class:`Reused` / :class:`Tied` / :class:`SharedBN`: a conv called twice with a BatchNorm after each
   call, two convs sharing one weight tensor with their own BatchNorms, one BatchNorm after two convs
-  (random BN statistics), for BatchNorm folding and the flows on shared weights.
+  (random BN statistics), for BatchNorm folding and the flows on shared weights;
+* :class:`UpNet`: conv -> ReLU -> ConvTranspose (1-D or 2-D) -> conv, for the FX lowering of transposed
+  convolutions.
 
 Every builder seeds torch's global generator (``torch.manual_seed(0)``) first, so each call gives
 the same weights.
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CALIB", "DATA", "Net", "PoolNet", "Reused", "SharedBN", "Tied", "make_depthwise_net", "make_net",
+__all__ = ["CALIB", "DATA", "Net", "PoolNet", "Reused", "SharedBN", "Tied", "UpNet", "make_depthwise_net", "make_net",
            "make_seq_bn_net", "make_seq_net", "random_batches"]
 
 
@@ -173,3 +175,17 @@ class SharedBN(nn.Module):
         x = F.relu(self.bn(self.a(x)))
         x = F.relu(self.bn(self.b(x)))
         return self.fc(x.mean((2, 3)))
+
+
+class UpNet(nn.Module):
+    """conv -> ReLU -> ConvTranspose (``dims`` 1 or 2) -> conv, a decoder-style upsampling block."""
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        conv, tconv = (nn.Conv1d, nn.ConvTranspose1d) if dims == 1 else (nn.Conv2d, nn.ConvTranspose2d)
+        self.c = conv(3, 8, 3, padding=1)
+        self.t = tconv(8, 4, 4, stride=2, padding=1)
+        self.o = conv(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(self.t(torch.relu(self.c(x))))  # type: ignore[no-any-return]
