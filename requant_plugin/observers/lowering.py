@@ -78,8 +78,8 @@ def convert_fx_lowered(prepared: nn.Module, **kwargs: Any) -> nn.Module:
 class TracedPReLU(nn.PReLU):
     """``nn.PReLU`` that ``torch.fx`` traces into ``F.prelu(x, weight)`` (not a leaf module): FX
     then keeps it in float between quantized layers, as torch does for ``F.prelu``, instead of
-    lowering it to torch's int8 PReLU, which scales the positive side wrongly (a conv -> PReLU ->
-    conv network ends about 0.65 of its output's scale off, with torch's default mapping too)."""
+    lowering it to torch's int8 PReLU, which scales the positive side wrongly (with torch's default
+    mapping too)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.prelu(input, self.weight)

@@ -226,3 +226,14 @@ def test_multi_output_model_verifies_every_output(as_dict: bool, tmp_path: Path)
         ref.get_submodule("box.layer").weight.mul_(1.5)  # a wrong second head: the comparison must see it
     res = compare_with_reference(report.path, ref, _calib()[0])
     assert res["free_running"]["max_abs"] > 1e-2
+
+
+def test_reference_with_another_output_count_is_refused(tmp_path: Path) -> None:
+    """A reference returning fewer tensors than the ONNX graph's outputs is a ValueError naming both
+    counts and the ORT-only check, not a silent comparison of the first output."""
+    torch.manual_seed(0)
+    model = TwoHeads(as_dict=False).eval()
+    report = export_onnx_qdq(model, _calib(), tmp_path / "heads.onnx")
+    ref = fake_quant_reference(model, report)
+    with pytest.raises(ValueError, match=r"returns 1 tensors but the ONNX graph has 2 outputs.*without model="):
+        compare_with_reference(report.path, lambda x: ref(x)[0], _calib()[0])

@@ -194,3 +194,23 @@ def test_transposed_conv_keeps_a_per_tensor_range_with_a_warning() -> None:
     with torch.no_grad():
         ref, out = qmodel(CALIB[0]), converted(CALIB[0])
     assert float((out - ref).abs().max()) < 0.25 * float(ref.abs().max())
+
+
+class FunctionalHead(nn.Module):
+    """A conv module, then a weight used through ``F.conv2d`` (not a layer quantize_weights sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(4, 8, 1, 1) * 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.relu(self.conv(x)), self.w, None, [1, 1], [0, 0], [1, 1], 1)
+
+
+def test_a_functional_weight_on_no_grid_names_the_call_and_the_fix() -> None:
+    torch.manual_seed(0)
+    qmodel, rep = quantize_weights(FunctionalHead().eval(), 4, recipe="beyond", fold_bn=True, calibration_data=CALIB)
+    mapping = get_requant_qconfig_mapping(weight_bits=4, weight_ranges=rep)
+    with pytest.raises(ValueError, match=r"shape \(4, 8, 1, 1\).*lies on no grid.*functional call.*nn\.Conv2d.*pt2e"):
+        _convert(qmodel, mapping)
