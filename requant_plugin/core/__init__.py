@@ -8,7 +8,7 @@ values (spaces, searches, loss spaces, conventions, bit widths) are those of
 
 from .binned import BinnedObjective, HistogramBins
 from .coherent import CoherentErrorObjective
-from .estimate import RowEstimate, estimate_rows, objective_for_rows, run_search
+from .estimate import RowEstimate, estimate_rows, objective_for_rows, row_blocks, run_search
 from .grid import EPS, Grid, fake_quantize_np
 from .histogram import StreamingHistogram
 from .objective import PointMoments, RangeObjective
@@ -20,6 +20,6 @@ __all__ = [
     "CoherentErrorObjective", "Grid", "HistogramBins", "PointMoments", "PowerTransform", "RangeObjective",
     "RowEstimate", "SearchResult", "StreamingHistogram",
     "estimate_rows", "fake_quantize_np", "golden_search", "grid_search", "minmax_search",
-    "objective_for_rows",
+    "objective_for_rows", "row_blocks",
     "run_search",
 ]

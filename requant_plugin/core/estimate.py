@@ -8,6 +8,7 @@ space, with the transform needed to map codes back to ``w``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,14 +74,47 @@ def run_search(obj: RangeObjective, search: str = "golden", grid_points: int = 2
     return minmax_search(obj) if search == Search.MINMAX else golden_search(obj)
 
 
+#: rows are searched in contiguous blocks of about this many values: a block's sorted keys and
+#: per-code arrays stay in cache, and a caller may map the blocks onto threads (NumPy releases the
+#: GIL in its sorts, binary searches and ufuncs). The partition depends only on the shape, so the
+#: result does not depend on how the blocks are run.
+BLOCK_VALUES = 1 << 18
+
+
+def row_blocks(rows: int, n: int) -> list[slice]:
+    """Contiguous blocks of ``rows`` rows of ``n`` values, about :data:`BLOCK_VALUES` values each
+    and at least two rows each (one block when everything fits in one), sizes differing by at most one."""
+    count = max(1, min(rows // 2, -(-rows * n // BLOCK_VALUES)))
+    size, extra = divmod(rows, count)
+    ends = np.cumsum([size + (i < extra) for i in range(count)])
+    return [slice(int(e - size - (i < extra)), int(e)) for i, e in enumerate(ends)]
+
+
 def estimate_rows(
     rows: NDArray[np.floating], grid: Grid, *, p: float = 1.0, loss_space: str = "original",
     search: str = "golden", grid_points: int = 2000,
+    run_blocks: Callable[[Callable[[slice], RowEstimate], list[slice]], Iterable[RowEstimate]] = map,
 ) -> RowEstimate:
-    """REQuant on each row of ``rows`` (finite values; shape ``(R, n)``, ``n >= 1``)."""
-    obj = objective_for_rows(rows, grid, p=p, loss_space=loss_space)
-    res = run_search(obj, search, grid_points)
+    """REQuant on each row of ``rows`` (finite values; shape ``(R, n)``, ``n >= 1``), searched in
+    :func:`row_blocks`; ``run_blocks(fn, blocks)`` runs them (default ``map``, in order; an
+    executor's ``map`` runs them on threads, with the same result)."""
+
+    def one(block: slice) -> RowEstimate:
+        obj = objective_for_rows(rows[block], grid, p=p, loss_space=loss_space)
+        res = run_search(obj, search, grid_points)
+        return RowEstimate(
+            alpha=res.alpha, scale=np.maximum(res.alpha * obj.s1, 0.0), zero_point=obj.z, mse=res.mse,
+            evaluations=res.evaluations, transform=obj.transform, grid=grid,
+        )
+
+    blocks = row_blocks(*rows.shape)
+    if len(blocks) == 1:
+        return one(blocks[0])
+    parts = list(run_blocks(one, blocks))
     return RowEstimate(
-        alpha=res.alpha, scale=np.maximum(res.alpha * obj.s1, 0.0), zero_point=obj.z, mse=res.mse,
-        evaluations=res.evaluations, transform=obj.transform, grid=grid,
+        alpha=np.concatenate([e.alpha for e in parts]), scale=np.concatenate([e.scale for e in parts]),
+        zero_point=np.concatenate([e.zero_point for e in parts]), mse=np.concatenate([e.mse for e in parts]),
+        evaluations=max(e.evaluations for e in parts),
+        transform=PowerTransform(parts[0].transform.p, np.concatenate([e.transform.m for e in parts])),
+        grid=grid,
     )

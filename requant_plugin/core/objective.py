@@ -205,7 +205,7 @@ class RangeObjective:
 
     def _thresholds_to_keys(self, thr: NDArray[np.float64], rows: NDArray[np.intp] | None = None,
                             ) -> NDArray[np.floating]:
-        """Map thresholds ``(R', K, L-1)`` in the original space (of ``rows``, default all) to flat key space."""
+        """Map thresholds ``(R', ..., ...)`` in the original space (of ``rows``, default all) to flat key space."""
         if self._vmin is None:
             return thr.astype(self._keys.dtype, copy=False)
         assert self._span is not None
@@ -222,18 +222,21 @@ class RangeObjective:
         (default all): values at sorted positions ``>= split[k]`` go above threshold ``k``."""
         sel = slice(None) if rows is None else rows
         s = alpha * self.s1[sel][:, None]  # (R', K)
-        thr_w = self.transform.inverse_rows(s[:, :, None] * self._half[sel][:, None, :], rows)
+        # laid out (R', L-1, K): each threshold's keys are monotone in a sorted alpha, which keeps
+        # the binary searches of consecutive keys on nearby (cached) entries
+        thr_w = self.transform.inverse_rows(self._half[sel][:, :, None] * s[:, None, :], rows)
         keys = self._thresholds_to_keys(thr_w, rows)
         # Values exactly on a threshold round half to even: to code k when k - z is even.
         idx = np.searchsorted(self._keys, keys, side="left")
         hit = self._keys[np.minimum(idx, self._keys.size - 1)] == keys
         if hit.any():
-            tie = hit & self._lower_even[sel][:, None, :] & (idx < self._keys.size)
+            tie = hit & self._lower_even[sel][:, :, None] & (idx < self._keys.size)
             idx[tie] = np.searchsorted(self._keys, keys[tie], side="right")
         if self.rows > 1:
             r = np.arange(self.rows) if rows is None else rows
             idx -= (r * self.n)[:, None, None]
-        return thr_w, np.clip(idx, 0, self.n, out=idx)
+        np.clip(idx, 0, self.n, out=idx)
+        return thr_w.transpose(0, 2, 1), idx.transpose(0, 2, 1)
 
     def codes(self, alpha: NDArray[np.float64]) -> Codes:
         """Per-code count and sums for candidates ``alpha`` of shape ``(R, K)``."""

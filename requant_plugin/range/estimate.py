@@ -2,17 +2,19 @@
 
 The torch-facing adapter over :mod:`requant_plugin.core`: it validates the tensor, lays it out
 as rows (one per tensor, or one per channel along the granularity's axis), runs the NumPy search
-on the CPU and hands back torch tensors on the input's device.
+on the CPU (row blocks on ``torch.get_num_threads()`` threads; the result does not depend on the
+thread count) and hands back torch tensors on the input's device.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import Grid, RowEstimate, estimate_rows
+from ..core import Grid, RowEstimate, estimate_rows, row_blocks
 from ..options import PerChannel
 from .result import RangeEstimate
 from .rows import check_tensor, rows_of
@@ -64,10 +66,18 @@ def estimate_range(
             "layer (for example overrides={name!r: {'skip': True}})"
         )
     n_rows = rows.shape[0] if rows.size else (w.shape[ch_axis] if per_channel else 1)
-    est = None if rows.size == 0 else estimate_rows(
-        rows, grid, p=cfg.exponent, loss_space=cfg.loss_space, search=cfg.search, grid_points=cfg.grid_points
-    )
+    est = None if rows.size == 0 else _estimate_rows(rows, grid, cfg)
     return _estimate(est, w, cfg, grid, PerChannel(ch_axis) if per_channel else None, n_rows)
+
+
+def _estimate_rows(rows: np.ndarray, grid: Grid, cfg: RangeSpec) -> RowEstimate:
+    """:func:`~requant_plugin.core.estimate_rows` with its row blocks on ``torch.get_num_threads()`` threads."""
+    threads = min(torch.get_num_threads(), len(row_blocks(*rows.shape)))
+    kw: dict[str, Any] = dict(p=cfg.exponent, loss_space=cfg.loss_space, search=cfg.search, grid_points=cfg.grid_points)
+    if threads <= 1:
+        return estimate_rows(rows, grid, **kw)
+    with ThreadPoolExecutor(threads) as pool:
+        return estimate_rows(rows, grid, run_blocks=pool.map, **kw)
 
 
 def _estimate(
