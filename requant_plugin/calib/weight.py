@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..core import CoherentErrorObjective, Grid, golden_search, grid_search, objective_for_rows
 from ..options import Search, Space
 from ..range import estimate_range, rows_of
+from ..range.threads import search_in_blocks
 from .base import Buffers, Calibrator, ClipRange, tensor_key
 
 __all__ = ["WEIGHT_BUFFERS", "WeightCalibrator"]
@@ -127,11 +129,17 @@ class WeightCalibrator(Calibrator[ClipRange]):
     def _coherent_search(self, x: Tensor) -> Tensor:
         """The alpha search on :class:`CoherentErrorObjective` (one alpha per row)."""
         rows = rows_of(x, self.per_channel, self.axis(x))
-        base = objective_for_rows(rows, self.grid, p=1.0 if self.space == Space.UNIFORM else self.p)
-        obj = CoherentErrorObjective(base, self.input_mean_ratio)
-        res = grid_search(obj, self.grid_points) if self.search == Search.GRID else golden_search(obj)
+        p = 1.0 if self.space == Space.UNIFORM else self.p
+
+        def block(b: slice) -> np.ndarray:
+            obj = CoherentErrorObjective(objective_for_rows(rows[b], self.grid, p=p), self.input_mean_ratio)
+            if self.search == Search.GRID:
+                return grid_search(obj, self.grid_points).alpha
+            return golden_search(obj, scan_rows=len(rows)).alpha
+
+        alpha = search_in_blocks(block, rows)
         self.searches += 1
-        return torch.as_tensor(res.alpha, dtype=torch.float64, device=x.device)
+        return torch.as_tensor(alpha, dtype=torch.float64, device=x.device)
 
     def compute_range(self) -> ClipRange | None:
         """``[clip_min, clip_max]`` of the last weight (``None`` before one)."""

@@ -66,18 +66,22 @@ def objective_for_rows(
     return RangeObjective(srt, grid, transform, lo, hi, loss_space)
 
 
-def run_search(obj: RangeObjective, search: str = "golden", grid_points: int = 2000) -> SearchResult:
-    """Dispatch to the golden (default), dense grid or min-max (alpha = 1) search."""
+def run_search(
+    obj: RangeObjective, search: str = "golden", grid_points: int = 2000, scan_rows: int | None = None,
+) -> SearchResult:
+    """Dispatch to the golden (default), dense grid or min-max (alpha = 1) search (``scan_rows``:
+    see :func:`~.search.golden_search`)."""
     search = Search.parse(search)
     if search == Search.GRID:
         return grid_search(obj, grid_points)
-    return minmax_search(obj) if search == Search.MINMAX else golden_search(obj)
+    return minmax_search(obj) if search == Search.MINMAX else golden_search(obj, scan_rows=scan_rows)
 
 
 #: rows are searched in contiguous blocks of about this many values: a block's sorted keys and
 #: per-code arrays stay in cache, and a caller may map the blocks onto threads (NumPy releases the
 #: GIL in its sorts, binary searches and ufuncs). The partition depends only on the shape, so the
-#: result does not depend on how the blocks are run.
+#: result does not depend on how the blocks are run; each block scans as many points as the whole
+#: rows would (``scan_rows``), so that it does not depend on the partition either (up to float rounding).
 BLOCK_VALUES = 1 << 18
 
 
@@ -101,7 +105,7 @@ def estimate_rows(
 
     def one(block: slice) -> RowEstimate:
         obj = objective_for_rows(rows[block], grid, p=p, loss_space=loss_space)
-        res = run_search(obj, search, grid_points)
+        res = run_search(obj, search, grid_points, scan_rows=rows.shape[0])
         return RowEstimate(
             alpha=res.alpha, scale=np.maximum(res.alpha * obj.s1, 0.0), zero_point=obj.z, mse=res.mse,
             evaluations=res.evaluations, transform=obj.transform, grid=grid,

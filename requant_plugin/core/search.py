@@ -212,7 +212,7 @@ def grid_search(obj: Objective, grid_points: int = 2000) -> SearchResult:
 
 def golden_search(
     obj: Objective, *, n_brackets: int = 4, tol: float = 1e-3, max_iter: int = 40,
-    refine_steps: int = 3, scan: NDArray[np.float64] | None = None,
+    refine_steps: int = 3, scan: NDArray[np.float64] | None = None, scan_rows: int | None = None,
 ) -> SearchResult:
     """Bracketing scan + golden-section search in the best brackets + least-squares polish.
 
@@ -222,7 +222,9 @@ def golden_search(
     most :data:`LOCAL_BUDGET` code changes near the best ``alpha`` found do so for those within
     :data:`LOCAL_WINDOW` of it. Several rows of raw values on at most :data:`PLATEAU_LEVELS` codes
     (``scan`` not given) take the plateau search instead (:func:`_plateau_search`), unless their
-    plateaus hold more code changes than its budgets.
+    plateaus hold more code changes than its budgets. ``scan_rows``: the rows sharing the scan's
+    budget (:func:`scan_size`; default ``obj.rows``), so that a block of a layer's rows scans the
+    points the whole layer would.
     """
     start = obj.evaluations
     if scan is None and obj.rows > 1 and obj.grid.levels <= PLATEAU_LEVELS and isinstance(obj, RangeObjective) \
@@ -232,7 +234,7 @@ def golden_search(
             return found
         obj.evaluations = start
     if scan is None:
-        k = scan_size(obj.rows, obj.grid.levels, obj.n)
+        k = scan_size(obj.rows if scan_rows is None else scan_rows, obj.grid.levels, obj.n)
         pts = scan_points(k // 4, k - k // 4)
     else:
         pts = np.asarray(scan, dtype=np.float64)

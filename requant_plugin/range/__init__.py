@@ -5,6 +5,7 @@
 * :mod:`.estimate`: :func:`estimate_range`, the torch adapter over :mod:`requant_plugin.core`.
 * :mod:`.result`: :class:`RangeEstimate`, the chosen grid and how to apply it to a tensor.
 * :mod:`.rows`: a tensor as the 2-D NumPy rows the core searches.
+* :mod:`.threads`: the core's row blocks run on torch's intra-op threads.
 """
 
 from ..core import PowerTransform

@@ -8,17 +8,17 @@ thread count) and hands back torch tensors on the input's device.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import Grid, RowEstimate, estimate_rows, row_blocks
+from ..core import Grid, RowEstimate, estimate_rows
 from ..options import PerChannel
 from .result import RangeEstimate
 from .rows import check_tensor, rows_of
 from .spec import RangeSpec, range_spec
+from .threads import map_blocks
 
 __all__ = ["estimate_range"]
 
@@ -71,13 +71,9 @@ def estimate_range(
 
 
 def _estimate_rows(rows: np.ndarray, grid: Grid, cfg: RangeSpec) -> RowEstimate:
-    """:func:`~requant_plugin.core.estimate_rows` with its row blocks on ``torch.get_num_threads()`` threads."""
-    threads = min(torch.get_num_threads(), len(row_blocks(*rows.shape)))
-    kw: dict[str, Any] = dict(p=cfg.exponent, loss_space=cfg.loss_space, search=cfg.search, grid_points=cfg.grid_points)
-    if threads <= 1:
-        return estimate_rows(rows, grid, **kw)
-    with ThreadPoolExecutor(threads) as pool:
-        return estimate_rows(rows, grid, run_blocks=pool.map, **kw)
+    """:func:`~requant_plugin.core.estimate_rows` with its row blocks on torch's threads."""
+    return estimate_rows(rows, grid, p=cfg.exponent, loss_space=cfg.loss_space, search=cfg.search,
+                         grid_points=cfg.grid_points, run_blocks=map_blocks)
 
 
 def _estimate(
