@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from .gram_factor import GramFactor
 from .grid import Grid
+from .linalg import upper_cholesky_of_inverse
 from .transform import PowerTransform
 
 _CHUNK = 1 << 23  # max float64 elements of one error block (R * K * C_r * n)
@@ -252,12 +253,10 @@ def error_feedback_round(
     mean_diag = float(np.mean(np.diag(h)))
     h[np.diag_indices(n)] += damp * mean_diag
     try:
-        hinv = np.linalg.inv(h)
-        u = np.linalg.cholesky(hinv).T  # upper: hinv = U^T U
+        u = upper_cholesky_of_inverse(h)  # H^-1 = U^T U
     except np.linalg.LinAlgError:
         h[np.diag_indices(n)] += 0.1 * mean_diag
-        hinv = np.linalg.inv(h)
-        u = np.linalg.cholesky(hinv).T
+        u = upper_cholesky_of_inverse(h)
     q = np.zeros_like(w)
     for b0 in range(0, n, block):
         b1 = min(n, b0 + block)
