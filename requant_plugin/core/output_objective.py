@@ -109,13 +109,28 @@ class OutputObjective:
         """Integer codes minus the zero point, ``(R, K, C_r, n)``, for ``alpha`` ``(R, K)``."""
         s = (np.asarray(alpha, dtype=np.float64) * self.s1[:, None])[:, :, None, None]
         z = self.z[:, None, None, None].astype(np.float64)
-        q = np.clip(np.rint(self.y[:, None] / s) + z, self.grid.quant_min, self.grid.quant_max)
-        return np.asarray(q - z)
+        q = np.divide(self.y[:, None], s)  # the same operations as clip(rint(y / s) + z, ...) - z, in place
+        np.rint(q, out=q)
+        q += z
+        np.clip(q, self.grid.quant_min, self.grid.quant_max, out=q)
+        q -= z
+        return q
 
-    def base_levels(self, a: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``T^-1(s1 * a)`` for codes-minus-zero-point ``a`` ``(R, ...)`` (the alpha=1 levels)."""
-        y1 = self.s1.reshape((-1,) + (1,) * (a.ndim - 1)) * a
-        return self.transform.inverse(y1)
+    def base_levels(self, a: NDArray[np.float64], *, inplace: bool = False) -> NDArray[np.float64]:
+        """``T^-1(s1 * a)`` for codes-minus-zero-point ``a`` ``(R, ...)`` (the alpha=1 levels);
+        ``inplace``: overwrite ``a`` where the transform allows (uniform and sqrt grids)."""
+        shape = (-1,) + (1,) * (a.ndim - 1)
+        if not inplace:
+            return self.transform.inverse(self.s1.reshape(shape) * a)
+        a *= self.s1.reshape(shape)
+        if self.transform.is_identity:
+            return a
+        if self.transform.p != 0.5:
+            return self.transform.inverse(a)
+        mag = np.abs(a)  # T^-1(y) = m * y * |y|, as PowerTransform.inverse computes it
+        a *= self.transform.m.reshape(shape)
+        a *= mag
+        return a
 
     def dequantize(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """Fake-quantized weight ``(C, n)`` for one ``alpha`` per row (shape ``(R,)``)."""
@@ -147,9 +162,9 @@ class OutputObjective:
         return out
 
     def _loss_chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        coef = self.base_levels(self.codes(alpha))
-        w_hat = (alpha ** self.exponent)[:, :, None, None] * coef
-        e = self.w[:, None] - w_hat
+        e = self.base_levels(self.codes(alpha), inplace=True)
+        e *= (alpha ** self.exponent)[:, :, None, None]  # w_hat, then the error in place
+        np.subtract(self.w[:, None], e, out=e)
         self.evaluations += alpha.shape[1]
         return np.asarray(np.maximum(self._quad(e, e), 0.0).mean(axis=2))
 
