@@ -89,9 +89,7 @@ def row_blocks(rows: int, n: int) -> list[slice]:
     """Contiguous blocks of ``rows`` rows of ``n`` values, about :data:`BLOCK_VALUES` values each
     and at least two rows each (one block when everything fits in one), sizes differing by at most one."""
     count = max(1, min(rows // 2, -(-rows * n // BLOCK_VALUES)))
-    size, extra = divmod(rows, count)
-    ends = np.cumsum([size + (i < extra) for i in range(count)])
-    return [slice(int(e - size - (i < extra)), int(e)) for i, e in enumerate(ends)]
+    return [slice(i * rows // count, (i + 1) * rows // count) for i in range(count)]
 
 
 def estimate_rows(

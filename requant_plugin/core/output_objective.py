@@ -118,19 +118,12 @@ class OutputObjective:
 
     def base_levels(self, a: NDArray[np.float64], *, inplace: bool = False) -> NDArray[np.float64]:
         """``T^-1(s1 * a)`` for codes-minus-zero-point ``a`` ``(R, ...)`` (the alpha=1 levels);
-        ``inplace``: overwrite ``a`` where the transform allows (uniform and sqrt grids)."""
-        shape = (-1,) + (1,) * (a.ndim - 1)
+        ``inplace``: overwrite ``a`` where the transform allows (:meth:`PowerTransform.inverse_inplace`)."""
+        s1 = self.s1.reshape((-1,) + (1,) * (a.ndim - 1))
         if not inplace:
-            return self.transform.inverse(self.s1.reshape(shape) * a)
-        a *= self.s1.reshape(shape)
-        if self.transform.is_identity:
-            return a
-        if self.transform.p != 0.5:
-            return self.transform.inverse(a)
-        mag = np.abs(a)  # T^-1(y) = m * y * |y|, as PowerTransform.inverse computes it
-        a *= self.transform.m.reshape(shape)
-        a *= mag
-        return a
+            return self.transform.inverse(s1 * a)
+        a *= s1
+        return self.transform.inverse_inplace(a)
 
     def dequantize(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """Fake-quantized weight ``(C, n)`` for one ``alpha`` per row (shape ``(R,)``)."""

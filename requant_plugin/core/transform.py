@@ -67,6 +67,18 @@ class PowerTransform:
             return self._m(y) * y * np.abs(y)
         return self._m(y) * np.sign(y) * np.abs(y) ** (1.0 / self.p)
 
+    def inverse_inplace(self, y: NDArray[np.float64]) -> NDArray[np.float64]:
+        """:meth:`inverse` (the same float operations), overwriting the float64 array ``y`` where the
+        exponent allows it (``p = 1`` and ``p = 1/2``); a new array otherwise."""
+        if self.is_identity:
+            return y
+        if self.p != 0.5:
+            return self.inverse(y)
+        mag = np.abs(y)
+        y *= self._m(y)  # m * y * |y|, as inverse computes it
+        y *= mag
+        return y
+
     def inverse_rows(self, y: NDArray[np.float64], rows: NDArray[np.intp] | None = None) -> NDArray[np.float64]:
         """:meth:`inverse` of ``y`` whose axis 0 holds the rows ``rows`` (default all) of ``m``."""
         if rows is None or self.is_identity:

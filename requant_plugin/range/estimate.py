@@ -66,14 +66,11 @@ def estimate_range(
             "layer (for example overrides={name!r: {'skip': True}})"
         )
     n_rows = rows.shape[0] if rows.size else (w.shape[ch_axis] if per_channel else 1)
-    est = None if rows.size == 0 else _estimate_rows(rows, grid, cfg)
+    est = None if rows.size == 0 else estimate_rows(
+        rows, grid, p=cfg.exponent, loss_space=cfg.loss_space, search=cfg.search, grid_points=cfg.grid_points,
+        run_blocks=map_blocks,
+    )
     return _estimate(est, w, cfg, grid, PerChannel(ch_axis) if per_channel else None, n_rows)
-
-
-def _estimate_rows(rows: np.ndarray, grid: Grid, cfg: RangeSpec) -> RowEstimate:
-    """:func:`~requant_plugin.core.estimate_rows` with its row blocks on torch's threads."""
-    return estimate_rows(rows, grid, p=cfg.exponent, loss_space=cfg.loss_space, search=cfg.search,
-                         grid_points=cfg.grid_points, run_blocks=map_blocks)
 
 
 def _estimate(

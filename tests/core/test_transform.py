@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,3 +49,13 @@ def test_zero_is_exactly_representable_in_sqrt_space() -> None:
     w = torch.tensor([0.0, 0.0, 0.3, -0.7, 1.2, -0.01])
     est = estimate_range(w, 3, space="sqrt")
     assert torch.all(est.fake_quantize(w)[:2] == 0)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 0.7])
+def test_inverse_inplace_is_inverse_bit_for_bit(p: float) -> None:
+    rng = np.random.default_rng(3)
+    tf = PowerTransform.fit(rng.standard_normal((5, 40)), p)
+    y = rng.uniform(-1.0, 1.0, size=(5, 3, 40))
+    expect = tf.inverse(y)
+    got = tf.inverse_inplace(y.copy())
+    assert np.array_equal(got, expect)
