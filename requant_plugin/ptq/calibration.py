@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from .inputs import iter_calibration_inputs
 
 __all__ = [
-    "LayerStatistics", "attention_out_projections", "collect_statistics", "im2col_rows", "input_row_sum",
+    "LayerStatistics", "attention_out_projections", "check_finite", "collect_statistics", "im2col_rows",
+    "input_row_sum",
     "supports_output_statistics", "unreached_layers",
 ]
 
@@ -176,6 +177,14 @@ class LayerStatistics:
     sum_outer: Tensor | None = None  # (groups, n, n), None when only means are collected
     with_gram: bool = True
 
+    @classmethod
+    def of_layer(cls, name: str, module: nn.Module, *, with_gram: bool = True) -> LayerStatistics:
+        """Empty statistics in the layout of ``module``'s im2col rows (its groups, ``weight[0].numel()``)."""
+        weight = module.weight
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"layer {name!r}: {type(module).__name__}.weight is not a tensor")
+        return cls(name, _groups(module), int(weight[0].numel()), with_gram=with_gram)
+
     def update_mean(self, row_sum: Tensor, count: int) -> None:
         """Add the sum ``(groups, n)`` of ``count`` rows."""
         s = row_sum.detach().double()
@@ -282,8 +291,7 @@ def collect_statistics(
         module = mods.get(name)
         if module is None or not supports_output_statistics(module):
             raise ValueError(f"layer {name!r} is not a Linear/Conv1d/Conv2d module of the model")
-        n = int(module.weight[0].numel())
-        stats[name] = LayerStatistics(name, _groups(module), n, with_gram=with_gram)
+        stats[name] = LayerStatistics.of_layer(name, module, with_gram=with_gram)
         handles.append(module.register_forward_pre_hook(make_hook(name, module)))
     batches: Iterable[Tensor] = iter_calibration_inputs(calibration_data)
     if progress:
@@ -299,14 +307,19 @@ def collect_statistics(
         for h in handles:
             h.remove()
     for st in stats.values():
-        st._check()
-        finite = [v for v in (st.sum, st.sum_outer) if v is not None]
-        if not all(bool(torch.isfinite(v).all()) for v in finite):
-            raise ValueError(
-                f"layer {st.name!r} received NaN/Inf inputs during calibration: REQuant needs finite "
-                "values (check the calibration inputs or the model's numerics, e.g. float16 overflow)"
-            )
+        check_finite(st)
     return stats
+
+
+def check_finite(st: LayerStatistics) -> None:
+    """Raise (naming the layer) when ``st`` saw no input or NaN/Inf inputs."""
+    st._check()
+    finite = [v for v in (st.sum, st.sum_outer) if v is not None]
+    if not all(bool(torch.isfinite(v).all()) for v in finite):
+        raise ValueError(
+            f"layer {st.name!r} received NaN/Inf inputs during calibration: REQuant needs finite "
+            "values (check the calibration inputs or the model's numerics, e.g. float16 overflow)"
+        )
 
 
 def _contiguous_swap(model: nn.Module) -> list[tuple[Tensor, Tensor]]:

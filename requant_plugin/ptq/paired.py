@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .calibration import LayerStatistics, _eval_forward, _groups, _Stop, im2col_rows, input_row_sum
-from .plan import layer_weight
+from .calibration import LayerStatistics, _eval_forward, _Stop, im2col_rows, input_row_sum
 
 __all__ = ["PairedStatistics", "collect_paired_statistics", "first_input", "paired_statistics"]
 
@@ -56,7 +55,7 @@ def paired_statistics(
     """Accumulate, over the ``(x_f, x_q)`` input pairs of layer ``module`` (one per batch, in batch
     order), ``X_q^T X_q`` and ``X_q^T X_f`` on the same random im2col rows of both inputs (seeded by
     ``seed`` and the batch index); the mean of ``x_q`` uses every row."""
-    st = LayerStatistics(name, _groups(module), int(layer_weight(module)[0].numel()))
+    st = LayerStatistics.of_layer(name, module)
     cross: Tensor | None = None
     for i, (xf, xq) in enumerate(pairs):
         if xf.shape != xq.shape:

@@ -19,6 +19,7 @@ from .config import QuantizeConfig
 from .output_search import OutputLayerReport
 from .plan import LayerPlan
 from .report import QuantizationReport
+from .stream import GraphStream
 
 __all__ = ["RunState", "Solution", "bias_delta", "layer_report", "mean_square", "needs_float_copy"]
 
@@ -55,6 +56,7 @@ class RunState:
     unreached: set[str] = field(default_factory=set)  # not called by the eval forward: no input statistics
     float_model: nn.Module | None = None  # inputs="quantized": the float (BN-folded) model to match
     act_qparams: dict[str, ActQParams] = field(default_factory=dict)  # act_bits: per layer input
+    stream: GraphStream | None = None  # inputs="quantized": both models' layer inputs in one pass
 
 
 def bias_delta(

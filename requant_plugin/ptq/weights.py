@@ -27,7 +27,9 @@ from .bn_fold import fold_bn_
 from .calibration import (
     LayerStatistics,
     attention_out_projections,
+    check_finite,
     collect_statistics,
+    input_row_sum,
     supports_output_statistics,
     unreached_layers,
 )
@@ -139,7 +141,7 @@ def quantize_weights(
 
     with (tqdm(total=len(plans), desc=f"REQuant W{cfg.bits}", unit="layer", disable=not progress) as bar,
           fake_quant_activations(out, state.act_qparams)):  # act_bits: the layers see quantized activations
-        stream = _stream(state)
+        stream = state.stream
         streamed = stream.layers if stream is not None else {}
         for plan, module in plans:  # the streamed layers are quantized as the stream reaches them
             if plan.name not in streamed:
@@ -163,14 +165,6 @@ def _quantize_streamed(state: RunState, stream: GraphStream, plans: list[tuple[L
     stream.run(visit)
     order = {plan.name: i for i, (plan, _) in enumerate(plans)}
     state.report.layers[done:] = sorted(state.report.layers[done:], key=lambda r: order[r.name])
-
-
-def _stream(state: RunState) -> GraphStream | None:
-    """The one-pass stream of the layers' float and quantized inputs (``inputs="quantized"``), or
-    ``None`` where the per-layer passes are used (see :mod:`.stream`)."""
-    if state.cfg.inputs is not Inputs.QUANTIZED or state.float_model is None or not state.batches:
-        return None
-    return GraphStream.build(state.float_model, state.model, list(state.float_stats), state.batches)
 
 
 def quantize_beyond(model: Any, bits: int = 4, calibration_data: Any = None, **options: Any) -> Any:
@@ -227,14 +221,34 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
         # quantized inputs with the output objective search on the paired statistics: the float
         # inputs' Gram matrices would never be read (only their means, for bias correction)
         with_gram = cfg.inputs is not Inputs.QUANTIZED or cfg.objective is not Objective.OUTPUT
-        state.float_stats = collect_statistics(out, batches, data_layers, with_gram=with_gram, max_rows=rows,
-                                               seed=cfg.seed)
         if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
             state.float_model = copy.deepcopy(out)
-            if cfg.act_bits is not None:  # the ranges a W/A deployment would use, from the float inputs
-                state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
-                state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
+            state.stream = GraphStream.build(state.float_model, out, data_layers, batches)
+        if state.stream is not None and not with_gram:  # the stream's float inputs give the means
+            state.float_stats = {n: _empty_statistics(out, n) for n in data_layers}
+        else:
+            state.float_stats = collect_statistics(out, batches, data_layers, with_gram=with_gram, max_rows=rows,
+                                                   seed=cfg.seed)
+        if state.float_model is not None and cfg.act_bits is not None:  # a W/A deployment's ranges, from float inputs
+            state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
+            state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
     return state
+
+
+def _empty_statistics(model: nn.Module, name: str) -> LayerStatistics:
+    """Means-only statistics of layer ``name``, to be filled by :func:`_stream_float_means`."""
+    return LayerStatistics.of_layer(name, model.get_submodule(name), with_gram=False)
+
+
+def _stream_float_means(state: RunState, name: str, module: nn.Module, float_inputs: list[torch.Tensor]) -> None:
+    """Fill the float input mean of ``name`` from the stream's float inputs (every batch), where
+    :func:`_prepare` left it to the stream (the same values :func:`collect_statistics` would sum)."""
+    st = state.float_stats.get(name)
+    if st is None or st.count:
+        return
+    for x in float_inputs:
+        st.update_mean(*input_row_sum(module, x))
+    check_finite(st)
 
 
 def _activation_ranges(out: nn.Module, plans: list[LayerPlan], names: list[str],
@@ -313,6 +327,7 @@ def _layer_statistics(state: RunState, name: str, inputs: LayerInputs = None) ->
     cfg = state.cfg
     if inputs is not None:
         module = state.model.get_submodule(name)
+        _stream_float_means(state, name, module, inputs[0])
         paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch,
                                    seed=cfg.seed)
         return paired.stats, paired.cross
