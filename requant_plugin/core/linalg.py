@@ -1,5 +1,8 @@
 """Cholesky-based linear algebra on symmetric positive definite matrices (pure NumPy, no SciPy).
 
+:class:`CholeskyQuad` evaluates the quadratic forms ``x^T G x`` of many rows as ``||L^T x||^2``
+with ``G = L L^T``: the triangular product costs about half the flops of ``(X G) . X``.
+
 :func:`upper_cholesky_of_inverse` gives the upper factor ``U`` of ``H^-1 = U^T U`` that the
 error-feedback rounding needs, from one Cholesky factorisation of ``H`` with its rows and columns
 reversed and one triangular inverse (about ``2 n^3 / 3`` flops), instead of a general inverse
@@ -8,10 +11,12 @@ followed by a second Cholesky factorisation (about ``7 n^3 / 3``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["lower_triangular_inverse", "upper_cholesky_of_inverse"]
+__all__ = ["CholeskyQuad", "lower_triangular_inverse", "upper_cholesky_of_inverse"]
 
 #: below this size a triangular block is inverted directly (LAPACK's general inverse)
 _LEAF = 128
@@ -42,3 +47,45 @@ def upper_cholesky_of_inverse(h: NDArray[np.float64]) -> NDArray[np.float64]:
     """
     lower = np.linalg.cholesky(np.ascontiguousarray(h[::-1, ::-1]))
     return np.ascontiguousarray(lower_triangular_inverse(lower)[::-1, ::-1])
+
+
+@dataclass(frozen=True)
+class CholeskyQuad:
+    """Row-wise ``x_i^T G x_i = ||L^T x_i||^2`` for a positive semi-definite ``G`` whose inputs with
+    ``G_jj > 0`` (``live``) form a positive definite block ``L L^T`` (the others have zero rows and
+    columns in ``G`` and contribute nothing).
+
+    ``X L`` is computed by column blocks: block ``[a, b)`` is ``X[:, a:] @ L[a:, a:b]`` (``L`` is zero
+    above its diagonal), about ``(1 + 1/blocks) / 2`` of the flops of ``X @ G``.
+    """
+
+    lower: NDArray[np.float64]
+    live: NDArray[np.intp] | None  # None: every input is live
+    blocks: int = 8
+
+    @classmethod
+    def of(cls, gram: NDArray[np.floating]) -> CholeskyQuad | None:
+        """The factored form of ``gram`` (``n x n``), or ``None`` where its live block is not
+        numerically positive definite (a rank-deficient ``G``)."""
+        g = np.asarray(gram, dtype=np.float64)
+        live = np.flatnonzero(np.diag(g) > 0)
+        sub = g if live.size == g.shape[0] else g[np.ix_(live, live)]
+        if sub.size == 0:
+            return None
+        try:
+            lower = np.asarray(np.linalg.cholesky(sub), dtype=np.float64)
+        except np.linalg.LinAlgError:
+            return None
+        return cls(lower, None if live.size == g.shape[0] else live)
+
+    def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``(m,)`` quadratic forms of the rows of ``x`` ``(m, n)``."""
+        xs = x if self.live is None else x[:, self.live]
+        k = self.lower.shape[0]
+        out = np.zeros(xs.shape[0])
+        for i in range(self.blocks):
+            a, b = i * k // self.blocks, (i + 1) * k // self.blocks
+            if b > a:
+                y = xs[:, a:] @ self.lower[a:, a:b]
+                out += np.einsum("ij,ij->i", y, y)
+        return out

@@ -33,10 +33,12 @@ from numpy.typing import NDArray
 
 from .gram_factor import GramFactor
 from .grid import Grid
-from .linalg import upper_cholesky_of_inverse
+from .linalg import CholeskyQuad, upper_cholesky_of_inverse
 from .transform import PowerTransform
 
 _CHUNK = 1 << 23  # max float64 elements of one error block (R * K * C_r * n)
+#: from this input width on, ``e^T G e`` is evaluated through the Cholesky factor of ``G`` (half the flops)
+CHOLESKY_MIN_N = 1024
 
 
 def gram_from_rows(x: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
@@ -67,7 +69,9 @@ class OutputObjective:
         per_channel: one ``alpha`` per channel (``R = C``) or one for the tensor (``R = 1``).
         factor: ``G`` in factored form (:func:`~.gram_factor.factor_gram`, one group only): the
             losses are then evaluated as ``||F^T e||^2 + sum(d e^2)`` (exact for a rank-deficient
-            ``G``), ``n / (k + 1)`` times cheaper.
+            ``G``), ``n / (k + 1)`` times cheaper. Without it, one Gram matrix at least
+            :data:`CHOLESKY_MIN_N` wide is evaluated as ``||L^T e||^2`` (:class:`~.linalg.CholeskyQuad`)
+            where its live block is positive definite.
 
     The base range is min-max of ``T(w)`` per row (``[lo, hi]``, fixing ``s1`` and ``z``) and
     the transform normaliser ``m`` is ``max|w|`` per row, exactly as in the weight objective.
@@ -91,6 +95,8 @@ class OutputObjective:
         if factor is not None and (g.shape[0] != 1 or factor.factor.shape[0] != n):
             raise ValueError(f"factor must factor one ({n}, {n}) Gram matrix")
         self.grid, self.per_channel, self.gram, self.factor = grid, per_channel, g, factor
+        self.cholesky = CholeskyQuad.of(g[0]) if factor is None and g.shape[0] == 1 and n >= CHOLESKY_MIN_N \
+            else None
         self.channels, self.n = c, n
         self.groups = g.shape[0]
         self.rows = c if per_channel else 1
@@ -138,6 +144,8 @@ class OutputObjective:
         if self.factor is not None:
             av = a.reshape(-1, n)
             return self.factor.quad(av, av if b is a else b.reshape(-1, n)).reshape(r, k, cr)
+        if self.cholesky is not None and b is a:
+            return self.cholesky(a.reshape(-1, n)).reshape(r, k, cr)
         if self.groups == 1:
             av = a.reshape(-1, n)
             return np.einsum("ij,ij->i", av @ self.gram[0], b.reshape(-1, n)).reshape(r, k, cr)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from requant_plugin.core.linalg import lower_triangular_inverse, upper_cholesky_of_inverse
+from requant_plugin.core.linalg import CholeskyQuad, lower_triangular_inverse, upper_cholesky_of_inverse
 
 
 def _spd(n: int, seed: int, damp: float = 1e-2) -> np.ndarray:
@@ -42,3 +42,24 @@ def test_an_indefinite_matrix_raises_linalg_error() -> None:
     h[10, 10] = -1.0
     with pytest.raises(np.linalg.LinAlgError):
         upper_cholesky_of_inverse(h)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), m=st.integers(1, 20), dead=st.integers(0, 5), blocks=st.integers(1, 9),
+       seed=st.integers(0, 2**16))
+def test_cholesky_quad_matches_the_dense_quadratic_form(n: int, m: int, dead: int, blocks: int, seed: int) -> None:
+    g = _spd(n, seed)
+    gone = np.random.default_rng(seed).permutation(n)[:min(dead, n - 1)]
+    g[gone, :], g[:, gone] = 0.0, 0.0  # inputs that are always zero: no row or column in G
+    cq = CholeskyQuad.of(g)
+    assert cq is not None
+    cq = CholeskyQuad(cq.lower, cq.live, blocks)
+    x = np.random.default_rng(seed + 1).standard_normal((m, n))
+    expect = np.einsum("ij,jk,ik->i", x, g, x)
+    np.testing.assert_allclose(cq(x), expect, rtol=1e-10, atol=1e-12 * np.abs(expect).max())
+
+
+def test_cholesky_quad_refuses_a_rank_deficient_gram() -> None:
+    x = np.random.default_rng(0).standard_normal((5, 40))
+    assert CholeskyQuad.of(x.T @ x) is None  # rank 5 < 40: the caller keeps the dense product
+    assert CholeskyQuad.of(np.zeros((3, 3))) is None

@@ -48,6 +48,19 @@ def test_per_channel_loss_equals_direct_output_error(symmetric: bool, space: str
         np.testing.assert_allclose(got[:, k], ref, rtol=1e-9, atol=1e-14)
 
 
+def test_wide_layers_evaluate_the_loss_through_the_cholesky_factor() -> None:
+    x, w = _data(seed=3, n_rows=1500, n=1100, c=5)  # n >= CHOLESKY_MIN_N, more rows than inputs
+    x[:, :3] = 0.0  # dead inputs: no row or column in G
+    g, _, _ = gram_from_rows(x)
+    obj = OutputObjective(w, g, Grid.from_bits(4), per_channel=True)
+    assert obj.cholesky is not None and obj.cholesky.live is not None
+    alphas = np.random.default_rng(4).uniform(0.3, 1.0, size=(w.shape[0], 3))
+    got = obj(alphas)
+    for k in range(alphas.shape[1]):
+        wq = _ref_rows(w, alphas[:, k], 4, False, "uniform")
+        np.testing.assert_allclose(got[:, k], np.mean((x @ (w - wq).T) ** 2, axis=0), rtol=1e-9, atol=1e-14)
+
+
 def test_per_tensor_loss_is_mean_over_channels_of_direct_error() -> None:
     x, w = _data(seed=2)
     g, _, _ = gram_from_rows(x)
