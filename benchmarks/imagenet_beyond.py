@@ -7,7 +7,8 @@ the cost does not depend on the values' provenance) with seeded random 224x224 c
 * one float forward pass over the calibration images (the unit everything else is compared with);
 * ``quantize_weights(m, "beyond", bits=4)`` with ``--images`` images (default 256, batches of 32),
   split into the range search + rounding (the report's per-layer seconds) and the rest (statistics:
-  the float pass, the one-pass stream of both models' layer inputs, the Gram matrices);
+  the one-pass stream of both models' layer inputs, which also gives the float means, and the Gram
+  and cross matrices);
 * the same recipe with ``--compare-images`` images (default 32) once through the one-pass stream and
   once through the per-layer passes (both models re-run up to every layer), to show what the stream saves.
 
@@ -67,7 +68,7 @@ def summarise(full: bool, size: int, n: int, forward: float, run: tuple[float, f
         [f'quantize_weights(m, "beyond", bits={BITS}), {n} images', f"{total:.1f}", f"{total / forward:.1f}x"],
         ["  of which per-layer solve: target, range search, feedback rounding (report)", f"{search:.1f}",
          f"{search / forward:.1f}x"],
-        ["  of which statistics (float pass, one-pass stream, Gram matrices)", f"{total - search:.1f}",
+        ["  of which statistics (one-pass stream of both models, Gram and cross matrices)", f"{total - search:.1f}",
          f"{(total - search) / forward:.1f}x"],
     ]
     if compare is not None:
