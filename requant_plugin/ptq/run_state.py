@@ -14,7 +14,7 @@ from ..options import BiasCorrection
 from ..range import RangeEstimate
 from .activation_sim import ActQParams
 from .bias_correction import expected_output, output_shift
-from .calibration import LayerStatistics
+from .calibration import LayerStatistics, check_finite, input_row_sum
 from .config import QuantizeConfig
 from .output_search import OutputLayerReport
 from .plan import LayerPlan
@@ -57,6 +57,16 @@ class RunState:
     float_model: nn.Module | None = None  # inputs="quantized": the float (BN-folded) model to match
     act_qparams: dict[str, ActQParams] = field(default_factory=dict)  # act_bits: per layer input
     stream: GraphStream | None = None  # inputs="quantized": both models' layer inputs in one pass
+
+    def fill_float_means(self, name: str, module: nn.Module, float_inputs: list[torch.Tensor]) -> None:
+        """Sum the float input mean of ``name`` from the stream's float inputs (every batch) where the
+        run left it to the stream (empty statistics): the values :func:`collect_statistics` would sum."""
+        st = self.float_stats.get(name)
+        if st is None or st.count:
+            return
+        for x in float_inputs:
+            st.update_mean(*input_row_sum(module, x))
+        check_finite(st)
 
 
 def bias_delta(

@@ -27,9 +27,7 @@ from .bn_fold import fold_bn_
 from .calibration import (
     LayerStatistics,
     attention_out_projections,
-    check_finite,
     collect_statistics,
-    input_row_sum,
     supports_output_statistics,
     unreached_layers,
 )
@@ -225,7 +223,8 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
             state.float_model = copy.deepcopy(out)
             state.stream = GraphStream.build(state.float_model, out, data_layers, batches)
         if state.stream is not None and not with_gram:  # the stream's float inputs give the means
-            state.float_stats = {n: _empty_statistics(out, n) for n in data_layers}
+            state.float_stats = {n: LayerStatistics.of_layer(n, out.get_submodule(n), with_gram=False)
+                                 for n in data_layers}  # means only, filled by RunState.fill_float_means
         else:
             state.float_stats = collect_statistics(out, batches, data_layers, with_gram=with_gram, max_rows=rows,
                                                    seed=cfg.seed)
@@ -233,22 +232,6 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
             state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
             state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
     return state
-
-
-def _empty_statistics(model: nn.Module, name: str) -> LayerStatistics:
-    """Means-only statistics of layer ``name``, to be filled by :func:`_stream_float_means`."""
-    return LayerStatistics.of_layer(name, model.get_submodule(name), with_gram=False)
-
-
-def _stream_float_means(state: RunState, name: str, module: nn.Module, float_inputs: list[torch.Tensor]) -> None:
-    """Fill the float input mean of ``name`` from the stream's float inputs (every batch), where
-    :func:`_prepare` left it to the stream (the same values :func:`collect_statistics` would sum)."""
-    st = state.float_stats.get(name)
-    if st is None or st.count:
-        return
-    for x in float_inputs:
-        st.update_mean(*input_row_sum(module, x))
-    check_finite(st)
 
 
 def _activation_ranges(out: nn.Module, plans: list[LayerPlan], names: list[str],
@@ -327,7 +310,7 @@ def _layer_statistics(state: RunState, name: str, inputs: LayerInputs = None) ->
     cfg = state.cfg
     if inputs is not None:
         module = state.model.get_submodule(name)
-        _stream_float_means(state, name, module, inputs[0])
+        state.fill_float_means(name, module, inputs[0])
         paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch,
                                    seed=cfg.seed)
         return paired.stats, paired.cross
