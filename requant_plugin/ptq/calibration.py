@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .inputs import iter_calibration_inputs
+from .plan import layer_weight
 
 __all__ = [
-    "LayerStatistics", "attention_out_projections", "check_finite", "collect_statistics", "im2col_rows",
-    "input_row_sum",
+    "LayerStatistics", "attention_out_projections", "collect_statistics", "im2col_rows", "input_row_sum",
     "supports_output_statistics", "unreached_layers",
 ]
 
@@ -180,10 +180,7 @@ class LayerStatistics:
     @classmethod
     def of_layer(cls, name: str, module: nn.Module, *, with_gram: bool = True) -> LayerStatistics:
         """Empty statistics in the layout of ``module``'s im2col rows (its groups, ``weight[0].numel()``)."""
-        weight = module.weight
-        if not isinstance(weight, Tensor):
-            raise TypeError(f"layer {name!r}: {type(module).__name__}.weight is not a tensor")
-        return cls(name, _groups(module), int(weight[0].numel()), with_gram=with_gram)
+        return cls(name, _groups(module), int(layer_weight(module)[0].numel()), with_gram=with_gram)
 
     def update_mean(self, row_sum: Tensor, count: int) -> None:
         """Add the sum ``(groups, n)`` of ``count`` rows."""
@@ -223,6 +220,16 @@ class LayerStatistics:
             raise ValueError(
                 f"layer {self.name!r} saw no calibration input: check that calibration_data reaches "
                 "it in the model's forward pass"
+            )
+
+    def check_finite(self, *more: Tensor) -> None:
+        """Raise (naming the layer) when no input was seen or the sums (and ``more``) hold NaN/Inf."""
+        self._check()
+        finite = [v for v in (self.sum, self.sum_outer, *more) if v is not None]
+        if not all(bool(torch.isfinite(v).all()) for v in finite):
+            raise ValueError(
+                f"layer {self.name!r} received NaN/Inf inputs during calibration: REQuant needs finite "
+                "values (check the calibration inputs or the model's numerics, e.g. float16 overflow)"
             )
 
     @property
@@ -307,19 +314,8 @@ def collect_statistics(
         for h in handles:
             h.remove()
     for st in stats.values():
-        check_finite(st)
+        st.check_finite()
     return stats
-
-
-def check_finite(st: LayerStatistics) -> None:
-    """Raise (naming the layer) when ``st`` saw no input or NaN/Inf inputs."""
-    st._check()
-    finite = [v for v in (st.sum, st.sum_outer) if v is not None]
-    if not all(bool(torch.isfinite(v).all()) for v in finite):
-        raise ValueError(
-            f"layer {st.name!r} received NaN/Inf inputs during calibration: REQuant needs finite "
-            "values (check the calibration inputs or the model's numerics, e.g. float16 overflow)"
-        )
 
 
 def _contiguous_swap(model: nn.Module) -> list[tuple[Tensor, Tensor]]:

@@ -14,7 +14,7 @@ from ..options import BiasCorrection
 from ..range import RangeEstimate
 from .activation_sim import ActQParams
 from .bias_correction import expected_output, output_shift
-from .calibration import LayerStatistics, check_finite, input_row_sum
+from .calibration import LayerStatistics, input_row_sum
 from .config import QuantizeConfig
 from .output_search import OutputLayerReport
 from .plan import LayerPlan
@@ -66,7 +66,7 @@ class RunState:
             return
         for x in float_inputs:
             st.update_mean(*input_row_sum(module, x))
-        check_finite(st)
+        st.check_finite()
 
 
 def bias_delta(
