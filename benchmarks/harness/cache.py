@@ -8,6 +8,7 @@ any file changes it. Results recorded with another digest are *stale*: benchmark
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -59,17 +60,12 @@ class ResultCache:
     """A JSON file of finished configurations, so reruns and interrupted runs resume.
 
     Keys are canonical JSON strings of the configuration dicts; values are result dicts.
-    The file is rewritten atomically after each ``put``.
+    Each ``put`` rewrites the file atomically, merged with what other runs wrote since.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.data: dict[str, Any] = {}
-        if self.path.is_file():
-            try:
-                self.data = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                self.data = {}
+        self.data: dict[str, Any] = self._read()
 
     @staticmethod
     def key(config: dict[str, Any]) -> str:
@@ -79,9 +75,23 @@ class ResultCache:
     def get(self, config: dict[str, Any]) -> dict[str, Any] | None:
         return self.data.get(self.key(config))
 
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except json.JSONDecodeError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def put(self, config: dict[str, Any], result: dict[str, Any]) -> None:
-        self.data[self.key(config)] = result
+        """Record one result: under a lock, the file as it is now (other runs' results kept) plus this
+        key, so several runs of a benchmark (one per core) can fill one cache."""
+        key = self.key(config)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            data[key] = result
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+        self.data = data

@@ -12,8 +12,9 @@ the float model's on calibration batches:
 with golden-section search (:func:`requant_plugin.core.scalar_search.golden_section`; ``beta = 1``
 is always evaluated, so the result is never worse than the plain REQuant ranges on those batches).
 It needs no labels. Each evaluation converts a copy of the prepared model and runs the batches
-through it, about ten in all. The chosen ``beta`` is stored in each observer's ``range_factor``
-buffer, so ``convert_fx`` / ``convert_pt2e`` and ``state_dict`` carry it.
+through it, about ten in all; each observer's own alpha search runs once, before the first copy.
+The chosen ``beta`` is stored in each observer's ``range_factor`` buffer, so ``convert_fx`` /
+``convert_pt2e`` and ``state_dict`` carry it.
 
 Optionally (``layer_factors``) a second stage then gives each observer its own factor
 ``beta_i = min(1, c * beta)`` with ``c`` from ``layer_factors``, by one sweep of coordinate descent
@@ -219,6 +220,8 @@ def refine_activation_ranges(
     if empty:
         raise ValueError(f"activation observer {empty[0]!r} has seen no data: run the calibration "
                          "batches through the prepared model before refining")
+    for m in observers.values():  # each alpha search runs here, once: every converted copy inherits its result
+        m.calculate_qparams()
     was_training = reference.training
     reference.eval()
     try:

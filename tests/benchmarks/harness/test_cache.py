@@ -28,6 +28,20 @@ def test_result_cache_round_trip(tmp_path: Path) -> None:
     assert ResultCache(tmp_path / "bad.json").data == {}
 
 
+def test_two_runs_filling_one_cache_keep_each_others_results(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    ResultCache(path).put({"cell": 0}, {"acc": 1.0})
+    first, second = ResultCache(path), ResultCache(path)  # two runs started on the same file
+    first.put({"cell": 1}, {"acc": 2.0})
+    second.put({"cell": 2}, {"acc": 3.0})
+    second.put({"cell": 0}, {"acc": 4.0})  # a refreshed cell
+    first.put({"cell": 3}, {"acc": 5.0})  # first never saw the refresh: the file's value stays
+    final = ResultCache(path)
+    assert {k: v["acc"] for k, v in final.data.items()} == {
+        ResultCache.key({"cell": i}): a for i, a in enumerate((4.0, 2.0, 3.0, 5.0))}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.json.lock"]  # no temp file left
+
+
 def test_digest_covers_every_module_of_the_package(tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     base = code_digest(pkg)
