@@ -35,10 +35,14 @@ def seed_everything(seed: int) -> None:
 
 
 def setup(seed: int = 0, threads: int = 2) -> None:
-    """Seed every RNG and pin torch to ``threads`` CPU threads (the machine is shared)."""
+    """Seed every RNG and pin torch and NumPy's BLAS to ``threads`` CPU threads each (the machine is
+    shared; OpenBLAS otherwise starts one thread per core, whatever torch is told)."""
     quiet_warnings()
     seed_everything(seed)
     torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def command(name: str, argv: Sequence[str]) -> str:
@@ -46,6 +50,14 @@ def command(name: str, argv: Sequence[str]) -> str:
     ``python -m benchmarks.<name> <argv>`` (a legacy ``name.py`` is accepted)."""
     module = name[:-3] if name.endswith(".py") else name
     return " ".join(["python", "-m", f"benchmarks.{module}", *argv]).strip()
+
+
+def blas_threads() -> str:
+    """``", BLAS threads N"`` for NumPy's BLAS thread pool(s) ("" when none is found)."""
+    from threadpoolctl import threadpool_info
+
+    counts = sorted({int(p["num_threads"]) for p in threadpool_info() if p.get("user_api") == "blas"})
+    return f", BLAS threads {'/'.join(map(str, counts))}" if counts else ""
 
 
 def environment() -> str:
@@ -58,6 +70,7 @@ def environment() -> str:
             parts.append(f"{mod} (not installed)")
     parts.append(
         f"{os.cpu_count()} CPU cores ({platform.machine()}), torch threads {torch.get_num_threads()}"
+        f"{blas_threads()}"
     )
     return ", ".join(parts)
 
