@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 
 def quiet_warnings() -> None:
@@ -40,8 +41,6 @@ def setup(seed: int = 0, threads: int = 2) -> None:
     quiet_warnings()
     seed_everything(seed)
     torch.set_num_threads(threads)
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(limits=threads, user_api="blas")
 
 
@@ -54,8 +53,6 @@ def command(name: str, argv: Sequence[str]) -> str:
 
 def blas_threads() -> str:
     """``", BLAS threads N"`` for NumPy's BLAS thread pool(s) ("" when none is found)."""
-    from threadpoolctl import threadpool_info
-
     counts = sorted({int(p["num_threads"]) for p in threadpool_info() if p.get("user_api") == "blas"})
     return f", BLAS threads {'/'.join(map(str, counts))}" if counts else ""
 

@@ -89,4 +89,4 @@ def test_refinement_searches_each_histogram_once(monkeypatch: pytest.MonkeyPatch
     for n, m in acts.items():  # the same searched ranges, scaled by the chosen factor
         scale, _ = m.calculate_qparams()
         assert float(scale) == pytest.approx(res.factor * float(alphas_before[n][0]), rel=1e-5)
-    assert hist_searches[0] == len(acts)
+    assert hist_searches[0] == len(acts)  # asking the refined observers again searches nothing either
