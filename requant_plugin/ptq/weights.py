@@ -33,7 +33,7 @@ from .calibration import (
 )
 from .config import QuantizeConfig
 from .inputs import calibration_inputs
-from .output_search import OutputLayerReport, feedback_round, search_layer_output
+from .output_search import OutputLayerReport, search_layer_output, widened_feedback_round
 from .paired import collect_paired_statistics, paired_statistics
 from .plan import (
     LayerPlan,
@@ -288,7 +288,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
         p: float | tuple[float, ...] = 1.0 if plan.space is Space.UNIFORM else plan.p
         sol = search_layer_output(
             w, stats.gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
-            convention=cfg.convention, search=cfg.search, rounding=cfg.rounding,
+            convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=cfg.feedback_widen,
         )
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", stats.gram,
                         searched_mse=False)
@@ -297,7 +297,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     float_stats = state.float_stats.get(plan.name)
     gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
     if cfg.rounding is Rounding.FEEDBACK and stats is not None and plan.ch_axis == 0:
-        new_w, gram = feedback_round(w, stats.gram, est), stats.gram
+        (new_w, est), gram = widened_feedback_round(w, stats.gram, est, cfg.feedback_widen), stats.gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 
