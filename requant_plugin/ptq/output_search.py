@@ -160,7 +160,6 @@ def widened_feedback_round(
     g = g[None] if g.ndim == 2 else g
     per = c // g.shape[0]
     cand = np.empty((k, *w2.shape))  # (K, C, n): every factor's rounded weight
-    err = np.empty((k, c))
     for gi in range(g.shape[0]):  # one Gram matrix per group of output channels
         sl = slice(gi * per, (gi + 1) * per)
         sk = (f[:, None] * s[sl][None]).reshape(-1)  # the K candidates' rows stacked, factor-major
@@ -173,13 +172,12 @@ def widened_feedback_round(
 
         out = error_feedback_round(np.tile(w2[sl], (k, 1)), g[gi], quantize, damp=damp, order=order)
         cand[:, sl] = out.reshape(k, per, -1)
-        e = (w2[sl][None] - cand[:, sl]).reshape(k * per, -1)
-        err[:, sl] = np.einsum("ij,ij->i", e @ g[gi], e).reshape(k, per)
+    if k == 1:  # the searched grid only: nothing to choose
+        return torch.as_tensor(cand[0].reshape(weight.shape), dtype=weight.dtype, device=weight.device), estimate
+    err = np.stack([output_mse(w2, cand[i], g) for i in range(k)])  # (K, C): e_c^T G e_c
     pick = err.argmin(axis=0) if estimate.per_channel else np.full(c, int(err.sum(axis=1).argmin()))
     wq = cand[pick, np.arange(c)]
     new = torch.as_tensor(wq.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
-    if k == 1:
-        return new, estimate
     chosen = f[pick] if estimate.per_channel else f[pick[:1]]
     mse = err[pick, np.arange(c)] if estimate.per_channel else err[pick[:1]].mean(axis=1)
 
