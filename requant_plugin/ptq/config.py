@@ -188,7 +188,8 @@ class QuantizeConfig:
             ``"sequential"`` or ``"bn"`` (data-free, from BatchNorm statistics).
         rounding: nearest code, or ``"feedback"`` (column-wise error feedback; needs data).
         feedback_widen: with ``rounding="feedback"``, scale factors ``>= 1`` tried per channel (per
-            tensor for ``PerTensor``), the lowest output error kept (``(1.0,)``: the searched range).
+            tensor for ``PerTensor``), the lowest output error kept (``(1.0,)``: the searched range); only on
+            layers with >= 4 Gram rows per input feature.
         inputs: each layer's input statistics from the float model (``"float"``), or from the
             partly quantized model with the float output as the target (``"quantized"``: the
             search and rounding use ``W* = W E[x_f x_q^T] E[x_q x_q^T]^-1``; needs data).

@@ -23,6 +23,7 @@ from requant_plugin.ptq.output_search import (
     widened_feedback_round,
 )
 from requant_plugin.ptq.recipes import FEEDBACK_WIDEN, RECIPES
+from requant_plugin.ptq.weights import WIDEN_MIN_ROWS_PER_INPUT
 
 FACTORS = (1.0, 1.2, 1.5)
 
@@ -154,3 +155,19 @@ def test_quantize_weights_recipe_widens_and_the_user_can_turn_it_off() -> None:
     ratio = (rw["0"].estimate.alpha / ro["0"].estimate.alpha).double().reshape(-1)
     assert all(min(abs(float(r) - f) for f in FEEDBACK_WIDEN) < 1e-9 for r in ratio)
     assert float(ratio.max()) > 1.0  # seeded: some channel of this 2-bit layer takes a wider grid
+
+
+@pytest.mark.parametrize(("rows_per_batch", "widened"), [(4, False), (64, True)])
+def test_wider_grids_need_enough_calibration_rows(rows_per_batch: int, widened: bool) -> None:
+    # 16 inputs: 2 x 4 rows < WIDEN_MIN_ROWS_PER_INPUT * 16 keep the searched grid; 2 x 64 rows may widen
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 12)).eval()
+    data = [torch.relu(torch.randn(rows_per_batch, 16, generator=torch.Generator().manual_seed(i))) for i in range(2)]
+    assert (2 * rows_per_batch >= WIDEN_MIN_ROWS_PER_INPUT * 16) is widened
+    qw, rw = quantize_weights(net, "beyond", bits=2, calibration_data=data)
+    qo, ro = quantize_weights(net, "beyond", bits=2, calibration_data=data, feedback_widen=(1.0,))
+    ratio = (rw["0"].estimate.alpha / ro["0"].estimate.alpha).double().reshape(-1)
+    if widened:
+        assert float(ratio.max()) > 1.0  # seeded: some channel takes a wider grid
+    else:
+        assert torch.equal(qw[0].weight, qo[0].weight) and bool((ratio == 1.0).all())
