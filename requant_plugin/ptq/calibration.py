@@ -222,7 +222,7 @@ class LayerStatistics:
                 "it in the model's forward pass"
             )
 
-    def check_finite(self, *more: Tensor) -> None:
+    def check_finite(self, *more: Tensor | None) -> None:
         """Raise (naming the layer) when no input was seen or the sums (and ``more``) hold NaN/Inf."""
         self._check()
         finite = [v for v in (self.sum, self.sum_outer, *more) if v is not None]

@@ -14,6 +14,7 @@ the pipeline's curves.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,20 @@ def check_p(p: Any, what: str = "p") -> PValue:
     if numbers:
         return tuple(float(v) for v in p)
     raise ValueError(f"{what} must be a number or a non-empty sequence of numbers, got {p!r}")
+
+
+def check_widen(factors: Any) -> tuple[float, ...]:
+    """``factors`` as a sorted tuple of finite floats ``>= 1`` that contains 1 (the searched range)."""
+    if isinstance(factors, str):
+        raise ValueError(f"feedback_widen must be a sequence of numbers >= 1, got {factors!r}")
+    values = (factors,) if isinstance(factors, (int, float)) and not isinstance(factors, bool) else factors
+    try:
+        out = tuple(sorted({1.0, *(float(v) for v in values)}))
+    except (TypeError, ValueError):
+        raise ValueError(f"feedback_widen must be a sequence of numbers >= 1, got {factors!r}") from None
+    if any(isinstance(v, bool) for v in values) or not all(math.isfinite(v) and v >= 1.0 for v in out):
+        raise ValueError(f"feedback_widen factors must be finite and >= 1 (1 = the searched range), got {factors!r}")
+    return out
 
 
 def translate_legacy(options: Mapping[str, Any], what: str = "options") -> dict[str, Any]:
@@ -172,6 +187,9 @@ class QuantizeConfig:
         bias_correction: add ``(W - Wq) E[x]`` to the bias: ``"none"``, ``"plain"`` (``True``),
             ``"sequential"`` or ``"bn"`` (data-free, from BatchNorm statistics).
         rounding: nearest code, or ``"feedback"`` (column-wise error feedback; needs data).
+        feedback_widen: with ``rounding="feedback"``, scale factors ``>= 1`` tried per channel (per
+            tensor for ``PerTensor``), the lowest output error kept (``(1.0,)``: the searched range); only on
+            layers with >= 4 Gram rows per input feature.
         inputs: each layer's input statistics from the float model (``"float"``), or from the
             partly quantized model with the float output as the target (``"quantized"``: the
             search and rounding use ``W* = W E[x_f x_q^T] E[x_q x_q^T]^-1``; needs data).
@@ -202,6 +220,7 @@ class QuantizeConfig:
     objective: Objective = Objective.WEIGHT
     bias_correction: BiasCorrection = BiasCorrection.NONE
     rounding: Rounding = Rounding.NEAREST
+    feedback_widen: tuple[float, ...] = (1.0,)
     inputs: Inputs = Inputs.FLOAT
     act_bits: int | None = None
     end_bits: int | None = None
@@ -221,6 +240,7 @@ class QuantizeConfig:
         put(self, "bias_correction", BiasCorrection.parse(self.bias_correction))
         put(self, "granularity", _granularity(self.granularity, "granularity"))
         put(self, "p", check_p(self.p))
+        put(self, "feedback_widen", check_widen(self.feedback_widen))
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))
             if self.inputs is not Inputs.QUANTIZED:
@@ -282,7 +302,8 @@ class QuantizeConfig:
             bits=self.bits, space=self.space.value, symmetric=self.symmetric, per_channel=self.per_channel,
             fold_bn=self.fold_bn, search=self.search.value, p=self.p, loss_space=self.loss_space.value,
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
-            rounding=self.rounding.value, inputs=self.inputs.value, act_bits=self.act_bits, end_bits=self.end_bits,
+            rounding=self.rounding.value, feedback_widen=self.feedback_widen, inputs=self.inputs.value,
+            act_bits=self.act_bits, end_bits=self.end_bits,
             calibration_rows=self.calibration_rows,
             seed=self.seed, recipe=self.recipe,
         )

@@ -31,12 +31,12 @@ from ..core.output_objective import OutputObjective, error_feedback_round, outpu
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
-from .config import check_p, translate_legacy
+from .config import check_p, check_widen, translate_legacy
 from .report import LayerReport
 
 __all__ = [
     "ROUNDINGS", "LayerSolution", "OutputLayerReport", "OutputSearchConfig", "feedback_round",
-    "search_layer_output",
+    "search_layer_output", "widened_feedback_round",
 ]
 
 ROUNDINGS: tuple[str, ...] = tuple(Rounding.values())
@@ -129,8 +129,24 @@ def feedback_round(
     Each group of output channels of a grouped convolution uses its own Gram matrix. Returns
     the fake-quantized weight (same shape, dtype, device); every value lies on the grid.
     """
+    return widened_feedback_round(weight, gram, estimate, (1.0,), order=order, damp=damp)[0]
+
+
+def widened_feedback_round(
+    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, factors: Sequence[float], *,
+    order: str = "energy", damp: float = 0.01,
+) -> tuple[torch.Tensor, RangeEstimate]:
+    """:func:`feedback_round` on the grid of ``estimate`` with its scale times each of ``factors``
+    (``>= 1``), keeping per channel (per tensor for a per-tensor estimate) the candidate with the
+    lowest output error ``e_c^T G e_c``; returns the weight and the grid it lies on.
+
+    The feedback moves the columns not yet rounded, possibly past the searched range, so a wider
+    range can lose less. The candidates share one Cholesky factor (their rows are stacked).
+    """
     if estimate.per_channel and estimate.ch_axis != 0:
         raise ValueError("feedback rounding needs the output channels on axis 0")
+    f = np.asarray(check_widen(factors))
+    k = f.size
     w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
     c = w2.shape[0]
 
@@ -139,22 +155,41 @@ def feedback_round(
         return np.broadcast_to(a, (c,)).copy() if a.size == 1 else a
 
     s, z, m = per_channel(estimate.scale), per_channel(estimate.zero_point), per_channel(estimate.m)
-    tf = PowerTransform(estimate.p, m)
     lo, hi = estimate.quant_min, estimate.quant_max
     g = np.asarray(gram, dtype=np.float64)
     g = g[None] if g.ndim == 2 else g
     per = c // g.shape[0]
-    out = np.empty_like(w2)
+    cand = np.empty((k, *w2.shape))  # (K, C, n): every factor's rounded weight
     for gi in range(g.shape[0]):  # one Gram matrix per group of output channels
         sl = slice(gi * per, (gi + 1) * per)
-        tg = PowerTransform(tf.p, tf.m[sl])
+        sk = (f[:, None] * s[sl][None]).reshape(-1)  # the K candidates' rows stacked, factor-major
+        zk, tg = np.tile(z[sl], k), PowerTransform(estimate.p, np.tile(m[sl], k))
 
-        def quantize(_j: int, v: np.ndarray, sl: slice = sl, tg: PowerTransform = tg) -> np.ndarray:
-            q = np.clip(np.rint(tg.forward(v) / s[sl]) + z[sl], lo, hi)
-            return tg.inverse(s[sl] * (q - z[sl]))
+        def quantize(_j: int, v: np.ndarray, sk: np.ndarray = sk, zk: np.ndarray = zk,
+                     tg: PowerTransform = tg) -> np.ndarray:
+            q = np.clip(np.rint(tg.forward(v) / sk) + zk, lo, hi)
+            return tg.inverse(sk * (q - zk))
 
-        out[sl] = error_feedback_round(w2[sl], g[gi], quantize, damp=damp, order=order)
-    return torch.as_tensor(out.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
+        out = error_feedback_round(np.tile(w2[sl], (k, 1)), g[gi], quantize, damp=damp, order=order)
+        cand[:, sl] = out.reshape(k, per, -1)
+    if k == 1:  # the searched grid only: nothing to choose
+        return torch.as_tensor(cand[0].reshape(weight.shape), dtype=weight.dtype, device=weight.device), estimate
+    err = np.stack([output_mse(w2, cand[i], g) for i in range(k)])  # (K, C): e_c^T G e_c
+    pick = err.argmin(axis=0) if estimate.per_channel else np.full(c, int(err.sum(axis=1).argmin()))
+    wq = cand[pick, np.arange(c)]
+    new = torch.as_tensor(wq.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
+    chosen = f[pick] if estimate.per_channel else f[pick[:1]]
+    mse = err[pick, np.arange(c)] if estimate.per_channel else err[pick[:1]].mean(axis=1)
+
+    def times(t: torch.Tensor, x: np.ndarray) -> torch.Tensor:
+        return t * torch.as_tensor(x, dtype=t.dtype, device=t.device).reshape(t.shape)
+
+    clip = chosen ** (1.0 / estimate.p)  # T^-1 is homogeneous of degree 1/p
+    return new, dataclasses.replace(
+        estimate, alpha=times(estimate.alpha, chosen), scale=times(estimate.scale, chosen),
+        clip_min=times(estimate.clip_min, clip), clip_max=times(estimate.clip_max, clip),
+        mse=torch.as_tensor(mse, dtype=estimate.mse.dtype, device=estimate.mse.device).reshape(estimate.mse.shape),
+    )
 
 
 @dataclass(frozen=True)
@@ -171,6 +206,8 @@ class OutputSearchConfig:
             per group of a grouped convolution).
         feedback_order, feedback_damp: column order (``"energy"``: largest ``G_jj`` first,
             measured better than ``"input"``) and relative damping of the feedback rounding.
+        feedback_widen: scale factors ``>= 1`` tried for the feedback rounding
+            (:func:`widened_feedback_round`; ``(1.0,)``: the searched range only).
     """
 
     symmetric: bool = False
@@ -182,6 +219,7 @@ class OutputSearchConfig:
     grid_points: int = 2000
     feedback_order: str = "energy"
     feedback_damp: float = 0.01
+    feedback_widen: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -191,6 +229,7 @@ class OutputSearchConfig:
         if not isinstance(self.granularity, (PerTensor, PerChannel)):
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
+        put(self, "feedback_widen", check_widen(self.feedback_widen))
 
     @property
     def per_channel(self) -> bool:
@@ -243,7 +282,8 @@ def search_layer_output(
     est = _estimate(obj, alpha, row_mse, evaluations, symmetric=cfg.symmetric, convention=cfg.convention.value,
                     device=weight.device)
     if cfg.rounding is Rounding.FEEDBACK:
-        wq = feedback_round(weight, gram, est, order=cfg.feedback_order, damp=cfg.feedback_damp)
+        wq, est = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
+                                         damp=cfg.feedback_damp)
         w_hat = wq.detach().double().reshape(w2.shape).cpu().numpy()
     else:
         w_hat = obj.dequantize(alpha)

@@ -68,7 +68,7 @@ def paired_statistics(
         rq, rf = rows_q.detach().float().permute(1, 0, 2), rows_f.detach().float().permute(1, 0, 2)
         c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n): sum x_q x_f^T
         cross = c if cross is None else cross + c
-    st.check_finite(*([] if cross is None else [cross]))
+    st.check_finite(cross)
     assert cross is not None
     return PairedStatistics(st, (cross / st.gram_count).cpu().numpy())
 
