@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
              "(unlabelled). Weights-only cells: ONNX Runtime on the fake-quantized FP32 graph (the harness of "
              "docs/results.md); PTQ cells: the converted integer model run by torch.", ""]
     if args.cached_only:
-        parts += ["**Partial:** written from the cached cells only; a dash is a cell not measured yet (the pt2e "
-                  "cells and the per-channel refinement did not finish on the shared machine). "
+        parts += ["**Partial:** written from the cached cells only; a dash is a cell not measured yet. "
                   "`python -m benchmarks.mobilenetv2` measures the missing cells (cached ones are reused).", ""]
+    old = Counter(str(r.get("code")) for r in res.values() if r.get("code") != CODE)
+    if old:
+        srcs = ", ".join(f"{n} with {c}" for c, n in old.most_common())
+        parts += [f"{sum(old.values())} of {len(res)} cells were measured with older library sources ({srcs}; "
+                  f"now {CODE}) and reused as they are; `--refresh-stale` recomputes them.", ""]
     for m in args.models:
         fp32 = res.get(Cell(m, "fp32", "fp32", 32), {}).get("acc")
         parts += [f"## {m}: FP32 {doc.fmt(fp32)} %", "", "### Weights only (activations float)", "",
