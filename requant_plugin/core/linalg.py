@@ -56,15 +56,17 @@ class CholeskyQuad:
     columns in ``G`` and contribute nothing).
 
     ``X L`` is computed by column blocks: block ``[a, b)`` is ``X[:, a:] @ L[a:, a:b]`` (``L`` is zero
-    above its diagonal), about ``(1 + 1/blocks) / 2`` of the flops of ``X @ G``.
+    above its diagonal), about ``(1 + 1/blocks) / 2`` of the flops of ``X @ G``. ``single``: the products
+    in float32 (about 2x faster on CPU, relative error about 1e-6 of each form), the sums in float64.
     """
 
     lower: NDArray[np.float64]
     live: NDArray[np.intp] | None  # None: every input is live
     blocks: int = 8
+    single: bool = False
 
     @classmethod
-    def of(cls, gram: NDArray[np.floating]) -> CholeskyQuad | None:
+    def of(cls, gram: NDArray[np.floating], *, single: bool = False) -> CholeskyQuad | None:
         """The factored form of ``gram`` (``n x n``), or ``None`` where its live block is not
         numerically positive definite (a rank-deficient ``G``)."""
         g = np.asarray(gram, dtype=np.float64)
@@ -76,16 +78,18 @@ class CholeskyQuad:
             lower = np.asarray(np.linalg.cholesky(sub), dtype=np.float64)
         except np.linalg.LinAlgError:
             return None
-        return cls(lower, None if live.size == g.shape[0] else live)
+        return cls(lower.astype(np.float32) if single else lower, None if live.size == g.shape[0] else live,
+                   single=single)
 
     def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """``(m,)`` quadratic forms of the rows of ``x`` ``(m, n)``."""
         xs = x if self.live is None else x[:, self.live]
+        xs = xs.astype(self.lower.dtype, copy=False)
         k = self.lower.shape[0]
         out = np.zeros(xs.shape[0])
         for i in range(self.blocks):
             a, b = i * k // self.blocks, (i + 1) * k // self.blocks
             if b > a:
                 y = xs[:, a:] @ self.lower[a:, a:b]
-                out += np.einsum("ij,ij->i", y, y)
+                out += np.einsum("ij,ij->i", y, y, dtype=np.float64)
         return out

@@ -289,8 +289,26 @@ def golden_search(
             near = _near_breakpoints(obj, best.alpha)
             if near is not None and near.shape[1]:
                 _try_sides(obj, best, near, l1 is not None)
+                _local_pieces(obj, best)
     _polish(obj, best, refine_steps)
     return _prefer_minmax(obj, best, start, l1)
+
+
+def _local_pieces(obj: Objective, best: _Best) -> None:
+    """The exact minimum of every piece (codes fixed, between two code changes) within
+    :data:`LOCAL_WINDOW` of the best ``alpha`` (objectives the sweep applies to): there ``L`` is
+    smooth and its minimum may lie inside a piece, away from both code changes."""
+    if not can_sweep(obj):
+        return
+    assert isinstance(obj, RangeObjective)
+    lo = np.maximum(best.alpha * (1.0 - LOCAL_WINDOW), 1e-12)
+    hi = np.minimum(best.alpha * (1.0 + LOCAL_WINDOW), 1.0)
+    runs = change_runs(obj, lo, hi)
+    if int(runs[1].reshape(obj.rows, -1).sum(axis=1).max(initial=0)) > LOCAL_BUDGET:
+        return
+    cand = piece_minima(obj, lo, hi, runs, side=SIDE)
+    cand = np.where(np.isfinite(cand), cand, 1.0)
+    best.update(cand, obj(cand))
 
 
 def _polish(obj: Objective, best: _Best, steps: int) -> None:

@@ -18,42 +18,53 @@ TARGET_DAMP = 0.01
 
 
 def compensated_weight(
-    weight: NDArray[np.floating], gram_q: NDArray[np.floating], cross: NDArray[np.floating],
-    damp: float = TARGET_DAMP,
+    weight: NDArray[np.floating], gram_q: NDArray[np.floating], cross: NDArray[np.floating] | None = None,
+    damp: float = TARGET_DAMP, *, cross_out: NDArray[np.floating] | None = None,
 ) -> NDArray[np.float64]:
     """``W* = W (C^T + lambda I) (H + lambda I)^-1`` per group: ``argmin_V E||W x_f - V x_q||^2 +
     lambda ||V - W||^2`` with ``lambda = damp * mean(diag H)`` (``damp = 0``: full compensation,
     ``damp -> inf``: ``W* -> W``).
 
     ``weight``: ``(C, n)``, output channels in ``g`` contiguous groups; ``gram_q``: ``(g, n, n)``
-    ``H = E[x_q x_q^T]``; ``cross``: ``(g, n, n)`` ``C = E[x_q x_f^T]``. An input that is always
-    zero in ``x_q`` keeps its float weight (nothing is known about it).
+    ``H = E[x_q x_q^T]``; exactly one of ``cross``: ``(g, n, n)`` ``C = E[x_q x_f^T]``, or
+    ``cross_out``: ``(g, n, C/g)`` ``C W_g^T = E[x_q y_f^T]`` with the group's float outputs
+    ``y_f = W_g x_f`` (cheaper to accumulate where ``C/g < n``). An input that is always zero in
+    ``x_q`` keeps its float weight (nothing is known about it).
     """
     w = np.asarray(weight, dtype=np.float64)
     h_all = np.asarray(gram_q, dtype=np.float64)
-    c_all = np.asarray(cross, dtype=np.float64)
-    if h_all.ndim != 3 or h_all.shape != c_all.shape or h_all.shape[1] != h_all.shape[2]:
-        raise ValueError(f"gram_q and cross must both be (groups, n, n), got {h_all.shape} and {c_all.shape}")
+    if (cross is None) == (cross_out is None):
+        raise ValueError("give exactly one of cross (g, n, n) and cross_out (g, n, C/g)")
+    if h_all.ndim != 3 or h_all.shape[1] != h_all.shape[2]:
+        raise ValueError(f"gram_q must be (groups, n, n), got {h_all.shape}")
     g, n = h_all.shape[0], h_all.shape[1]
     if w.ndim != 2 or w.shape[1] != n or w.shape[0] % g:
         raise ValueError(f"weight must be (C, {n}) with C a multiple of {g} groups, got {w.shape}")
+    per = w.shape[0] // g
+    if cross is not None:
+        c_all = np.asarray(cross, dtype=np.float64)
+        if c_all.shape != h_all.shape:
+            raise ValueError(f"gram_q and cross must both be (groups, n, n), got {h_all.shape} and {c_all.shape}")
+        co_all = np.stack([c_all[gi] @ w[gi * per:(gi + 1) * per].T for gi in range(g)])
+    else:
+        co_all = np.asarray(cross_out, dtype=np.float64)
+        if co_all.shape != (g, n, per):
+            raise ValueError(f"cross_out must be ({g}, {n}, {per}) for this weight and gram_q, got {co_all.shape}")
     if damp < 0 or not np.isfinite(damp):
         raise ValueError(f"damp must be finite and >= 0, got {damp}")
     out = np.empty_like(w)
-    per = w.shape[0] // g
     for gi in range(g):
-        h, c = h_all[gi].copy(), c_all[gi].copy()
+        wg = w[gi * per:(gi + 1) * per]
+        h, co = h_all[gi].copy(), co_all[gi].copy()
         dead = np.diag(h) <= 0
         h[dead, :], h[:, dead] = 0.0, 0.0
         h[dead, dead] = 1.0
-        c[dead, :] = 0.0
-        c[dead, dead] = 1.0  # (W C^T)[:, j] = W[:, j] and H e_j = e_j: W*[:, j] = W[:, j]
+        co[dead] = wg.T[dead]  # row j of (C W^T) is W[:, j] and H e_j = e_j: W*[:, j] = W[:, j]
         live = ~dead
         mean_diag = float(np.mean(np.diag(h)[live])) if live.any() else 1.0
         lam = damp * mean_diag
         idx = np.flatnonzero(live)
         h[idx, idx] += lam
-        c[idx, idx] += lam
-        wg = w[gi * per:(gi + 1) * per]
-        out[gi * per:(gi + 1) * per] = np.linalg.solve(h, c @ wg.T).T  # H symmetric: W* = (H^-1 C W^T)^T
+        co[idx] += lam * wg.T[idx]
+        out[gi * per:(gi + 1) * per] = np.linalg.solve(h, co).T  # H symmetric: W* = (H^-1 (C + lam I) W^T)^T
     return out

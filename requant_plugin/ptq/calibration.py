@@ -142,16 +142,17 @@ def im2col_rows(
 
 
 def input_row_sum(module: nn.Module, x: Tensor) -> tuple[Tensor, int]:
-    """Exact sum over ALL im2col rows of the batch, ``(groups, n)``, and the row count.
+    """Sum over ALL im2col rows of the batch, ``(groups, n)``, and the row count.
 
-    im2col (and every padding mode) is linear in the input, so the batch is summed first and
-    unfolded once.
+    im2col (and every padding mode) is linear in the input, so the batch is summed first (in the
+    input's precision, at least float32) and unfolded once in float64.
     """
     if isinstance(module, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
         return rows.sum(dim=0, dtype=torch.float64)[None], int(rows.shape[0])
     if x.dim() == (3 if isinstance(module, nn.Conv1d) else 4):  # batched input
-        b, xs = x.shape[0], x.sum(dim=0, keepdim=True, dtype=torch.float64)
+        wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # float32: 10x faster on CPU
+        b, xs = x.shape[0], x.sum(dim=0, keepdim=True, dtype=wide).double()
     else:
         b, xs = 1, x.double().unsqueeze(0)
     conv, xp, zpad = _as_conv2d(module, xs)

@@ -281,14 +281,16 @@ def search_layer_output(
     _, obj, alpha, row_mse = best
     est = _estimate(obj, alpha, row_mse, evaluations, symmetric=cfg.symmetric, convention=cfg.convention.value,
                     device=weight.device)
+    chosen = False  # est.mse already holds each channel's e_c^T G e_c (the widened rounding chose by it)
     if cfg.rounding is Rounding.FEEDBACK:
         wq, est = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
                                          damp=cfg.feedback_damp)
         w_hat = wq.detach().double().reshape(w2.shape).cpu().numpy()
+        chosen = len(cfg.feedback_widen) > 1 and cfg.per_channel
     else:
         w_hat = obj.dequantize(alpha)
         wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
-    ch_mse = output_mse(w2, w_hat, gram)
+    ch_mse = est.mse.detach().double().cpu().numpy().reshape(-1) if chosen else output_mse(w2, w_hat, gram)
     return LayerSolution(
         weight=wq, estimate=est, p=obj.transform.p, output_mse=float(ch_mse.mean()),
         channel_output_mse=ch_mse, evaluations=evaluations,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..core.target import compensated_weight
 from .calibration import LayerStatistics, _eval_forward, _Stop, im2col_rows, input_row_sum
 
 __all__ = ["PairedStatistics", "collect_paired_statistics", "first_input", "paired_statistics"]
@@ -19,11 +20,19 @@ __all__ = ["PairedStatistics", "collect_paired_statistics", "first_input", "pair
 
 @dataclass(frozen=True)
 class PairedStatistics:
-    """``stats``: the quantized model's input statistics of the layer; ``cross``: ``(groups, n, n)``
-    ``E[x_q x_f^T]`` over the same sampled rows as ``stats.gram``."""
+    """``stats``: the quantized model's input statistics of the layer; over the same sampled rows as
+    ``stats.gram``, either ``cross``: ``(groups, n, n)`` ``E[x_q x_f^T]``, or ``cross_out``:
+    ``(groups, n, C/groups)`` ``E[x_q y_f^T]`` with the float layer's outputs ``y_f = W x_f`` (the other
+    one is ``None``)."""
 
     stats: LayerStatistics
-    cross: np.ndarray
+    cross: np.ndarray | None = None
+    cross_out: np.ndarray | None = None
+
+    def compensated(self, weight2d: np.ndarray) -> np.ndarray:
+        """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` for the ``(C, n)`` weight (with
+        ``cross_out``: the weight it was accumulated with)."""
+        return compensated_weight(weight2d, self.stats.gram, self.cross, cross_out=self.cross_out)
 
 
 def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:
@@ -50,12 +59,18 @@ def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:
 
 def paired_statistics(
     module: nn.Module, name: str, pairs: Iterable[tuple[Tensor, Tensor]], *,
-    max_rows: int | None = 1024, seed: int = 0,
+    max_rows: int | None = 1024, seed: int = 0, weight: Tensor | None = None,
 ) -> PairedStatistics:
     """Accumulate, over the ``(x_f, x_q)`` input pairs of layer ``module`` (one per batch, in batch
-    order), ``X_q^T X_q`` and ``X_q^T X_f`` on the same random im2col rows of both inputs (seeded by
-    ``seed`` and the batch index); the mean of ``x_q`` uses every row."""
+    order), ``X_q^T X_q`` and the cross term on the same random im2col rows of both inputs (seeded by
+    ``seed`` and the batch index); the mean of ``x_q`` uses every row.
+
+    The cross term is ``X_q^T X_f`` (``n x n`` per group), or with ``weight`` (the layer's float weight,
+    ``(C, ...)``) ``X_q^T (X_f W^T)`` (``n x C/groups``) where that costs less (``2 C/groups < n``).
+    """
     st = LayerStatistics.of_layer(name, module)
+    w = None if weight is None else weight.detach().float().reshape(st.groups, -1, st.n)  # (groups, C/g, n)
+    project = w is not None and 2 * w.shape[1] < st.n
     cross: Tensor | None = None
     for i, (xf, xq) in enumerate(pairs):
         if xf.shape != xq.shape:
@@ -66,16 +81,20 @@ def paired_statistics(
         st.update_mean(*input_row_sum(module, xq))
         st.update_gram(rows_q)
         rq, rf = rows_q.detach().float().permute(1, 0, 2), rows_f.detach().float().permute(1, 0, 2)
-        c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n): sum x_q x_f^T
+        if project:
+            assert w is not None
+            rf = torch.bmm(rf, w.to(rf.device).transpose(1, 2))  # (groups, M, C/g): the float outputs
+        c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n or C/g): sum x_q x_f^T or x_q y_f^T
         cross = c if cross is None else cross + c
     st.check_finite(cross)
     assert cross is not None
-    return PairedStatistics(st, (cross / st.gram_count).cpu().numpy())
+    mean = (cross / st.gram_count).cpu().numpy()
+    return PairedStatistics(st, None, mean) if project else PairedStatistics(st, mean)
 
 
 def collect_paired_statistics(
     float_model: nn.Module, model: nn.Module, batches: Sequence[Tensor], name: str, *,
-    max_rows: int | None = 1024, seed: int = 0,
+    max_rows: int | None = 1024, seed: int = 0, weight: Tensor | None = None,
 ) -> PairedStatistics:
     """Feed every batch to both models up to layer ``name`` (one forward pass per model and batch)
     and accumulate :func:`paired_statistics` of its inputs."""
@@ -84,4 +103,4 @@ def collect_paired_statistics(
         raise ValueError(f"layer {name!r} is not in both the float and the quantized model")
     with _eval_forward(float_model) as feed_f, _eval_forward(model) as feed_q:
         pairs = ((first_input(fmod, partial(feed_f, x)), first_input(qmod, partial(feed_q, x))) for x in batches)
-        return paired_statistics(qmod, name, pairs, max_rows=max_rows, seed=seed)
+        return paired_statistics(qmod, name, pairs, max_rows=max_rows, seed=seed, weight=weight)

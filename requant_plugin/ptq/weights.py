@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.target import compensated_weight
 from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
 from .activation_sim import ActQParams, activation_qparams, fake_quant_activations
@@ -34,7 +33,7 @@ from .calibration import (
 from .config import QuantizeConfig
 from .inputs import calibration_inputs
 from .output_search import OutputLayerReport, search_layer_output, widened_feedback_round
-from .paired import collect_paired_statistics, paired_statistics
+from .paired import PairedStatistics, collect_paired_statistics, paired_statistics
 from .plan import (
     LayerPlan,
     attention_weights,
@@ -273,10 +272,9 @@ def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> R
     return best
 
 
-def _target(w: torch.Tensor, stats: LayerStatistics, cross: Any) -> torch.Tensor:
+def _target(w: torch.Tensor, paired: PairedStatistics) -> torch.Tensor:
     """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` in ``w``'s shape and dtype."""
-    w2 = w.detach().double().contiguous().reshape(w.shape[0], -1).cpu().numpy()
-    target = compensated_weight(w2, stats.gram, cross)
+    target = paired.compensated(w.detach().double().contiguous().reshape(w.shape[0], -1).cpu().numpy())
     return torch.from_numpy(target).reshape(w.shape).to(device=w.device, dtype=w.dtype)
 
 
@@ -286,12 +284,12 @@ def _widen(cfg: QuantizeConfig, stats: LayerStatistics) -> tuple[float, ...]:
 
 
 def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatistics | None,
-           cross: Any = None) -> Solution:
+           paired: PairedStatistics | None = None) -> Solution:
     """Search the range of one layer by the output objective where it can, else by the weight MSE
-    (with ``cross``, of the weight ``W*`` that matches the float output from the quantized inputs)."""
+    (with ``paired``, of the weight ``W*`` that matches the float output from the quantized inputs)."""
     cfg = state.cfg
-    if cross is not None and stats is not None and plan.ch_axis == 0:
-        w = _target(w, stats, cross)
+    if paired is not None and stats is not None and plan.ch_axis == 0:
+        w = _target(w, paired)
     use_output = cfg.objective is Objective.OUTPUT and stats is not None and plan.ch_axis == 0
     if use_output:
         assert stats is not None
@@ -312,22 +310,24 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 
 
-def _layer_statistics(state: RunState, name: str, inputs: LayerInputs = None) -> tuple[LayerStatistics | None, Any]:
+def _layer_statistics(state: RunState, name: str,
+                      inputs: LayerInputs = None) -> tuple[LayerStatistics | None, PairedStatistics | None]:
     """The input statistics the layer is quantized with (sequential or quantized inputs: of the partly
-    quantized model) and, for quantized inputs, ``E[x_q x_f^T]`` (else ``None``); ``inputs``: the
-    layer's float and quantized inputs per batch where a :class:`GraphStream` already has them."""
+    quantized model) and, for quantized inputs, the paired statistics with the float model (else ``None``);
+    ``inputs``: the layer's float and quantized inputs per batch where a :class:`GraphStream` already has them."""
     stats = state.float_stats.get(name)
     cfg = state.cfg
     if inputs is not None:
         module = state.model.get_submodule(name)
         state.fill_float_means(name, module, inputs[0])
         paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch,
-                                   seed=cfg.seed)
-        return paired.stats, paired.cross
+                                   seed=cfg.seed, weight=layer_weight(module))
+        return paired.stats, paired
     if cfg.inputs is Inputs.QUANTIZED and stats is not None and state.float_model is not None:
         paired = collect_paired_statistics(state.float_model, state.model, state.batches or [], name,
-                                           max_rows=state.rows_per_batch, seed=cfg.seed)
-        return paired.stats, paired.cross
+                                           max_rows=state.rows_per_batch, seed=cfg.seed,
+                                           weight=layer_weight(state.model.get_submodule(name)))
+        return paired.stats, paired
     if cfg.bias_correction is BiasCorrection.SEQUENTIAL and stats is not None:
         with_gram = cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK
         stats = collect_statistics(state.model, state.batches or [], [name], with_gram=with_gram,
@@ -341,11 +341,11 @@ def _quantize_layer(state: RunState, plan: LayerPlan, module: nn.Module, inputs:
     if plan.skip:
         state.report.skipped.setdefault(name, "skipped by override")
         return
-    stats, cross = _layer_statistics(state, name, inputs)
+    stats, paired = _layer_statistics(state, name, inputs)
     notes = ["first/last: no transform"] if plan.end else []
     w = layer_weight(module)
     t0 = time.perf_counter()
-    sol = _solve(state, plan, w, stats, cross)  # reads w, never writes it
+    sol = _solve(state, plan, w, stats, paired)  # reads w, never writes it
     secs = time.perf_counter() - t0
     # the float weight is copied only where something reads it after the write-back
     copy = cfg.bias_correction is not BiasCorrection.NONE or needs_float_copy(sol)

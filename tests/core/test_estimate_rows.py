@@ -55,6 +55,6 @@ def test_blocks_give_the_same_result_for_any_thread_count_and_as_one_block(
     np.testing.assert_array_equal(threads.transform.m, PowerTransform.fit(rows, p).m)
     assert threads.transform.p == whole.transform.p
     # each row's search is its own (a block scans the points all rows would): only the float
-    # rounding of sums across rows may differ
-    np.testing.assert_allclose(threads.mse, whole.mse, rtol=1e-12, atol=0)
+    # rounding of sums across rows may differ (the piece minima's running sums span the block's rows)
+    np.testing.assert_allclose(threads.mse, whole.mse, rtol=1e-10, atol=0)
     np.testing.assert_allclose(threads.fake_quantize(rows), whole.fake_quantize(rows), rtol=0, atol=1e-9)

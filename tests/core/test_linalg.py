@@ -63,3 +63,15 @@ def test_cholesky_quad_refuses_a_rank_deficient_gram() -> None:
     x = np.random.default_rng(0).standard_normal((5, 40))
     assert CholeskyQuad.of(x.T @ x) is None  # rank 5 < 40: the caller keeps the dense product
     assert CholeskyQuad.of(np.zeros((3, 3))) is None
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 300), m=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_single_precision_quad_is_within_float32_rounding(n: int, m: int, seed: int) -> None:
+    g = _spd(n, seed)
+    cq = CholeskyQuad.of(g, single=True)
+    assert cq is not None and cq.lower.dtype == np.float32
+    x = np.random.default_rng(seed + 1).standard_normal((m, n))
+    got = cq(x)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, np.einsum("ij,jk,ik->i", x, g, x), rtol=1e-4)

@@ -72,3 +72,28 @@ def test_bad_shapes_and_damping_are_clear_errors() -> None:
         compensated_weight(np.ones((2, 3)), h, np.eye(3))
     with pytest.raises(ValueError, match="damp"):
         compensated_weight(np.ones((2, 3)), h, h, damp=-1.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 10), per=st.integers(1, 4), dead=st.booleans(),
+       damp=st.floats(0.0, 1.0))
+def test_projected_cross_gives_the_same_target(seed: int, n: int, per: int, dead: bool, damp: float) -> None:
+    xf, xq = rows(seed, 300, n, 0.4)
+    if dead:
+        xq[:, 0] = 0.0
+    w = np.random.default_rng(seed + 3).normal(size=(2 * per, n))
+    h, cross = xq.T @ xq / 300, xq.T @ xf / 300
+    full = compensated_weight(w, np.stack([h, h]), np.stack([cross, cross]), damp=damp)
+    out = np.stack([xq.T @ (xf @ w[i * per:(i + 1) * per].T) / 300 for i in range(2)])  # E[x_q y_f^T] per group
+    got = compensated_weight(w, np.stack([h, h]), damp=damp, cross_out=out)
+    np.testing.assert_allclose(got, full, rtol=1e-7, atol=1e-9)
+
+
+def test_cross_forms_are_exclusive_and_shaped() -> None:
+    h = np.eye(3)[None]
+    with pytest.raises(ValueError, match="exactly one"):
+        compensated_weight(np.ones((2, 3)), h)
+    with pytest.raises(ValueError, match="exactly one"):
+        compensated_weight(np.ones((2, 3)), h, h, cross_out=np.ones((1, 3, 2)))
+    with pytest.raises(ValueError, match=r"cross_out must be \(1, 3, 2\)"):
+        compensated_weight(np.ones((2, 3)), h, cross_out=np.ones((1, 3, 3)))

@@ -57,7 +57,7 @@ def test_rows_reproduce_the_layer_output(make) -> None:
 
 
 @pytest.mark.parametrize("make", CONVS)
-def test_sampled_rows_are_rows_and_row_sum_is_exact(make) -> None:
+def test_sampled_rows_are_rows_and_row_sum_is_exact_to_float32(make) -> None:
     torch.manual_seed(1)
     layer = make()
     x = _input(layer)
@@ -69,7 +69,12 @@ def test_sampled_rows_are_rows_and_row_sum_is_exact(make) -> None:
         assert bool((full == r).all(dim=1).any())
     total, count = input_row_sum(layer, x)
     assert count == full.shape[0]
-    torch.testing.assert_close(total.reshape(-1), full.double().sum(dim=0), atol=1e-9, rtol=1e-9)
+    # the batch is summed in float32 before unfolding: exact up to float32 rounding of that sum
+    magnitude = full.double().abs().sum(dim=0)
+    assert bool(((total.reshape(-1) - full.double().sum(dim=0)).abs() <= 1e-6 * magnitude + 1e-12).all())
+    if x.dim() == 4:  # a float64 input is summed in float64: exact
+        total64, _ = input_row_sum(layer, x.double())
+        torch.testing.assert_close(total64.reshape(-1), full.double().sum(dim=0), atol=1e-9, rtol=1e-9)
 
 
 def _net() -> nn.Module:
@@ -98,7 +103,7 @@ def test_collected_statistics_equal_one_shot_numpy() -> None:
     for name, parts in feats.items():
         x = torch.cat(parts).double().numpy()
         np.testing.assert_allclose(stats[name].gram[0], x.T @ x / x.shape[0], rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(stats[name].mean[0], x.mean(axis=0), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(stats[name].mean[0], x.mean(axis=0), rtol=1e-6, atol=1e-8)  # float32 batch sums
         assert stats[name].count == x.shape[0] == stats[name].gram_count
 
 

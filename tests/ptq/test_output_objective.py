@@ -58,7 +58,8 @@ def test_wide_layers_evaluate_the_loss_through_the_cholesky_factor() -> None:
     got = obj(alphas)
     for k in range(alphas.shape[1]):
         wq = _ref_rows(w, alphas[:, k], 4, False, "uniform")
-        np.testing.assert_allclose(got[:, k], np.mean((x @ (w - wq).T) ** 2, axis=0), rtol=1e-9, atol=1e-14)
+        # float32 products in the factored form: each loss to about 1e-6 relative
+        np.testing.assert_allclose(got[:, k], np.mean((x @ (w - wq).T) ** 2, axis=0), rtol=1e-5, atol=1e-14)
 
 
 def test_per_tensor_loss_is_mean_over_channels_of_direct_error() -> None:

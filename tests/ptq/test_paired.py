@@ -50,3 +50,29 @@ def test_unknown_layer_is_a_clear_error() -> None:
     m = model()
     with pytest.raises(ValueError, match="'nope' is not in both"):
         collect_paired_statistics(m, m, CAL, "nope")
+
+
+@pytest.mark.parametrize("name", ["0", "2", "5"])
+def test_projected_cross_is_the_cross_times_the_weight(name: str) -> None:
+    m = model()
+    q = copy.deepcopy(m)
+    with torch.no_grad():
+        q[0].weight.add_(0.05 * torch.randn_like(q[0].weight))  # the quantized model's inputs differ from layer 2 on
+    layer = dict(m.named_modules())[name]
+    w = layer.weight.detach()
+    full = collect_paired_statistics(m, q, CAL, name, max_rows=20)
+    proj = collect_paired_statistics(m, q, CAL, name, max_rows=20, weight=w)
+    g, n = full.stats.gram.shape[0], full.stats.gram.shape[1]
+    per = w.shape[0] // g
+    assert full.cross is not None and full.cross_out is None
+    if 2 * per < n:  # cheaper projected: E[x_q y_f^T] on the same rows
+        assert proj.cross is None and proj.cross_out is not None and proj.cross_out.shape == (g, n, per)
+        w3 = w.double().reshape(g, per, n).numpy()
+        want = np.stack([full.cross[i] @ w3[i].T for i in range(g)])
+        np.testing.assert_allclose(proj.cross_out, want, rtol=1e-5, atol=1e-6)
+    else:  # as wide as the inputs: the full cross term is kept
+        assert proj.cross_out is None
+        np.testing.assert_allclose(proj.cross, full.cross)
+    w2 = w.double().reshape(w.shape[0], -1).numpy()
+    ref = full.compensated(w2)  # (the Linear's Gram has fewer rows than inputs: float32 sums matter more)
+    np.testing.assert_allclose(proj.compensated(w2), ref, rtol=0, atol=1e-3 * np.abs(ref).max())
