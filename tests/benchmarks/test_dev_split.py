@@ -1,0 +1,47 @@
+"""The development-split benchmark: calibration never draws the dev images, and its scores are the
+closed-form KL divergence and agreement."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from benchmarks import dev_split
+from benchmarks.harness.cache import ResultCache
+
+
+def test_calibration_draws_from_the_calibration_pool_only() -> None:
+    x = torch.arange(50_000, dtype=torch.float32)[:, None]
+    batches = dev_split.calibration(x, seed=5)
+    drawn = torch.cat(batches)[:, 0]
+    assert len(batches) == dev_split.IMAGES // dev_split.BATCH
+    assert drawn.unique().numel() == dev_split.IMAGES and float(drawn.max()) < dev_split.CAL_POOL
+
+
+def test_score_is_the_closed_form_kl_and_agreement() -> None:
+    ref = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    out = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    got = dev_split.score(ref, out, torch.tensor([0, 0]))
+
+    def kl(a: torch.Tensor, b: torch.Tensor) -> float:
+        p, q = torch.softmax(a.double(), 0), torch.softmax(b.double(), 0)
+        return float((p * (p / q).log()).sum())
+
+    assert math.isclose(got["kl"], (kl(ref[0], out[0]) + kl(ref[1], out[1])) / 2, rel_tol=1e-12)
+    assert got["agree"] == 50.0 and got["top1"] == 100.0
+    same = dev_split.score(ref, ref, torch.tensor([0, 1]))
+    assert abs(same["kl"]) < 1e-15 and same["agree"] == 100.0
+
+
+def test_table_averages_seeds_and_relates_kl_to_the_first_variant(tmp_path) -> None:
+    cache = ResultCache(tmp_path / "c.json")
+    for seed, (a, b) in enumerate([(0.2, 0.1), (0.4, 0.3)]):
+        for variant, kl in (("recipe", a), ("no-widen", b)):
+            cache.put(dict(model="m", bits=2, seed=seed, variant=variant, code="d"),
+                      {"kl": kl, "agree": 90.0, "top1": 80.0, "seconds": 1.0})
+    text = dev_split.table(cache, "d", ["m"], [2], [0, 1], ["recipe", "no-widen"])
+    rows = [line for line in text.splitlines() if line.startswith("| m ")]
+    assert "0.30000" in rows[0] and "1.000" in rows[0]
+    assert "0.20000" in rows[1] and "0.667" in rows[1] and "0.10000 / 0.30000" in rows[1]
+    assert dev_split.VARIANTS["recipe"] == {}
