@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"non-finite result for {key}: {result}")
         cache.put(key, result)
     body = table(cache, digest, args.models, args.bits, args.seeds, args.variants)
-    argv_text = command("dev_split", argv if argv is not None else __import__("sys").argv[1:])
+    argv_text = command("dev_split", argv if argv is not None else sys.argv[1:])
     body += f"\n\nLibrary digest {digest}. Command: `{argv_text}`\n\nMachine: {environment()}\n"
     if args.no_write:
         print(body)
