@@ -3,6 +3,7 @@ and environment line shown with each table, progress bars and timing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -10,6 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,16 @@ def blas_threads() -> str:
     return f", BLAS threads {'/'.join(map(str, counts))}" if counts else ""
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; else ``platform.processor()`` or the architecture):
+    timings differ between CPU models of the same core count."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def environment() -> str:
     """One line naming the software and machine the numbers come from."""
     parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"NumPy {np.__version__}"]
@@ -66,7 +78,7 @@ def environment() -> str:
         except Exception:
             parts.append(f"{mod} (not installed)")
     parts.append(
-        f"{os.cpu_count()} CPU cores ({platform.machine()}), torch threads {torch.get_num_threads()}"
+        f"{os.cpu_count()} CPU cores ({platform.machine()}, {cpu_model()}), torch threads {torch.get_num_threads()}"
         f"{blas_threads()}"
     )
     return ", ".join(parts)

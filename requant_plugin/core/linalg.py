@@ -56,19 +56,19 @@ class CholeskyQuad:
     columns in ``G`` and contribute nothing).
 
     ``X L`` is computed by column blocks: block ``[a, b)`` is ``X[:, a:] @ L[a:, a:b]`` (``L`` is zero
-    above its diagonal), about ``(1 + 1/blocks) / 2`` of the flops of ``X @ G``. ``single``: the products
-    in float32 (about 2x faster on CPU, relative error about 1e-6 of each form), the sums in float64.
+    above its diagonal), about ``(1 + 1/blocks) / 2`` of the flops of ``X @ G``, in the dtype of ``lower``
+    (float32: about 2x faster on CPU, relative error about 1e-6 of each form); the sums in float64.
     """
 
-    lower: NDArray[np.float64]
+    lower: NDArray[np.floating]
     live: NDArray[np.intp] | None  # None: every input is live
     blocks: int = 8
-    single: bool = False
 
     @classmethod
     def of(cls, gram: NDArray[np.floating], *, single: bool = False) -> CholeskyQuad | None:
         """The factored form of ``gram`` (``n x n``), or ``None`` where its live block is not
-        numerically positive definite (a rank-deficient ``G``)."""
+        numerically positive definite (a rank-deficient ``G``); ``single``: the factor (and so the
+        products) in float32."""
         g = np.asarray(gram, dtype=np.float64)
         live = np.flatnonzero(np.diag(g) > 0)
         sub = g if live.size == g.shape[0] else g[np.ix_(live, live)]
@@ -78,8 +78,7 @@ class CholeskyQuad:
             lower = np.asarray(np.linalg.cholesky(sub), dtype=np.float64)
         except np.linalg.LinAlgError:
             return None
-        return cls(lower.astype(np.float32) if single else lower, None if live.size == g.shape[0] else live,
-                   single=single)
+        return cls(lower.astype(np.float32) if single else lower, None if live.size == g.shape[0] else live)
 
     def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """``(m,)`` quadratic forms of the rows of ``x`` ``(m, n)``."""

@@ -31,15 +31,18 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from .damped import DampedFactor
 from .gram_factor import GramFactor
 from .grid import Grid
-from .linalg import CholeskyQuad, upper_cholesky_of_inverse
+from .linalg import CholeskyQuad
 from .transform import PowerTransform
 
 _CHUNK = 1 << 23  # max float64 elements of one error block (R * K * C_r * n)
 #: from this input width on, ``e^T G e`` is evaluated through the Cholesky factor of ``G`` (half the flops,
 #: in float32: about 4x faster than the dense float64 product)
 CHOLESKY_MIN_N = 256
+#: columns rounded one by one between two matrix-product updates of :func:`error_feedback_round`'s block
+_SUB_BLOCK = 16
 
 
 def gram_from_rows(x: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
@@ -241,51 +244,47 @@ def output_mse(
 def error_feedback_round(
     weight: NDArray[np.floating], gram: NDArray[np.floating],
     quantize_column: Callable[[int, NDArray[np.float64]], NDArray[np.float64]],
-    *, damp: float = 0.01, block: int = 128, order: str = "input",
+    *, damp: float = 0.01, block: int = 128, order: str = "input", factor: DampedFactor | None = None,
 ) -> NDArray[np.float64]:
     """Round the columns of ``weight`` ``(C, n)`` in order, feeding each error forward.
 
     ``quantize_column(j, v)`` returns the fake-quantized values of column ``j`` (``v`` has
     shape ``(C,)``). With ``H = G + damp * mean(diag G) * I`` and ``U`` the upper Cholesky
-    factor of ``H^-1``, after rounding column ``j`` the remaining columns are updated by
-    ``W[:, j+1:] -= ((w_j - q_j) / U_jj) * U[j, j+1:]``: the exact minimiser of the output
-    error ``e^T H e`` over the columns still free, given the rounded ones. Returns the
-    fake-quantized weight. ``order="energy"`` rounds the columns with the largest input
-    energy ``G_jj`` first (their errors are then compensated by the others); ``"input"``
-    keeps the natural order. Only one Gram matrix (no groups) is supported.
+    factor of ``H^-1`` (:class:`~.damped.DampedFactor`, or ``factor`` when given: made from
+    ``gram`` with the same ``damp`` and ``order``), after rounding column ``j`` the remaining
+    columns are updated by ``W[:, j+1:] -= ((w_j - q_j) / U_jj) * U[j, j+1:]``: the exact
+    minimiser of the output error ``e^T H e`` over the columns still free, given the rounded ones.
+    Returns the fake-quantized weight. ``order="energy"`` rounds the columns with the largest
+    input energy ``G_jj`` first (their errors are then compensated by the others); ``"input"``
+    keeps the natural order. Only one Gram matrix (no groups) is supported. The columns not yet
+    rounded are updated in float32 (``U`` and the codes stay float64).
     """
-    if order not in ("input", "energy"):
-        raise ValueError(f"unknown order {order!r}: valid values are ['input', 'energy']")
     w0 = np.asarray(weight, dtype=np.float64)
-    h0 = np.asarray(gram, dtype=np.float64)
     n = w0.shape[1]
-    if h0.shape != (n, n):
-        raise ValueError(f"gram must be ({n}, {n}), got {h0.shape}")
-    perm = np.argsort(-np.diag(h0), kind="stable") if order == "energy" else np.arange(n)
-    w = w0[:, perm].copy()
-    h = h0[np.ix_(perm, perm)].copy()
-    diag = np.diag(h).copy()
-    dead = diag <= 0
-    h[dead, dead] = 1.0  # inputs that are always zero: their weights do not matter
-    mean_diag = float(np.mean(np.diag(h)))
-    h[np.diag_indices(n)] += damp * mean_diag
-    try:
-        u = upper_cholesky_of_inverse(h)  # H^-1 = U^T U
-    except np.linalg.LinAlgError:
-        h[np.diag_indices(n)] += 0.1 * mean_diag
-        u = upper_cholesky_of_inverse(h)
-    q = np.zeros_like(w)
+    if np.shape(gram) != (n, n):
+        raise ValueError(f"gram must be ({n}, {n}), got {np.shape(gram)}")
+    if factor is None:
+        factor = DampedFactor.of(gram, damp, order)
+    else:
+        factor.check(n, damp, order)
+    perm, u = factor.perm, factor.upper
+    w = w0[:, perm].astype(np.float32)  # the working copy in float32 (as GPTQ): half the traffic of the updates
+    u32 = u.astype(np.float32)
+    q = np.zeros(w.shape)
     for b0 in range(0, n, block):
         b1 = min(n, b0 + block)
-        err_blk = np.zeros((w.shape[0], b1 - b0))
-        for j in range(b0, b1):
-            col = w[:, j]
-            qc = np.asarray(quantize_column(int(perm[j]), col), dtype=np.float64)
-            q[:, j] = qc
-            err = (col - qc) / u[j, j]
-            w[:, j + 1:b1] -= np.outer(err, u[j, j + 1:b1])
-            err_blk[:, j - b0] = err
-        w[:, b1:] -= err_blk @ u[b0:b1, b1:]
+        err_blk = np.zeros((w.shape[0], b1 - b0), dtype=np.float32)
+        for s0 in range(b0, b1, _SUB_BLOCK):  # column by column inside a sub-block, products between them
+            s1 = min(b1, s0 + _SUB_BLOCK)
+            for j in range(s0, s1):
+                col = w[:, j].astype(np.float64)
+                qc = np.asarray(quantize_column(int(perm[j]), col), dtype=np.float64)
+                q[:, j] = qc
+                err = ((col - qc) / u[j, j]).astype(np.float32)
+                w[:, j + 1:s1] -= np.outer(err, u32[j, j + 1:s1])
+                err_blk[:, j - b0] = err
+            w[:, s1:b1] -= err_blk[:, s0 - b0:s1 - b0] @ u32[s0:s1, s1:b1]
+        w[:, b1:] -= err_blk @ u32[b0:b1, b1:]
     out = np.empty_like(q)
     out[:, perm] = q
     return out

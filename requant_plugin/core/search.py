@@ -303,12 +303,23 @@ def _local_pieces(obj: Objective, best: _Best) -> None:
     assert isinstance(obj, RangeObjective)
     lo = np.maximum(best.alpha * (1.0 - LOCAL_WINDOW), 1e-12)
     hi = np.minimum(best.alpha * (1.0 + LOCAL_WINDOW), 1.0)
+    cand = _window_piece_minima(obj, lo, hi, LOCAL_BUDGET, None)
+    if cand is not None:
+        best.update(cand, obj(cand))
+
+
+def _window_piece_minima(
+    obj: RangeObjective, lo: NDArray[np.float64], hi: NDArray[np.float64], row_budget: int, budget: int | None,
+) -> NDArray[np.float64] | None:
+    """The exact minimum of every piece in each row's window ``[lo, hi]`` (``(rows, pieces)``; a piece
+    without one gives ``alpha = 1``), or ``None`` when a row holds more than ``row_budget`` code changes
+    there (or all rows together more than ``budget``)."""
     runs = change_runs(obj, lo, hi)
-    if int(runs[1].reshape(obj.rows, -1).sum(axis=1).max(initial=0)) > LOCAL_BUDGET:
-        return
+    per_row = runs[1].reshape(obj.rows, -1).sum(axis=1)
+    if int(per_row.max(initial=0)) > row_budget or (budget is not None and int(per_row.sum()) > budget):
+        return None
     cand = piece_minima(obj, lo, hi, runs, side=SIDE)
-    cand = np.where(np.isfinite(cand), cand, 1.0)
-    best.update(cand, obj(cand))
+    return np.where(np.isfinite(cand), cand, 1.0)
 
 
 def _polish(obj: Objective, best: _Best, steps: int) -> None:
@@ -339,14 +350,11 @@ def _plateau_search(obj: RangeObjective, refine_steps: int) -> SearchResult | No
         last = pts.size - 1 - np.argmax(flat[:, ::-1], axis=1)
         lo = np.where(first == 0, pts[0] * 0.5, pts[np.maximum(first - 1, 0)])
         hi = pts[np.minimum(last + 1, pts.size - 1)]
-    runs = change_runs(obj, lo, hi)
-    per_row = runs[1].reshape(rows, -1).sum(axis=1)
-    if int(per_row.max(initial=0)) > PLATEAU_ROW_BUDGET or int(per_row.sum()) > PLATEAU_BUDGET:
+    cand = _window_piece_minima(obj, lo, hi, PLATEAU_ROW_BUDGET, PLATEAU_BUDGET)
+    if cand is None:
         return None
     best = _Best(rows)
     best.update(a_scan, l_scan)
-    cand = piece_minima(obj, lo, hi, runs, side=SIDE)
-    cand = np.where(np.isfinite(cand), cand, 1.0)
     best.update(cand, obj(cand))
     _polish(obj, best, refine_steps)
     return _prefer_minmax(obj, best, start, l_scan[:, -1].copy())

@@ -8,8 +8,12 @@ With the float model's inputs ``x_f`` and the partly quantized model's inputs ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import NDArray
+
+from .damped import DampedFactor
 
 __all__ = ["TARGET_DAMP", "compensated_weight"]
 
@@ -20,6 +24,7 @@ TARGET_DAMP = 0.01
 def compensated_weight(
     weight: NDArray[np.floating], gram_q: NDArray[np.floating], cross: NDArray[np.floating] | None = None,
     damp: float = TARGET_DAMP, *, cross_out: NDArray[np.floating] | None = None,
+    factors: Sequence[DampedFactor] | None = None,
 ) -> NDArray[np.float64]:
     """``W* = W (C^T + lambda I) (H + lambda I)^-1`` per group: ``argmin_V E||W x_f - V x_q||^2 +
     lambda ||V - W||^2`` with ``lambda = damp * mean(diag H)`` (``damp = 0``: full compensation,
@@ -29,10 +34,12 @@ def compensated_weight(
     ``H = E[x_q x_q^T]``; exactly one of ``cross``: ``(g, n, n)`` ``C = E[x_q x_f^T]``, or
     ``cross_out``: ``(g, n, C/g)`` ``C W_g^T = E[x_q y_f^T]`` with the group's float outputs
     ``y_f = W_g x_f`` (cheaper to accumulate where ``C/g < n``). An input that is always zero in
-    ``x_q`` keeps its float weight (nothing is known about it).
+    ``x_q`` keeps its float weight (nothing is known about it). ``factors``: the groups'
+    :class:`~.damped.DampedFactor` of ``gram_q`` made with ``damp`` (any order; e.g. the feedback
+    rounding's, reused), else they are made here.
     """
     w = np.asarray(weight, dtype=np.float64)
-    h_all = np.asarray(gram_q, dtype=np.float64)
+    h_all = np.asarray(gram_q)
     if (cross is None) == (cross_out is None):
         raise ValueError("give exactly one of cross (g, n, n) and cross_out (g, n, C/g)")
     if h_all.ndim != 3 or h_all.shape[1] != h_all.shape[2]:
@@ -52,19 +59,15 @@ def compensated_weight(
             raise ValueError(f"cross_out must be ({g}, {n}, {per}) for this weight and gram_q, got {co_all.shape}")
     if damp < 0 or not np.isfinite(damp):
         raise ValueError(f"damp must be finite and >= 0, got {damp}")
+    if factors is not None and len(factors) != g:
+        raise ValueError(f"factors must hold one DampedFactor per group ({g}), got {len(factors)}")
     out = np.empty_like(w)
     for gi in range(g):
         wg = w[gi * per:(gi + 1) * per]
-        h, co = h_all[gi].copy(), co_all[gi].copy()
-        dead = np.diag(h) <= 0
-        h[dead, :], h[:, dead] = 0.0, 0.0
-        h[dead, dead] = 1.0
-        co[dead] = wg.T[dead]  # row j of (C W^T) is W[:, j] and H e_j = e_j: W*[:, j] = W[:, j]
-        live = ~dead
-        mean_diag = float(np.mean(np.diag(h)[live])) if live.any() else 1.0
-        lam = damp * mean_diag
-        idx = np.flatnonzero(live)
-        h[idx, idx] += lam
-        co[idx] += lam * wg.T[idx]
-        out[gi * per:(gi + 1) * per] = np.linalg.solve(h, co).T  # H symmetric: W* = (H^-1 (C + lam I) W^T)^T
+        fac = DampedFactor.of(h_all[gi], damp, "input") if factors is None else factors[gi]
+        fac.check(n, damp, fac.order)
+        co = co_all[gi].copy()
+        co[fac.dead] = wg.T[fac.dead]  # a dead input: H e_j = (1 + lam) e_j and this row becomes (1 + lam) W[:, j]
+        co += fac.lam * wg.T
+        out[gi * per:(gi + 1) * per] = fac.solve(co).T  # H symmetric: W* = (H^-1 (C + lam I) W^T)^T
     return out

@@ -31,8 +31,8 @@ from .inputs import iter_calibration_inputs
 from .plan import layer_weight
 
 __all__ = [
-    "LayerStatistics", "attention_out_projections", "collect_statistics", "im2col_rows", "input_row_sum",
-    "supports_output_statistics", "unreached_layers",
+    "LayerStatistics", "accumulate_products", "attention_out_projections", "collect_statistics", "im2col_rows",
+    "input_row_sum", "supports_output_statistics", "unreached_layers",
 ]
 
 
@@ -161,9 +161,20 @@ def input_row_sum(module: nn.Module, x: Tensor) -> tuple[Tensor, int]:
     return cols[0].sum(dim=1).reshape(g, -1), b * int(cols.shape[2])
 
 
+def accumulate_products(acc: Tensor | None, a: Tensor, b: Tensor | None = None) -> Tensor:
+    """``acc + a^T b`` per group for ``a`` ``(groups, M, n)`` and ``b`` ``(groups, M, k)`` (default ``a``),
+    in float32 (``acc``, if given, is updated in place: one product, no float64 copies per batch)."""
+    a32 = a.float()
+    b32 = a32 if b is None else b.float()
+    if acc is None:
+        return torch.bmm(a32.transpose(1, 2), b32)
+    return acc.baddbmm_(a32.transpose(1, 2), b32)
+
+
 @dataclass
 class LayerStatistics:
-    """Accumulated input statistics of one layer (float64, per group).
+    """Accumulated input statistics of one layer, per group (the sums in float64, ``X^T X`` in float32;
+    both read out in float64).
 
     The mean uses every im2col row (``count`` of them); the Gram matrix uses the sampled
     rows (``gram_count``).
@@ -190,10 +201,8 @@ class LayerStatistics:
         self.count += int(count)
 
     def update_gram(self, rows: Tensor) -> None:
-        """Add sampled rows ``(M, groups, n)`` to ``X^T X``."""
-        rg = rows.detach().float().permute(1, 0, 2)  # (groups, M, n)
-        o = torch.bmm(rg.transpose(1, 2), rg).double()
-        self.sum_outer = o if self.sum_outer is None else self.sum_outer + o
+        """Add sampled rows ``(M, groups, n)`` to ``X^T X`` (accumulated in float32 by the product itself)."""
+        self.sum_outer = accumulate_products(self.sum_outer, rows.detach().permute(1, 0, 2))
         self.gram_count += int(rows.shape[0])
 
     def update(self, rows: Tensor) -> None:
@@ -246,7 +255,7 @@ class LayerStatistics:
         self._check()
         if self.sum_outer is None or self.gram_count == 0:
             raise ValueError(f"layer {self.name!r}: statistics were collected without the Gram matrix")
-        return (self.sum_outer / self.gram_count).cpu().numpy()
+        return (self.sum_outer.double() / self.gram_count).cpu().numpy()
 
 
 class _Stop(Exception):

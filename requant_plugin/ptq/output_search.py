@@ -20,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from ..core import Grid, PowerTransform, golden_search, grid_search
+from ..core.damped import DampedFactor
 from ..core.gram_factor import factor_gram
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
 from ..core.search import minmax_search, scan_points
@@ -35,7 +36,7 @@ from .config import check_p, check_widen, translate_legacy
 from .report import LayerReport
 
 __all__ = [
-    "ROUNDINGS", "LayerSolution", "OutputLayerReport", "OutputSearchConfig", "feedback_round",
+    "ROUNDINGS", "LayerSolution", "OutputLayerReport", "OutputSearchConfig", "WidenedRounding", "feedback_round",
     "search_layer_output", "widened_feedback_round",
 ]
 
@@ -121,31 +122,42 @@ def _estimate(
 
 def feedback_round(
     weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, *, order: str = "energy",
-    damp: float = 0.01,
+    damp: float = 0.01, factors: Sequence[DampedFactor] | None = None,
 ) -> torch.Tensor:
     """Error-feedback rounding of ``weight`` (output channels on axis 0) on the grid of
     ``estimate`` (any ``RangeEstimate``: per tensor or per channel, uniform or transform).
 
     Each group of output channels of a grouped convolution uses its own Gram matrix. Returns
-    the fake-quantized weight (same shape, dtype, device); every value lies on the grid.
+    the fake-quantized weight (same shape, dtype, device); every value lies on the grid. ``factors``:
+    the groups' :class:`~requant_plugin.core.damped.DampedFactor` of ``gram`` (made with ``damp`` and
+    ``order``), when the caller has them already.
     """
-    return widened_feedback_round(weight, gram, estimate, (1.0,), order=order, damp=damp)[0]
+    return widened_feedback_round(weight, gram, estimate, (1.0,), order=order, damp=damp, factors=factors).weight
+
+
+class WidenedRounding(NamedTuple):
+    """What :func:`widened_feedback_round` returns: the rounded weight, the grid it lies on, and each
+    output channel's error ``e_c^T G e_c`` ``(C,)``."""
+
+    weight: torch.Tensor
+    estimate: RangeEstimate
+    channel_output_mse: np.ndarray
 
 
 def widened_feedback_round(
-    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, factors: Sequence[float], *,
-    order: str = "energy", damp: float = 0.01,
-) -> tuple[torch.Tensor, RangeEstimate]:
-    """:func:`feedback_round` on the grid of ``estimate`` with its scale times each of ``factors``
+    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, widen: Sequence[float], *,
+    order: str = "energy", damp: float = 0.01, factors: Sequence[DampedFactor] | None = None,
+) -> WidenedRounding:
+    """:func:`feedback_round` on the grid of ``estimate`` with its scale times each of ``widen``
     (``>= 1``), keeping per channel (per tensor for a per-tensor estimate) the candidate with the
-    lowest output error ``e_c^T G e_c``; returns the weight and the grid it lies on.
+    lowest output error ``e_c^T G e_c``; returns the weight, the grid it lies on and the errors.
 
     The feedback moves the columns not yet rounded, possibly past the searched range, so a wider
     range can lose less. The candidates share one Cholesky factor (their rows are stacked).
     """
     if estimate.per_channel and estimate.ch_axis != 0:
         raise ValueError("feedback rounding needs the output channels on axis 0")
-    f = np.asarray(check_widen(factors))
+    f = np.asarray(check_widen(widen))
     k = f.size
     w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
     c = w2.shape[0]
@@ -159,6 +171,8 @@ def widened_feedback_round(
     g = np.asarray(gram, dtype=np.float64)
     g = g[None] if g.ndim == 2 else g
     per = c // g.shape[0]
+    if factors is not None and len(factors) != g.shape[0]:
+        raise ValueError(f"factors must hold one DampedFactor per group ({g.shape[0]}), got {len(factors)}")
     cand = np.empty((k, *w2.shape))  # (K, C, n): every factor's rounded weight
     for gi in range(g.shape[0]):  # one Gram matrix per group of output channels
         sl = slice(gi * per, (gi + 1) * per)
@@ -170,11 +184,13 @@ def widened_feedback_round(
             q = np.clip(np.rint(tg.forward(v) / sk) + zk, lo, hi)
             return tg.inverse(sk * (q - zk))
 
-        out = error_feedback_round(np.tile(w2[sl], (k, 1)), g[gi], quantize, damp=damp, order=order)
+        out = error_feedback_round(np.tile(w2[sl], (k, 1)), g[gi], quantize, damp=damp, order=order,
+                                   factor=None if factors is None else factors[gi])
         cand[:, sl] = out.reshape(k, per, -1)
-    if k == 1:  # the searched grid only: nothing to choose
-        return torch.as_tensor(cand[0].reshape(weight.shape), dtype=weight.dtype, device=weight.device), estimate
     err = np.stack([output_mse(w2, cand[i], g) for i in range(k)])  # (K, C): e_c^T G e_c
+    if k == 1:  # the searched grid only: nothing to choose
+        w1 = torch.as_tensor(cand[0].reshape(weight.shape), dtype=weight.dtype, device=weight.device)
+        return WidenedRounding(w1, estimate, err[0])
     pick = err.argmin(axis=0) if estimate.per_channel else np.full(c, int(err.sum(axis=1).argmin()))
     wq = cand[pick, np.arange(c)]
     new = torch.as_tensor(wq.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
@@ -185,11 +201,11 @@ def widened_feedback_round(
         return t * torch.as_tensor(x, dtype=t.dtype, device=t.device).reshape(t.shape)
 
     clip = chosen ** (1.0 / estimate.p)  # T^-1 is homogeneous of degree 1/p
-    return new, dataclasses.replace(
+    return WidenedRounding(new, dataclasses.replace(
         estimate, alpha=times(estimate.alpha, chosen), scale=times(estimate.scale, chosen),
         clip_min=times(estimate.clip_min, clip), clip_max=times(estimate.clip_max, clip),
         mse=torch.as_tensor(mse, dtype=estimate.mse.dtype, device=estimate.mse.device).reshape(estimate.mse.shape),
-    )
+    ), err[pick, np.arange(c)])
 
 
 @dataclass(frozen=True)
@@ -242,6 +258,8 @@ def search_layer_output(
     gram: np.ndarray,
     bits: int = 4,
     config: OutputSearchConfig | None = None,
+    *,
+    factors: Sequence[DampedFactor] | None = None,
     **options: Any,
 ) -> LayerSolution:
     """Output-error REQuant for one layer whose output channels lie along axis 0: ``alpha``
@@ -253,6 +271,8 @@ def search_layer_output(
         gram: ``(n, n)`` or ``(groups, n, n)`` Gram matrix ``X^T X / N``.
         bits: ``2..8``.
         config: the search settings (default :class:`OutputSearchConfig`).
+        factors: for the feedback rounding, the groups' damped factors of ``gram`` (made with
+            ``feedback_damp`` and ``feedback_order``) when the caller has them already.
         **options: :class:`OutputSearchConfig` fields (or the legacy ``per_channel``), which win.
     """
     cfg = config or OutputSearchConfig()
@@ -281,16 +301,13 @@ def search_layer_output(
     _, obj, alpha, row_mse = best
     est = _estimate(obj, alpha, row_mse, evaluations, symmetric=cfg.symmetric, convention=cfg.convention.value,
                     device=weight.device)
-    chosen = False  # est.mse already holds each channel's e_c^T G e_c (the widened rounding chose by it)
     if cfg.rounding is Rounding.FEEDBACK:
-        wq, est = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
-                                         damp=cfg.feedback_damp)
-        w_hat = wq.detach().double().reshape(w2.shape).cpu().numpy()
-        chosen = len(cfg.feedback_widen) > 1 and cfg.per_channel
+        wq, est, ch_mse = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
+                                                 damp=cfg.feedback_damp, factors=factors)
     else:
         w_hat = obj.dequantize(alpha)
         wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
-    ch_mse = est.mse.detach().double().cpu().numpy().reshape(-1) if chosen else output_mse(w2, w_hat, gram)
+        ch_mse = output_mse(w2, w_hat, gram)
     return LayerSolution(
         weight=wq, estimate=est, p=obj.transform.p, output_mse=float(ch_mse.mean()),
         channel_output_mse=ch_mse, evaluations=evaluations,

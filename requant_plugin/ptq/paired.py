@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..core.damped import DampedFactor
 from ..core.target import compensated_weight
-from .calibration import LayerStatistics, _eval_forward, _Stop, im2col_rows, input_row_sum
+from .calibration import LayerStatistics, _eval_forward, _Stop, accumulate_products, im2col_rows, input_row_sum
 
 __all__ = ["PairedStatistics", "collect_paired_statistics", "first_input", "paired_statistics"]
 
@@ -29,10 +30,16 @@ class PairedStatistics:
     cross: np.ndarray | None = None
     cross_out: np.ndarray | None = None
 
-    def compensated(self, weight2d: np.ndarray) -> np.ndarray:
+    def compensated(self, weight2d: np.ndarray, factors: Sequence[DampedFactor] | None = None) -> np.ndarray:
         """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` for the ``(C, n)`` weight (with
-        ``cross_out``: the weight it was accumulated with)."""
-        return compensated_weight(weight2d, self.stats.gram, self.cross, cross_out=self.cross_out)
+        ``cross_out``: the weight it was accumulated with); ``factors``: the groups' damped factors of
+        ``stats.gram`` made with :data:`~requant_plugin.core.target.TARGET_DAMP`, if the caller has them."""
+        return compensated_weight(weight2d, self.stats.gram, self.cross, cross_out=self.cross_out, factors=factors)
+
+    def target(self, weight: Tensor, factors: Sequence[DampedFactor] | None = None) -> Tensor:
+        """:meth:`compensated` for a ``(C, ...)`` weight tensor, in its shape, dtype and device."""
+        w2d = weight.detach().double().contiguous().reshape(weight.shape[0], -1).cpu().numpy()
+        return torch.from_numpy(self.compensated(w2d, factors)).reshape(weight.shape).to(weight)
 
 
 def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:
@@ -84,11 +91,10 @@ def paired_statistics(
         if project:
             assert w is not None
             rf = torch.bmm(rf, w.to(rf.device).transpose(1, 2))  # (groups, M, C/g): the float outputs
-        c = torch.bmm(rq.transpose(1, 2), rf).double()  # (groups, n, n or C/g): sum x_q x_f^T or x_q y_f^T
-        cross = c if cross is None else cross + c
+        cross = accumulate_products(cross, rq, rf)  # (groups, n, n or C/g): sum x_q x_f^T or x_q y_f^T
     st.check_finite(cross)
     assert cross is not None
-    mean = (cross / st.gram_count).cpu().numpy()
+    mean = (cross.double() / st.gram_count).cpu().numpy()
     return PairedStatistics(st, None, mean) if project else PairedStatistics(st, mean)
 
 

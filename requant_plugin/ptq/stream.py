@@ -98,7 +98,7 @@ class GraphStream:
             peak = stream._probe()
         except Exception:  # a graph that does not run as traced: per-layer passes
             return None
-        first = max(1, int(batches[0].shape[0]) if batches[0].dim() else 1)
+        first = 1  # the probe runs one sample
         total = sum(int(x.shape[0]) if x.dim() else 1 for x in batches)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         if 2 * peak * total / first > MEMORY_FRACTION * available_memory(device):
@@ -106,10 +106,12 @@ class GraphStream:
         return stream
 
     def _probe(self) -> int:
-        """Run the first batch through the float graph; the peak bytes of its live values."""
+        """Run the first sample of the first batch through the float graph; the peak bytes of its live
+        values (they grow linearly with the batch: the model runs in eval mode)."""
+        x0 = self.batches[0]
         with _eval_forward(self.float_model):
             return max(sum(_nbytes(v) for vals in env.values() for v in vals)
-                       for env in self._walk(self.float_model, [self.batches[0]], lambda *_: None))
+                       for env in self._walk(self.float_model, [x0[:1] if x0.dim() else x0], lambda *_: None))
 
     def run(self, visit: Callable[[str, list[Tensor], list[Tensor]], None]) -> None:
         """Run every batch through both models, calling ``visit`` at each streamed layer (with the

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.damped import DampedFactor
+from ..core.target import TARGET_DAMP
 from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
 from .activation_sim import ActQParams, activation_qparams, fake_quant_activations
@@ -32,7 +34,7 @@ from .calibration import (
 )
 from .config import QuantizeConfig
 from .inputs import calibration_inputs
-from .output_search import OutputLayerReport, search_layer_output, widened_feedback_round
+from .output_search import OutputLayerReport, OutputSearchConfig, search_layer_output, widened_feedback_round
 from .paired import PairedStatistics, collect_paired_statistics, paired_statistics
 from .plan import (
     LayerPlan,
@@ -56,6 +58,8 @@ __all__ = ["WIDEN_MIN_ROWS_PER_INPUT", "quantize_beyond", "quantize_weights"]
 #: least this many calibration rows per input feature; with fewer, the candidate of lowest ``e^T G e`` fits the
 #: calibration rows rather than the layer's inputs (measured: random-weight MobileNetV3/ShuffleNet on 8 images).
 WIDEN_MIN_ROWS_PER_INPUT = 4
+#: the feedback rounding's damping and column order (the output search's defaults)
+_FEEDBACK = OutputSearchConfig()
 
 #: One layer's float and quantized inputs, per calibration batch (from a :class:`GraphStream`).
 LayerInputs = tuple[list[torch.Tensor], list[torch.Tensor]] | None
@@ -272,12 +276,6 @@ def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> R
     return best
 
 
-def _target(w: torch.Tensor, paired: PairedStatistics) -> torch.Tensor:
-    """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` in ``w``'s shape and dtype."""
-    target = paired.compensated(w.detach().double().contiguous().reshape(w.shape[0], -1).cpu().numpy())
-    return torch.from_numpy(target).reshape(w.shape).to(device=w.device, dtype=w.dtype)
-
-
 def _widen(cfg: QuantizeConfig, stats: LayerStatistics) -> tuple[float, ...]:
     """``cfg.feedback_widen`` where ``stats`` has >= WIDEN_MIN_ROWS_PER_INPUT Gram rows per input, else ``(1.0,)``."""
     return cfg.feedback_widen if stats.gram_count >= WIDEN_MIN_ROWS_PER_INPUT * stats.n else (1.0,)
@@ -288,8 +286,11 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     """Search the range of one layer by the output objective where it can, else by the weight MSE
     (with ``paired``, of the weight ``W*`` that matches the float output from the quantized inputs)."""
     cfg = state.cfg
+    factors = None  # one factorisation of the damped Gram matrix for the target and the feedback rounding
     if paired is not None and stats is not None and plan.ch_axis == 0:
-        w = _target(w, paired)
+        if cfg.rounding is Rounding.FEEDBACK and _FEEDBACK.feedback_damp == TARGET_DAMP:
+            factors = [DampedFactor.of(g, TARGET_DAMP, _FEEDBACK.feedback_order) for g in stats.gram]
+        w = paired.target(w, factors)
     use_output = cfg.objective is Objective.OUTPUT and stats is not None and plan.ch_axis == 0
     if use_output:
         assert stats is not None
@@ -297,6 +298,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
         sol = search_layer_output(
             w, stats.gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
             convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=_widen(cfg, stats),
+            factors=factors,
         )
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", stats.gram,
                         searched_mse=False)
@@ -305,7 +307,9 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     float_stats = state.float_stats.get(plan.name)
     gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
     if cfg.rounding is Rounding.FEEDBACK and stats is not None and plan.ch_axis == 0:
-        (new_w, est), gram = widened_feedback_round(w, stats.gram, est, _widen(cfg, stats)), stats.gram
+        (new_w, est, _), gram = widened_feedback_round(
+            w, stats.gram, est, _widen(cfg, stats), damp=_FEEDBACK.feedback_damp, order=_FEEDBACK.feedback_order,
+            factors=factors), stats.gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 

@@ -71,11 +71,12 @@ def _reference(w: torch.Tensor, gram: np.ndarray, est, factors, per_channel: boo
 def test_matches_the_per_candidate_reference(seed: int, bits: int, symmetric: bool, per_channel: bool) -> None:
     w, g = _layer(seed)
     est = search_layer_output(w, g, bits, symmetric=symmetric, per_channel=per_channel).estimate
-    got, new = widened_feedback_round(w, g, est, FACTORS)
+    got, new, err = widened_feedback_round(w, g, est, FACTORS)
     torch.testing.assert_close(got, _reference(w, g, est, FACTORS, per_channel), rtol=0, atol=1e-12)
     # never worse than the searched range alone, channel by channel (per tensor: in total)
     base = output_mse(w.double().numpy(), feedback_round(w, g, est).double().numpy(), g)
     wide = output_mse(w.double().numpy(), got.double().numpy(), g)
+    np.testing.assert_allclose(err, wide, rtol=1e-5)  # the returned errors are the returned weight's
     if per_channel:
         assert np.all(wide <= base * (1 + 1e-12) + 1e-15)
     else:
@@ -94,14 +95,15 @@ def test_matches_the_per_candidate_reference(seed: int, bits: int, symmetric: bo
 def test_one_factor_is_plain_feedback_rounding_bit_for_bit() -> None:
     w, g = _layer(3)
     est = search_layer_output(w, g, 3).estimate
-    got, same = widened_feedback_round(w, g, est, (1.0,))
+    got, same, err = widened_feedback_round(w, g, est, (1.0,))
     assert torch.equal(got, feedback_round(w, g, est)) and same is est
+    np.testing.assert_allclose(err, output_mse(w.double().numpy(), got.double().numpy(), g), rtol=1e-5)
 
 
 def test_grouped_layers_use_each_groups_gram() -> None:
     w, g = _layer(5, c=8, n=9, groups=4)  # a grouped convolution: 2 output channels per group
     est = search_layer_output(w, g, 2).estimate
-    got, new = widened_feedback_round(w, g, est, FACTORS)
+    got, new, _ = widened_feedback_round(w, g, est, FACTORS)
     torch.testing.assert_close(got, _reference(w, g, est, FACTORS, True), rtol=0, atol=1e-12)
     torch.testing.assert_close(new.fake_quantize(got), got, rtol=1e-6, atol=1e-7)
 
