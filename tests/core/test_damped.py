@@ -73,7 +73,7 @@ def test_the_feedback_rounding_is_the_same_with_a_shared_factor() -> None:
 def test_a_factor_made_otherwise_is_refused_by_name() -> None:
     g = gram(7, 10)
     w = np.ones((2, 10))
-    with pytest.raises(ValueError, match="damp=0.1"):
+    with pytest.raises(ValueError, match=r"damp=0\.1"):
         error_feedback_round(w, g, lambda _j, v: v, damp=0.01, order="input", factor=DampedFactor.of(g, 0.1, "input"))
     with pytest.raises(ValueError, match="order='energy'"):
         error_feedback_round(w, g, lambda _j, v: v, order="input", factor=DampedFactor.of(g, 0.01, "energy"))
