@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-widen": {"feedback_widen": (1.0,)},
     "widen-1.8": {"feedback_widen": tuple(round(1.0 + 0.1 * i, 1) for i in range(9))},
     "widen-2.0": {"feedback_widen": (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)},
+    "rows8k": {"calibration_rows": 8192},  # the default at 3 bits and more ("auto"), before it used every row at 2
     "rows32k": {"calibration_rows": 32_768},
     "rows-all": {"calibration_rows": None},
 }

@@ -15,6 +15,7 @@ A full-rank ``G`` is factored only when its residual trace falls below ``tail`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,11 +45,17 @@ class GramFactor:
         """Columns of the factor."""
         return int(self.factor.shape[1])
 
-    def quad(self, a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Row-wise ``a_i^T G b_i`` in the factored form, for ``a``, ``b`` of shape ``(m, n)``."""
-        fa = a @ self.factor
-        fb = fa if b is a else b @ self.factor
-        return np.asarray(np.einsum("ij,ij->i", fa, fb) + (a * b) @ self.diag)
+    @cached_property
+    def _single(self) -> NDArray[np.float32]:
+        return self.factor.astype(np.float32)
+
+    def quad(self, a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Row-wise ``a_i^T G b_i`` in the factored form, for ``a``, ``b`` of shape ``(m, n)`` (float32
+        rows: float32 products, summed in float64)."""
+        f = self._single if a.dtype == np.float32 and b.dtype == np.float32 else self.factor
+        fa = a @ f
+        fb = fa if b is a else b @ f
+        return np.asarray(np.einsum("ij,ij->i", fa, fb, dtype=np.float64) + (a * b) @ self.diag)
 
 
 def pivoted_cholesky(

@@ -27,6 +27,7 @@ Cholesky factor of ``G^-1``). The grid, and so the uniform ranges, are unchanged
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -110,16 +111,24 @@ class OutputObjective:
         y = self.transform.forward(flat)
         self.s1, self.z = grid.base_qparams(y.min(axis=1), y.max(axis=1))
         self.y = y.reshape(self.w.shape)
+        # where the forms are float32 products anyway (factor or Cholesky), the search's codes, levels and errors
+        # are float32 too (the forms summed in float64)
+        self._single = self.factor is not None or self.cholesky is not None
+        dt = np.float32 if self._single else np.float64
+        self._y32, self._w32 = self.y.astype(dt, copy=False), self.w.astype(dt, copy=False)
+        self._gw: NDArray[np.float64] | None = None  # G w_c per channel, for refit (made once)
         # level coefficients: w_hat = alpha**e * T^-1(s1 * (q - z)) because T^-1 is homogeneous
         self.exponent = 1.0 if self.transform.is_identity else 1.0 / self.transform.p
         self.evaluations = 0
 
     # -- quantization ---------------------------------------------------------------------
-    def codes(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Integer codes minus the zero point, ``(R, K, C_r, n)``, for ``alpha`` ``(R, K)``."""
-        s = (np.asarray(alpha, dtype=np.float64) * self.s1[:, None])[:, :, None, None]
-        z = self.z[:, None, None, None].astype(np.float64)
-        q = np.divide(self.y[:, None], s)  # the same operations as clip(rint(y / s) + z, ...) - z, in place
+    def codes(self, alpha: NDArray[np.float64], *, single: bool = False) -> NDArray[Any]:
+        """Integer codes minus the zero point, ``(R, K, C_r, n)``, for ``alpha`` ``(R, K)``;
+        ``single``: computed in float32 (the loss evaluations)."""
+        dt = np.float32 if single else np.float64
+        s = (np.asarray(alpha, dtype=np.float64) * self.s1[:, None])[:, :, None, None].astype(dt)
+        z = self.z[:, None, None, None].astype(dt)
+        q = np.divide((self._y32 if single else self.y)[:, None], s)  # clip(rint(y / s) + z, ...) - z, in place
         np.rint(q, out=q)
         q += z
         np.clip(q, self.grid.quant_min, self.grid.quant_max, out=q)
@@ -167,9 +176,9 @@ class OutputObjective:
         return out
 
     def _loss_chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        e = self.base_levels(self.codes(alpha), inplace=True)
+        e = self.base_levels(self.codes(alpha, single=self._single), inplace=True)
         e *= (alpha ** self.exponent)[:, :, None, None]  # w_hat, then the error in place
-        np.subtract(self.w[:, None], e, out=e)
+        np.subtract(self._w32[:, None] if e.dtype == np.float32 else self.w[:, None], e, out=e)
         self.evaluations += alpha.shape[1]
         return np.asarray(np.maximum(self._quad(e, e), 0.0).mean(axis=2))
 
@@ -209,6 +218,15 @@ class OutputObjective:
 
         return quantize
 
+    def _gram_w(self) -> NDArray[np.float64]:
+        """``G_c w_c`` per channel, ``(R, 1, C_r, n)`` (made on first use)."""
+        if self._gw is None:
+            w = self.w.reshape(self.channels, self.n)
+            per = self.channels // self.groups
+            gw = np.concatenate([w[gi * per:(gi + 1) * per] @ self.gram[gi] for gi in range(self.groups)])
+            self._gw = gw.reshape(self.w.shape)[:, None]
+        return self._gw
+
     def refit(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
         """Least-squares ``alpha`` (in the ``G`` metric) for the codes at ``alpha`` (``(R,)``).
 
@@ -217,7 +235,10 @@ class OutputObjective:
         """
         alpha = np.asarray(alpha, dtype=np.float64)
         coef = self.base_levels(self.codes(alpha[:, None]))  # (R, 1, C_r, n)
-        num = self._quad(coef, self.w[:, None]).sum(axis=(1, 2))
+        if self.factor is not None:  # the factored metric for both sums (cheap: n (k + 1) per row)
+            num = self._quad(coef, self.w[:, None]).sum(axis=(1, 2))
+        else:  # G w_c is made once per objective: each refit costs O(C n) here
+            num = np.einsum("rkcn,rkcn->r", coef, self._gram_w())
         den = self._quad(coef, coef).sum(axis=(1, 2))
         ok = den > 0
         t = np.where(ok, num / np.where(ok, den, 1.0), alpha ** self.exponent)
@@ -226,18 +247,20 @@ class OutputObjective:
 
 
 def output_mse(
-    weight: NDArray[np.floating], w_hat: NDArray[np.floating], gram: NDArray[np.floating]
+    weight: NDArray[np.floating], w_hat: NDArray[np.floating], gram: NDArray[np.floating], *, single: bool = False,
 ) -> NDArray[np.float64]:
     """Per-channel ``e_c^T G e_c`` for ``e = weight - w_hat`` (``(C, n)``; ``gram`` ``(n, n)``
-    or ``(groups, n, n)``)."""
+    or ``(groups, n, n)``); ``single``: the products in float32 (relative error about 1e-6), summed in float64."""
     e = np.asarray(weight, dtype=np.float64) - np.asarray(w_hat, dtype=np.float64)
-    g = np.asarray(gram, dtype=np.float64)
+    g = np.asarray(gram, dtype=np.float32 if single else np.float64)
     g = g[None] if g.ndim == 2 else g
+    if single:
+        e = e.astype(np.float32)
     per = e.shape[0] // g.shape[0]
     out = np.empty(e.shape[0])
     for gi in range(g.shape[0]):
         eg = e[gi * per:(gi + 1) * per]
-        out[gi * per:(gi + 1) * per] = np.einsum("ij,ij->i", eg @ g[gi], eg)
+        out[gi * per:(gi + 1) * per] = np.einsum("ij,ij->i", eg @ g[gi], eg, dtype=np.float64)
     return out
 
 
@@ -257,7 +280,7 @@ def error_feedback_round(
     Returns the fake-quantized weight. ``order="energy"`` rounds the columns with the largest
     input energy ``G_jj`` first (their errors are then compensated by the others); ``"input"``
     keeps the natural order. Only one Gram matrix (no groups) is supported. The columns not yet
-    rounded are updated in float32 (``U`` and the codes stay float64).
+    rounded are updated in float32 (``U`` and the codes stay float64), stored column-major.
     """
     w0 = np.asarray(weight, dtype=np.float64)
     n = w0.shape[1]
@@ -268,23 +291,24 @@ def error_feedback_round(
     else:
         factor.check(n, damp, order)
     perm, u = factor.perm, factor.upper
-    w = w0[:, perm].astype(np.float32)  # the working copy in float32 (as GPTQ): half the traffic of the updates
+    # the working copy in float32 (as GPTQ), transposed: column j of W is the contiguous row j
+    wt = np.ascontiguousarray(w0[:, perm].T, dtype=np.float32)
     u32 = u.astype(np.float32)
-    q = np.zeros(w.shape)
+    q = np.zeros(wt.shape)
     for b0 in range(0, n, block):
         b1 = min(n, b0 + block)
-        err_blk = np.zeros((w.shape[0], b1 - b0), dtype=np.float32)
+        err_blk = np.zeros((b1 - b0, wt.shape[1]), dtype=np.float32)
         for s0 in range(b0, b1, _SUB_BLOCK):  # column by column inside a sub-block, products between them
             s1 = min(b1, s0 + _SUB_BLOCK)
             for j in range(s0, s1):
-                col = w[:, j].astype(np.float64)
+                col = wt[j].astype(np.float64)
                 qc = np.asarray(quantize_column(int(perm[j]), col), dtype=np.float64)
-                q[:, j] = qc
+                q[j] = qc
                 err = ((col - qc) / u[j, j]).astype(np.float32)
-                w[:, j + 1:s1] -= np.outer(err, u32[j, j + 1:s1])
-                err_blk[:, j - b0] = err
-            w[:, s1:b1] -= err_blk[:, s0 - b0:s1 - b0] @ u32[s0:s1, s1:b1]
-        w[:, b1:] -= err_blk @ u32[b0:b1, b1:]
-    out = np.empty_like(q)
-    out[:, perm] = q
+                wt[j + 1:s1] -= np.outer(u32[j, j + 1:s1], err)
+                err_blk[j - b0] = err
+            wt[s1:b1] -= u32[s0:s1, s1:b1].T @ err_blk[s0 - b0:s1 - b0]
+        wt[b1:] -= u32[b0:b1, b1:].T @ err_blk
+    out = np.empty((w0.shape[0], n))
+    out[:, perm] = q.T
     return out

@@ -57,8 +57,6 @@ def compensated_weight(
         co_all = np.asarray(cross_out, dtype=np.float64)
         if co_all.shape != (g, n, per):
             raise ValueError(f"cross_out must be ({g}, {n}, {per}) for this weight and gram_q, got {co_all.shape}")
-    if damp < 0 or not np.isfinite(damp):
-        raise ValueError(f"damp must be finite and >= 0, got {damp}")
     if factors is not None and len(factors) != g:
         raise ValueError(f"factors must hold one DampedFactor per group ({g}), got {len(factors)}")
     out = np.empty_like(w)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..core import Grid, PowerTransform, golden_search, grid_search
-from ..core.damped import DampedFactor
+from ..core.damped import FEEDBACK_ORDERS, DampedFactor
 from ..core.gram_factor import factor_gram
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
 from ..core.search import minmax_search, scan_points
@@ -187,7 +187,8 @@ def widened_feedback_round(
         out = error_feedback_round(np.tile(w2[sl], (k, 1)), g[gi], quantize, damp=damp, order=order,
                                    factor=None if factors is None else factors[gi])
         cand[:, sl] = out.reshape(k, per, -1)
-    err = np.stack([output_mse(w2, cand[i], g) for i in range(k)])  # (K, C): e_c^T G e_c
+    g32 = g.astype(np.float32)
+    err = np.stack([output_mse(w2, cand[i], g32, single=True) for i in range(k)])  # (K, C): e_c^T G e_c
     if k == 1:  # the searched grid only: nothing to choose
         w1 = torch.as_tensor(cand[0].reshape(weight.shape), dtype=weight.dtype, device=weight.device)
         return WidenedRounding(w1, estimate, err[0])
@@ -246,6 +247,9 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
+        if self.feedback_order not in FEEDBACK_ORDERS:
+            raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
+                             f"{list(FEEDBACK_ORDERS)}")
 
     @property
     def per_channel(self) -> bool:

@@ -30,16 +30,20 @@ class PairedStatistics:
     cross: np.ndarray | None = None
     cross_out: np.ndarray | None = None
 
-    def compensated(self, weight2d: np.ndarray, factors: Sequence[DampedFactor] | None = None) -> np.ndarray:
+    def compensated(self, weight2d: np.ndarray, factors: Sequence[DampedFactor] | None = None, *,
+                    gram: np.ndarray | None = None) -> np.ndarray:
         """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` for the ``(C, n)`` weight (with
         ``cross_out``: the weight it was accumulated with); ``factors``: the groups' damped factors of
-        ``stats.gram`` made with :data:`~requant_plugin.core.target.TARGET_DAMP`, if the caller has them."""
-        return compensated_weight(weight2d, self.stats.gram, self.cross, cross_out=self.cross_out, factors=factors)
+        ``stats.gram`` made with :data:`~requant_plugin.core.target.TARGET_DAMP`, if the caller has them;
+        ``gram``: ``stats.gram`` where the caller has read it out already."""
+        g = self.stats.gram if gram is None else gram
+        return compensated_weight(weight2d, g, self.cross, cross_out=self.cross_out, factors=factors)
 
-    def target(self, weight: Tensor, factors: Sequence[DampedFactor] | None = None) -> Tensor:
+    def target(self, weight: Tensor, factors: Sequence[DampedFactor] | None = None, *,
+               gram: np.ndarray | None = None) -> Tensor:
         """:meth:`compensated` for a ``(C, ...)`` weight tensor, in its shape, dtype and device."""
         w2d = weight.detach().double().contiguous().reshape(weight.shape[0], -1).cpu().numpy()
-        return torch.from_numpy(self.compensated(w2d, factors)).reshape(weight.shape).to(weight)
+        return torch.from_numpy(self.compensated(w2d, factors, gram=gram)).reshape(weight.shape).to(weight)
 
 
 def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:

@@ -201,8 +201,8 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
     """The run's shared state: BN means (before folding), folded BNs, float input statistics
     (``plans``: the layers' plans, for their simulated input widths)."""
     rows = None
-    if batches is not None and cfg.calibration_rows is not None:
-        rows = -(-int(cfg.calibration_rows) // len(batches))
+    if batches is not None and cfg.rows_budget is not None:
+        rows = -(-cfg.rows_budget // len(batches))
     state = RunState(cfg, out, QuantizationReport(settings=cfg.settings()), batches, rows)
     state.unhooked = attention_out_projections(out)  # MultiheadAttention never calls out_proj's forward
     data_layers = [n for n, m in quantizable_layers(out) if not _skipped(cfg, n)
@@ -276,9 +276,10 @@ def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> R
     return best
 
 
-def _widen(cfg: QuantizeConfig, stats: LayerStatistics) -> tuple[float, ...]:
+def _widen(cfg: QuantizeConfig, stats: LayerStatistics | None) -> tuple[float, ...]:
     """``cfg.feedback_widen`` where ``stats`` has >= WIDEN_MIN_ROWS_PER_INPUT Gram rows per input, else ``(1.0,)``."""
-    return cfg.feedback_widen if stats.gram_count >= WIDEN_MIN_ROWS_PER_INPUT * stats.n else (1.0,)
+    enough = stats is not None and stats.gram_count >= WIDEN_MIN_ROWS_PER_INPUT * stats.n
+    return cfg.feedback_widen if enough else (1.0,)
 
 
 def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatistics | None,
@@ -286,31 +287,31 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     """Search the range of one layer by the output objective where it can, else by the weight MSE
     (with ``paired``, of the weight ``W*`` that matches the float output from the quantized inputs)."""
     cfg = state.cfg
+    wanted = paired is not None or cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK
+    use = stats is not None and stats.with_gram and plan.ch_axis == 0 and wanted
+    gram = stats.gram if use and stats is not None else None  # read out (float64) once
     factors = None  # one factorisation of the damped Gram matrix for the target and the feedback rounding
-    if paired is not None and stats is not None and plan.ch_axis == 0:
+    if paired is not None and gram is not None:
         if cfg.rounding is Rounding.FEEDBACK and _FEEDBACK.feedback_damp == TARGET_DAMP:
-            factors = [DampedFactor.of(g, TARGET_DAMP, _FEEDBACK.feedback_order) for g in stats.gram]
-        w = paired.target(w, factors)
-    use_output = cfg.objective is Objective.OUTPUT and stats is not None and plan.ch_axis == 0
-    if use_output:
-        assert stats is not None
+            factors = [DampedFactor.of(g, TARGET_DAMP, _FEEDBACK.feedback_order) for g in gram]
+        w = paired.target(w, factors, gram=gram)
+    if cfg.objective is Objective.OUTPUT and gram is not None:
         p: float | tuple[float, ...] = 1.0 if plan.space is Space.UNIFORM else plan.p
         sol = search_layer_output(
-            w, stats.gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
+            w, gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
             convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=_widen(cfg, stats),
             factors=factors,
         )
-        return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", stats.gram,
-                        searched_mse=False)
+        return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram, searched_mse=False)
     est = _weight_estimate(w, plan, cfg)
     new_w = est.fake_quantize(w.detach())
     float_stats = state.float_stats.get(plan.name)
-    gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
-    if cfg.rounding is Rounding.FEEDBACK and stats is not None and plan.ch_axis == 0:
-        (new_w, est, _), gram = widened_feedback_round(
-            w, stats.gram, est, _widen(cfg, stats), damp=_FEEDBACK.feedback_damp, order=_FEEDBACK.feedback_order,
-            factors=factors), stats.gram
-    return Solution(est, new_w, est.p, est.evaluations, "weight", gram,
+    report_gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
+    if cfg.rounding is Rounding.FEEDBACK and gram is not None:
+        (new_w, est, _), report_gram = widened_feedback_round(
+            w, gram, est, _widen(cfg, stats), damp=_FEEDBACK.feedback_damp, order=_FEEDBACK.feedback_order,
+            factors=factors), gram
+    return Solution(est, new_w, est.p, est.evaluations, "weight", report_gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 
 

@@ -79,9 +79,10 @@ def test_objective_and_search_agree_with_the_dense_gram(bits: int) -> None:
     assert f is not None and f.exact
     dense, fact = OutputObjective(w, g, grid), OutputObjective(w, g, grid, factor=f)
     alpha = rng.uniform(0.05, 1.0, size=(c, 9))
-    np.testing.assert_allclose(fact(alpha), dense(alpha), rtol=1e-9, atol=1e-15)
+    # the factored objective computes in float32 (errors and products): about 1e-5 relative at 8 bits
+    np.testing.assert_allclose(fact(alpha), dense(alpha), rtol=3e-5, atol=1e-12)
     a, b = golden_search(dense), golden_search(fact)
-    np.testing.assert_allclose(b.mse, a.mse, rtol=1e-6, atol=1e-15)
+    np.testing.assert_allclose(b.mse, a.mse, rtol=3e-5, atol=1e-15)
 
 
 def test_factor_must_match_the_gram() -> None:

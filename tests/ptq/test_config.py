@@ -11,6 +11,7 @@ from refs.nets import make_seq_net
 from requant_plugin import quantize_weights
 from requant_plugin.options import BiasCorrection, PerChannel, PerTensor, Space
 from requant_plugin.ptq import LayerOverride, QuantizeConfig, first_last, layer_space
+from requant_plugin.ptq.config import AUTO_ALL_ROWS_BITS, AUTO_ROWS
 
 
 def test_defaults_and_normalisation() -> None:
@@ -33,11 +34,20 @@ def test_defaults_and_normalisation() -> None:
     ("bias_correction", "q", "unknown bias_correction 'q'"),
     ("granularity", PerChannel(1), "output-channel axis"),
     ("p", "half", "p must be a number"),
-    ("calibration_rows", 0, "calibration_rows must be positive or None"),
+    ("calibration_rows", 0, "calibration_rows must be positive, None"),
+    ("calibration_rows", "all", "calibration_rows must be positive, None .all. or 'auto', got 'all'"),
 ])
 def test_invalid_fields_name_the_field(field: str, value: object, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         QuantizeConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_auto_rows_use_every_row_at_two_bits_only_and_written_values_win() -> None:
+    assert QuantizeConfig(bits=4).rows_budget == AUTO_ROWS and QuantizeConfig(bits=3).rows_budget == AUTO_ROWS
+    assert QuantizeConfig(bits=AUTO_ALL_ROWS_BITS).rows_budget is None
+    assert QuantizeConfig(bits=2, calibration_rows=AUTO_ROWS).rows_budget == AUTO_ROWS
+    assert QuantizeConfig(bits=8, calibration_rows=None).rows_budget is None
+    assert QuantizeConfig().settings()["calibration_rows"] == "auto"
 
 
 def test_replace_takes_the_legacy_per_channel() -> None:

@@ -178,3 +178,12 @@ def test_bad_inputs_raise() -> None:
         OutputObjective(w, np.stack([np.eye(w.shape[1])] * 4), Grid.from_bits(4))
     with pytest.raises(ValueError, match="order"):
         error_feedback_round(w, np.eye(w.shape[1]), lambda j, v: v, order="random")
+
+
+def test_single_precision_output_mse_is_close_to_the_float64_one() -> None:
+    x, w = _data(seed=8, n_rows=400, n=300, c=6)
+    g, _, _ = gram_from_rows(x)
+    wq = np.round(w * 8) / 8
+    exact = output_mse(w, wq, g)
+    np.testing.assert_allclose(output_mse(w, wq, g, single=True), exact, rtol=1e-5)
+    np.testing.assert_allclose(exact, direct_output_mse(x, w, wq), rtol=1e-9)

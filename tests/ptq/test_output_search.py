@@ -23,3 +23,5 @@ def test_config_and_keywords_agree() -> None:
         search_layer_output(w, g, 3, rounding="up")
     with pytest.raises(ValueError, match="bits=9 is not supported"):
         search_layer_output(w, g, 9)
+    with pytest.raises(ValueError, match=r"unknown feedback_order 'random'.*'energy'"):
+        OutputSearchConfig(feedback_order="random")
