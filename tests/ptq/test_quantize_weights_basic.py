@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from refs.nets import make_seq_bn_net
+from refs.nets import make_depthwise_net, make_seq_bn_net, random_batches
 from refs.quantizers import ref_fake_quant
 from torch import nn
 
@@ -120,3 +120,22 @@ def test_conv_transpose_uses_axis_one() -> None:
     est = estimate_range(w, 4, per_channel=True, ch_axis=1)
     assert est.alpha.shape == (2,)  # weight is (in, out, kh, kw): out channels on axis 1
     torch.testing.assert_close(q[1].weight.detach(), est.fake_quantize(w))
+
+
+def test_channels_last_model_and_data_give_the_same_network() -> None:
+    # beyond on a channels_last model with channels_last calibration data: the layout is kept, the user's model
+    # untouched, and the network is the contiguous run's up to float rounding (conv sums in another order can
+    # flip a few codes downstream): as close to the float network, and far closer to the contiguous run
+    cal, x = random_batches(0), random_batches(5)[0]
+    ref, _ = quantize_weights(make_depthwise_net(0), 4, recipe="beyond", calibration_data=cal)
+    m = make_depthwise_net(0).to(memory_format=torch.channels_last)
+    before = [p.detach().clone() for p in m.parameters()]
+    q, _ = quantize_weights(m, 4, recipe="beyond", calibration_data=[b.to(memory_format=torch.channels_last)
+                                                                      for b in cal])
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in q.parameters() if p.dim() == 4)
+    with torch.no_grad():
+        y_float, y_q = make_depthwise_net(0)(x), q(x.to(memory_format=torch.channels_last))
+        gap, quant_err = (y_q - ref(x)).abs().max(), (ref(x) - y_float).abs().max()
+        err = (y_q - y_float).abs().max()
+    assert gap < 0.5 * quant_err and err < 1.5 * quant_err, (gap, err, quant_err)
