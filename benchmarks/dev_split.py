@@ -42,9 +42,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-widen": {"feedback_widen": (1.0,)},
     "widen-1.8": {"feedback_widen": tuple(round(1.0 + 0.1 * i, 1) for i in range(9))},
     "widen-2.0": {"feedback_widen": (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)},
-    "rows8k": {"calibration_rows": 8192},  # the default at 3 bits and more ("auto"), before it used every row at 2
-    "rows32k": {"calibration_rows": 32_768},
+    "rows8k": {"calibration_rows": 8192},  # "auto" at 3 bits and more
+    "rows32k": {"calibration_rows": 32_768},  # "auto" at 2 bits
     "rows-all": {"calibration_rows": None},
+    "cd1": {"feedback_sweeps": 1},
+    "cd2": {"feedback_sweeps": 2},
+    "cd4": {"feedback_sweeps": 4},
 }
 HEADER = """# Development split
 

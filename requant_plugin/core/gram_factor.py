@@ -59,11 +59,16 @@ class GramFactor:
 
 
 def pivoted_cholesky(
-    gram: NDArray[np.floating], tail: float, max_rank: int
+    gram: NDArray[np.floating], tail: float, max_rank: int, *, full_rank: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
     """``(F, d)`` with ``G - F F^T`` having diagonal ``d`` and ``sum(d) <= tail * tr(G)``, from a
     partial Cholesky factorisation with the largest remaining diagonal as pivot; ``None`` if that
-    needs more than ``max_rank`` columns. ``G`` must be symmetric positive semi-definite."""
+    needs more than ``max_rank`` columns. ``G`` must be symmetric positive semi-definite.
+
+    ``full_rank``: ``G`` has no rank cliff (it was accumulated from at least ``n`` rows; inputs with
+    ``G_jj = 0`` aside), so the search gives up early once the relative residual ``r_k`` after
+    ``k >= max_rank / 4`` columns, extrapolated geometrically (``r_k ** (max_rank / k)``, optimistic for
+    a spectrum whose decay slows down), still misses ``tail`` (checked every ``max_rank / 8`` columns)."""
     g = np.asarray(gram, dtype=np.float64)
     n = g.shape[0]
     d = np.clip(np.diag(g).copy(), 0.0, None)
@@ -72,9 +77,13 @@ def pivoted_cholesky(
     if total <= 0.0:
         return ft[:0].T.copy(), d
     goal = tail * total
+    every = max(1, ft.shape[0] // 8)
+    full_rank = full_rank and np.count_nonzero(d) > ft.shape[0]  # else the live inputs fit: exact at their count
     k = 0
-    while float(d.sum()) > goal:
+    while (left := float(d.sum())) > goal:
         if k == ft.shape[0]:
+            return None
+        if full_rank and k >= 2 * every and k % every == 0 and (left / total) ** (ft.shape[0] / k) > tail:
             return None
         p = int(np.argmax(d))
         col = (g[p] - ft[:k, p] @ ft[:k]) / np.sqrt(d[p])  # column p of G - F F^T (G is symmetric)
@@ -87,13 +96,15 @@ def pivoted_cholesky(
 
 def factor_gram(
     gram: NDArray[np.floating], *, approx_tail: float = APPROX_TAIL, approx_min_n: int = APPROX_MIN_N,
-    max_fraction: float = MAX_FRACTION,
+    max_fraction: float = MAX_FRACTION, rows: int | None = None,
 ) -> GramFactor | None:
     """The factored form of ``gram`` (``n x n``) when it saves work, else ``None``.
 
     Exact (``tail`` :data:`EXACT_TAIL`) for rank-deficient ``G`` of any width >= :data:`MIN_N`;
     approximate (``approx_tail``) for full-rank ``G`` of width >= ``approx_min_n``. Either only
-    when at most ``max_fraction * n`` columns are needed.
+    when at most ``max_fraction * n`` columns are needed. ``rows``: how many rows ``G`` was
+    accumulated from; at least ``n`` lets the factorisation give up early
+    (:func:`pivoted_cholesky`'s ``full_rank``).
     """
     g = np.asarray(gram, dtype=np.float64)
     n = g.shape[0]
@@ -101,7 +112,7 @@ def factor_gram(
         return None
     max_rank = int(max_fraction * n)
     tail = approx_tail if n >= approx_min_n else EXACT_TAIL
-    out = pivoted_cholesky(g, tail, max_rank)
+    out = pivoted_cholesky(g, tail, max_rank, full_rank=rows is not None and rows >= n)
     if out is None:
         return None
     f, d = out

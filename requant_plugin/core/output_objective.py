@@ -113,22 +113,21 @@ class OutputObjective:
         self.y = y.reshape(self.w.shape)
         # where the forms are float32 products anyway (factor or Cholesky), the search's codes, levels and errors
         # are float32 too (the forms summed in float64)
-        self._single = self.factor is not None or self.cholesky is not None
-        dt = np.float32 if self._single else np.float64
-        self._y32, self._w32 = self.y.astype(dt, copy=False), self.w.astype(dt, copy=False)
+        dt = np.float32 if self.factor is not None or self.cholesky is not None else np.float64
+        self._y_loss, self._w_loss = self.y.astype(dt, copy=False), self.w.astype(dt, copy=False)
         self._gw: NDArray[np.float64] | None = None  # G w_c per channel, for refit (made once)
         # level coefficients: w_hat = alpha**e * T^-1(s1 * (q - z)) because T^-1 is homogeneous
         self.exponent = 1.0 if self.transform.is_identity else 1.0 / self.transform.p
         self.evaluations = 0
 
     # -- quantization ---------------------------------------------------------------------
-    def codes(self, alpha: NDArray[np.float64], *, single: bool = False) -> NDArray[Any]:
+    def codes(self, alpha: NDArray[np.float64], *, loss: bool = False) -> NDArray[Any]:
         """Integer codes minus the zero point, ``(R, K, C_r, n)``, for ``alpha`` ``(R, K)``;
-        ``single``: computed in float32 (the loss evaluations)."""
-        dt = np.float32 if single else np.float64
-        s = (np.asarray(alpha, dtype=np.float64) * self.s1[:, None])[:, :, None, None].astype(dt)
-        z = self.z[:, None, None, None].astype(dt)
-        q = np.divide((self._y32 if single else self.y)[:, None], s)  # clip(rint(y / s) + z, ...) - z, in place
+        ``loss``: in the loss evaluations' dtype (float32 where the forms are float32 products)."""
+        y = self._y_loss if loss else self.y
+        s = (np.asarray(alpha, dtype=np.float64) * self.s1[:, None])[:, :, None, None].astype(y.dtype)
+        z = self.z[:, None, None, None].astype(y.dtype)
+        q = np.divide(y[:, None], s)  # clip(rint(y / s) + z, ...) - z, in place
         np.rint(q, out=q)
         q += z
         np.clip(q, self.grid.quant_min, self.grid.quant_max, out=q)
@@ -176,9 +175,9 @@ class OutputObjective:
         return out
 
     def _loss_chunk(self, alpha: NDArray[np.float64]) -> NDArray[np.float64]:
-        e = self.base_levels(self.codes(alpha, single=self._single), inplace=True)
+        e = self.base_levels(self.codes(alpha, loss=True), inplace=True)
         e *= (alpha ** self.exponent)[:, :, None, None]  # w_hat, then the error in place
-        np.subtract(self._w32[:, None] if e.dtype == np.float32 else self.w[:, None], e, out=e)
+        np.subtract(self._w_loss[:, None], e, out=e)
         self.evaluations += alpha.shape[1]
         return np.asarray(np.maximum(self._quad(e, e), 0.0).mean(axis=2))
 

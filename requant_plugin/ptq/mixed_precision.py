@@ -46,7 +46,7 @@ def layer_error_curves(
                      for i in range(gg.shape[0])) / w2.shape[0]
         curves[name] = {}
         for b in candidates:
-            sol = search_layer_output(w, g, b, symmetric=symmetric, rounding=rounding)
+            sol = search_layer_output(w, g, b, symmetric=symmetric, rounding=rounding, gram_rows=stats[name].gram_count)
             curves[name][b] = sol.output_mse / energy if energy > 0 else 0.0
     return curves
 

@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from ..core import Grid, PowerTransform, golden_search, grid_search
+from ..core.coordinate import coordinate_descent_round, nearest_level
 from ..core.damped import FEEDBACK_ORDERS, DampedFactor
 from ..core.gram_factor import factor_gram
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
-from .config import check_p, check_widen, translate_legacy
+from .config import check_p, check_sweeps, check_widen, translate_legacy
 from .report import LayerReport
 
 __all__ = [
@@ -146,14 +147,15 @@ class WidenedRounding(NamedTuple):
 
 def widened_feedback_round(
     weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, widen: Sequence[float], *,
-    order: str = "energy", damp: float = 0.01, factors: Sequence[DampedFactor] | None = None,
+    order: str = "energy", damp: float = 0.01, factors: Sequence[DampedFactor] | None = None, sweeps: int = 0,
 ) -> WidenedRounding:
     """:func:`feedback_round` on the grid of ``estimate`` with its scale times each of ``widen``
     (``>= 1``), keeping per channel (per tensor for a per-tensor estimate) the candidate with the
     lowest output error ``e_c^T G e_c``; returns the weight, the grid it lies on and the errors.
 
     The feedback moves the columns not yet rounded, possibly past the searched range, so a wider
-    range can lose less. The candidates share one Cholesky factor (their rows are stacked).
+    range can lose less. The candidates share one Cholesky factor (their rows are stacked). ``sweeps``:
+    coordinate-descent sweeps on the kept rounding (:func:`~requant_plugin.core.coordinate.coordinate_descent_round`).
     """
     if estimate.per_channel and estimate.ch_axis != 0:
         raise ValueError("feedback rounding needs the output channels on axis 0")
@@ -189,12 +191,18 @@ def widened_feedback_round(
         cand[:, sl] = out.reshape(k, per, -1)
     g32 = g.astype(np.float32)
     err = np.stack([output_mse(w2, cand[i], g32, single=True) for i in range(k)])  # (K, C): e_c^T G e_c
-    if k == 1:  # the searched grid only: nothing to choose
-        w1 = torch.as_tensor(cand[0].reshape(weight.shape), dtype=weight.dtype, device=weight.device)
-        return WidenedRounding(w1, estimate, err[0])
     pick = err.argmin(axis=0) if estimate.per_channel else np.full(c, int(err.sum(axis=1).argmin()))
     wq = cand[pick, np.arange(c)]
+    if sweeps:  # one call per group, or one for all channels when each group has one (depthwise)
+        parts = [slice(None)] if per == 1 else [slice(gi * per, (gi + 1) * per) for gi in range(g.shape[0])]
+        for gi, sl in enumerate(parts):
+            near = nearest_level(s[sl] * f[pick[sl]], z[sl], PowerTransform(estimate.p, m[sl]), lo, hi)
+            gram_sl = g if per == 1 else g[gi]
+            wq[sl] = coordinate_descent_round(w2[sl], wq[sl], gram_sl, near, sweeps=sweeps)
+        err[pick, np.arange(c)] = output_mse(w2, wq, g32, single=True)
     new = torch.as_tensor(wq.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
+    if k == 1:  # the searched grid only: nothing to choose
+        return WidenedRounding(new, estimate, err[0])
     chosen = f[pick] if estimate.per_channel else f[pick[:1]]
     mse = err[pick, np.arange(c)] if estimate.per_channel else err[pick[:1]].mean(axis=1)
 
@@ -225,6 +233,7 @@ class OutputSearchConfig:
             measured better than ``"input"``) and relative damping of the feedback rounding.
         feedback_widen: scale factors ``>= 1`` tried for the feedback rounding
             (:func:`widened_feedback_round`; ``(1.0,)``: the searched range only).
+        feedback_sweeps: coordinate-descent sweeps after the feedback rounding (``0``: none).
     """
 
     symmetric: bool = False
@@ -237,9 +246,11 @@ class OutputSearchConfig:
     feedback_order: str = "energy"
     feedback_damp: float = 0.01
     feedback_widen: tuple[float, ...] = (1.0,)
+    feedback_sweeps: int = 0
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        put(self, "feedback_sweeps", check_sweeps(self.feedback_sweeps))
         put(self, "convention", Convention.parse(self.convention))
         put(self, "search", Search.parse(self.search))
         put(self, "rounding", Rounding.parse(self.rounding))
@@ -264,6 +275,7 @@ def search_layer_output(
     config: OutputSearchConfig | None = None,
     *,
     factors: Sequence[DampedFactor] | None = None,
+    gram_rows: int | None = None,
     **options: Any,
 ) -> LayerSolution:
     """Output-error REQuant for one layer whose output channels lie along axis 0: ``alpha``
@@ -277,6 +289,8 @@ def search_layer_output(
         config: the search settings (default :class:`OutputSearchConfig`).
         factors: for the feedback rounding, the groups' damped factors of ``gram`` (made with
             ``feedback_damp`` and ``feedback_order``) when the caller has them already.
+        gram_rows: how many rows ``gram`` was accumulated from, when known (at least ``n``: a full-rank
+            ``G``, whose low-rank form :func:`~requant_plugin.core.gram_factor.factor_gram` gives up on early).
         **options: :class:`OutputSearchConfig` fields (or the legacy ``per_channel``), which win.
     """
     cfg = config or OutputSearchConfig()
@@ -288,7 +302,7 @@ def search_layer_output(
     evaluations = 0
     g = np.asarray(gram)
     one = g.ndim == 2 or g.shape[0] == 1
-    factor = factor_gram(g.reshape(g.shape[-2:])) if one and cfg.search is Search.GOLDEN else None
+    factor = factor_gram(g.reshape(g.shape[-2:]), rows=gram_rows) if one and cfg.search is Search.GOLDEN else None
     for pv in _check_p(cfg.p):
         obj = OutputObjective(w2, gram, grid, p=pv, per_channel=cfg.per_channel, factor=factor)
         if cfg.search is Search.GRID:
@@ -307,7 +321,7 @@ def search_layer_output(
                     device=weight.device)
     if cfg.rounding is Rounding.FEEDBACK:
         wq, est, ch_mse = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
-                                                 damp=cfg.feedback_damp, factors=factors)
+                                                 damp=cfg.feedback_damp, factors=factors, sweeps=cfg.feedback_sweeps)
     else:
         w_hat = obj.dequantize(alpha)
         wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)

@@ -66,6 +66,26 @@ def test_wide_full_rank_gram_is_approximated_within_its_tail() -> None:
     e = np.random.default_rng(4).normal(size=(20, n))
     rel = np.abs(f.quad(e, e) - dense_quad(g, e, e)) / dense_quad(g, e, e)
     assert rel.max() < 1e-2
+    same = factor_gram(g, rows=3 * n)  # the early exit for full-rank G keeps a factor that meets the tail
+    assert same is not None and np.array_equal(same.factor, f.factor)
+
+
+@pytest.mark.parametrize("n", [300, APPROX_MIN_N])
+def test_full_rank_gram_gives_up_early_with_the_same_answer(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = gram(5, 2 * n, n)  # full rank, flat spectrum: no factor within n / 4 columns
+    calls: list[int] = []  # one pivot (argmax of the residual diagonal) per column
+    orig = np.argmax
+    monkeypatch.setattr(np, "argmax", lambda a: calls.append(1) or orig(a))
+    assert factor_gram(g, rows=2 * n) is None
+    early = len(calls)
+    assert factor_gram(g) is None
+    monkeypatch.undo()
+    assert early <= n // 16 and len(calls) - early == n // 4  # stops at the first check, not at max_rank
+    # rank-deficient G (fewer rows than inputs) is never cut short: its residual falls off a cliff
+    assert factor_gram(gram(6, 40, n), rows=40) is not None
+    dead = gram(7, 2 * n, n)
+    dead[n // 8:, :] = dead[:, n // 8:] = 0.0  # 7/8 of the inputs never fire: the live block fits in n / 4
+    assert factor_gram(dead, rows=2 * n) is not None
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

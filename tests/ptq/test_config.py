@@ -11,7 +11,7 @@ from refs.nets import make_seq_net
 from requant_plugin import quantize_weights
 from requant_plugin.options import BiasCorrection, PerChannel, PerTensor, Space
 from requant_plugin.ptq import LayerOverride, QuantizeConfig, first_last, layer_space
-from requant_plugin.ptq.config import AUTO_ALL_ROWS_BITS, AUTO_ROWS
+from requant_plugin.ptq.config import AUTO_ROWS, AUTO_ROWS_2BIT
 
 
 def test_defaults_and_normalisation() -> None:
@@ -42,9 +42,9 @@ def test_invalid_fields_name_the_field(field: str, value: object, fragment: str)
         QuantizeConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def test_auto_rows_use_every_row_at_two_bits_only_and_written_values_win() -> None:
+def test_auto_rows_budget_is_larger_at_two_bits_and_written_values_win() -> None:
     assert QuantizeConfig(bits=4).rows_budget == AUTO_ROWS and QuantizeConfig(bits=3).rows_budget == AUTO_ROWS
-    assert QuantizeConfig(bits=AUTO_ALL_ROWS_BITS).rows_budget is None
+    assert QuantizeConfig(bits=2).rows_budget == AUTO_ROWS_2BIT > AUTO_ROWS
     assert QuantizeConfig(bits=2, calibration_rows=AUTO_ROWS).rows_budget == AUTO_ROWS
     assert QuantizeConfig(bits=8, calibration_rows=None).rows_budget is None
     assert QuantizeConfig().settings()["calibration_rows"] == "auto"
@@ -73,8 +73,8 @@ def test_overrides_are_converted_and_checked() -> None:
 def test_settings_view_has_the_report_keys() -> None:
     s = QuantizeConfig(bias_correction="bn", granularity=PerChannel()).settings()  # type: ignore[arg-type]
     assert list(s) == ["bits", "space", "symmetric", "per_channel", "fold_bn", "search", "p", "loss_space",
-                       "objective", "bias_correction", "rounding", "feedback_widen", "inputs", "act_bits", "end_bits",
-                       "calibration_rows", "seed", "recipe"]
+                       "objective", "bias_correction", "rounding", "feedback_widen", "feedback_sweeps", "inputs",
+                       "act_bits", "end_bits", "calibration_rows", "seed", "recipe"]
     assert s["bias_correction"] == "bn" and s["per_channel"] is True and type(s["space"]) is str
     assert QuantizeConfig().settings()["bias_correction"] is None
 
