@@ -207,9 +207,10 @@ class QuantizeConfig:
         rounding: nearest code, or ``"feedback"`` (column-wise error feedback; needs data).
         feedback_widen: with ``rounding="feedback"``, scale factors ``>= 1`` tried per channel (per
             tensor for ``PerTensor``), the lowest output error kept (``(1.0,)``: the searched range); only on
-            layers with >= 4 Gram rows per input feature.
-        feedback_sweeps: with ``rounding="feedback"``, cyclic coordinate-descent sweeps on the kept rounding:
-            each weight in turn moves to the level nearest its exact one-dimensional optimum of ``e^T G e``.
+            layers with >= 4 Gram rows per input feature; unused with ``rounding="nearest"`` (so a recipe's
+            factors may stay when you change its rounding).
+        feedback_sweeps: with ``rounding="feedback"`` (else ValueError), cyclic coordinate-descent sweeps on the
+            kept rounding: each weight in turn moves to the level nearest its 1-D optimum of ``e^T G e``.
         inputs: each layer's input statistics from the float model (``"float"``), or from the
             partly quantized model with the float output as the target (``"quantized"``: the
             search and rounding use ``W* = W E[x_f x_q^T] E[x_q x_q^T]^-1``; needs data).
@@ -264,6 +265,10 @@ class QuantizeConfig:
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
         put(self, "feedback_sweeps", check_sweeps(self.feedback_sweeps))
+        if self.feedback_sweeps and self.rounding is not Rounding.FEEDBACK:
+            raise ValueError(f"feedback_sweeps={self.feedback_sweeps} refines the feedback rounding: it needs "
+                             f"rounding='feedback' (got {self.rounding.value!r}); set feedback_sweeps=0 or "
+                             "rounding='feedback'")
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))
             if self.inputs is not Inputs.QUANTIZED:

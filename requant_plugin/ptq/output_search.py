@@ -232,8 +232,8 @@ class OutputSearchConfig:
         feedback_order, feedback_damp: column order (``"energy"``: largest ``G_jj`` first,
             measured better than ``"input"``) and relative damping of the feedback rounding.
         feedback_widen: scale factors ``>= 1`` tried for the feedback rounding
-            (:func:`widened_feedback_round`; ``(1.0,)``: the searched range only).
-        feedback_sweeps: coordinate-descent sweeps after the feedback rounding (``0``: none).
+            (:func:`widened_feedback_round`; ``(1.0,)``: the searched range only; others need ``"feedback"``).
+        feedback_sweeps: coordinate-descent sweeps after the feedback rounding (``0``: none; else needs ``"feedback"``).
     """
 
     symmetric: bool = False
@@ -258,6 +258,9 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
+        if self.rounding is not Rounding.FEEDBACK and (self.feedback_sweeps or self.feedback_widen != (1.0,)):
+            raise ValueError(f"feedback_widen={self.feedback_widen} and feedback_sweeps={self.feedback_sweeps} act "
+                             f"on the feedback rounding: they need rounding='feedback' (got {self.rounding.value!r})")
         if self.feedback_order not in FEEDBACK_ORDERS:
             raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
                              f"{list(FEEDBACK_ORDERS)}")

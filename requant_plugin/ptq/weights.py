@@ -279,7 +279,7 @@ def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> R
 def _widen(cfg: QuantizeConfig, stats: LayerStatistics | None) -> tuple[float, ...]:
     """``cfg.feedback_widen`` where ``stats`` has >= WIDEN_MIN_ROWS_PER_INPUT Gram rows per input, else ``(1.0,)``."""
     enough = stats is not None and stats.gram_count >= WIDEN_MIN_ROWS_PER_INPUT * stats.n
-    return cfg.feedback_widen if enough else (1.0,)
+    return cfg.feedback_widen if enough and cfg.rounding is Rounding.FEEDBACK else (1.0,)
 
 
 def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatistics | None,
@@ -289,7 +289,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     cfg = state.cfg
     wanted = paired is not None or cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK
     use = stats is not None and stats.with_gram and plan.ch_axis == 0 and wanted
-    gram = stats.gram if use and stats is not None else None  # read out (float64) once
+    gram, rows = (stats.gram, stats.gram_count) if use and stats is not None else (None, None)  # read out once
     factors = None  # one factorisation of the damped Gram matrix for the target and the feedback rounding
     if paired is not None and gram is not None:
         if cfg.rounding is Rounding.FEEDBACK and _FEEDBACK.feedback_damp == TARGET_DAMP:
@@ -300,7 +300,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
         sol = search_layer_output(
             w, gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
             convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=_widen(cfg, stats),
-            feedback_sweeps=cfg.feedback_sweeps, factors=factors, gram_rows=stats.gram_count if stats else None,
+            feedback_sweeps=cfg.feedback_sweeps, factors=factors, gram_rows=rows,
         )
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram, searched_mse=False)
     est = _weight_estimate(w, plan, cfg)

@@ -215,3 +215,22 @@ def test_bad_sweeps_are_refused_with_the_option_name(bad: object) -> None:
         QuantizeConfig(feedback_sweeps=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="feedback_sweeps"):
         OutputSearchConfig(feedback_sweeps=bad)  # type: ignore[arg-type]
+
+
+def test_sweeps_or_widening_without_the_feedback_rounding_are_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="rounding='feedback'"):
+        QuantizeConfig(feedback_sweeps=2)  # default rounding: nearest
+    with pytest.raises(ValueError, match="rounding='feedback'"):
+        OutputSearchConfig(feedback_sweeps=2)
+    with pytest.raises(ValueError, match="rounding='feedback'"):
+        OutputSearchConfig(feedback_widen=(1.0, 1.2))
+    # a recipe's widening stays unused when the user changes its rounding: what the user writes wins
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 16, 5)).eval()
+    data = [torch.randn(16, 3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    qa, report = quantize_weights(net, "beyond", bits=2, calibration_data=data, rounding="nearest")
+    qb, _ = quantize_weights(net, "beyond", bits=2, calibration_data=data, rounding="nearest", feedback_widen=(1.0,))
+    assert report.settings["rounding"] == "nearest"
+    for a, b in zip(qa.parameters(), qb.parameters(), strict=True):
+        assert torch.equal(a, b)
