@@ -11,8 +11,11 @@ the float model's on calibration batches:
 
 with golden-section search (:func:`requant_plugin.core.scalar_search.golden_section`; ``beta = 1``
 is always evaluated, so the result is never worse than the plain REQuant ranges on those batches).
-It needs no labels. Each evaluation converts a copy of the prepared model and runs the batches
-through it, about ten in all; each observer's own alpha search runs once, before the first copy.
+It needs no labels. Each evaluation runs the batches through the model as converted at that ``beta``,
+about ten in all: for FX a converted copy; for pt2e the prepared graph with every observer
+fake-quantizing (:func:`simulated`), which computes the converted graph's numbers without a copy or a
+conversion (checked once on the first batch against one conversion, bit for bit; a conversion per
+evaluation otherwise). Each observer's own alpha search runs once, before the first evaluation.
 The chosen ``beta`` is stored in each observer's ``range_factor`` buffer, so ``convert_fx`` /
 ``convert_pt2e`` and ``state_dict`` carry it.
 
@@ -76,6 +79,15 @@ class RangeRefinement:
         return len(self.points)
 
 
+def _fake_quant_per_tensor(x: Tensor, scale: float, zp: int, lo: int, hi: int) -> Tensor:
+    """``(clamp(round(x / scale) + zp, lo, hi) - zp) * scale`` computed as torch's decomposed
+    ``quantize_per_tensor`` -> ``dequantize_per_tensor`` pair does (``x * (1 / scale)`` in float32, the
+    integer shift exact), bit for bit, in four passes (``fake_quantize_per_tensor_affine`` also builds a
+    gradient mask: several times slower on CPU)."""
+    out = x.float() * (1.0 / scale)
+    return out.round_().clamp_(lo - zp, hi - zp).mul_(scale)
+
+
 def _fake_quant(obs: nn.Module) -> Callable[[Tensor], Tensor]:
     """``obs``'s fake quantization with its current parameters (recomputed when ``range_factor`` changes)."""
     memo: dict[str, object] = {}
@@ -94,7 +106,7 @@ def _fake_quant(obs: nn.Module) -> Callable[[Tensor], Tensor]:
         if scale.numel() > 1:
             out = torch.fake_quantize_per_channel_affine(x, scale, zp, int(obs.ch_axis), lo, hi)  # type: ignore[arg-type]
         else:
-            out = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zp), lo, hi)
+            out = _fake_quant_per_tensor(x, float(scale), int(zp), lo, hi)
         if isinstance(x, nn.Parameter):
             memo.update(param=x, version=x._version, out=out)
         return out
@@ -234,9 +246,17 @@ def refine_activation_ranges(
         for m in observers.values():
             m.set_range_factor(beta)
 
+    exact = cfg.flow == "pt2e" and _simulation_is_exact(prepared, convert, batches[0])
+
+    def model_error() -> float:
+        if not exact:
+            return _converted_error(prepared, convert, batches, target, n_values)
+        with simulated(prepared) as sim:
+            return _error(sim, batches, target, n_values)
+
     def converted_error(beta: float) -> float:
         set_factor(beta)
-        return _converted_error(prepared, convert, batches, target, n_values)
+        return model_error()
 
     res = golden_section(converted_error, cfg.lower, 1.0, tol=cfg.tol)
     set_factor(res.x)
@@ -248,7 +268,7 @@ def refine_activation_ranges(
                           target[:cfg.layer_batches])
     for name, m in observers.items():
         m.set_range_factor(chosen[name])
-    err = _converted_error(prepared, convert, batches, target, n_values)
+    err = model_error()
     if err >= res.fx:  # the simulation's choice does not pay on the converted model: shared factor
         set_factor(res.x)
         return dataclasses.replace(shared, error_shared=res.fx)
@@ -263,6 +283,21 @@ def _converted_error(prepared: nn.Module, convert: Callable[..., nn.Module], bat
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         twin = copy.deepcopy(prepared)
     return _error(convert(twin), batches, target, n_values)
+
+
+def _simulation_is_exact(prepared: nn.Module, convert: Callable[..., nn.Module], batch: Tensor) -> bool:
+    """Whether :func:`simulated` ``prepared`` gives the converted copy's outputs on ``batch`` bit for bit
+    (an observer the simulation cannot run, e.g. one that does not quantize, counts as no)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        twin = convert(copy.deepcopy(prepared))
+    want = _outputs(twin, [batch])[0]
+    try:
+        with simulated(prepared) as sim:
+            got = _outputs(sim, [batch])[0]
+    except Exception:  # any observer the simulation cannot run: convert per evaluation
+        return False
+    return got.shape == want.shape and bool(torch.equal(got, want))
 
 
 def _error(model: nn.Module, batches: Sequence[Tensor], target: Sequence[Tensor], n_values: int) -> float:

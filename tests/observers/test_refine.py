@@ -219,11 +219,33 @@ def test_simulated_pt2e_graph_computes_what_the_converted_graph_computes() -> No
         converted = _pt2e_converted(prep)
         with torch.no_grad(), simulated(prep) as sim:
             for x in batches:
-                torch.testing.assert_close(sim(x), converted(x), rtol=0, atol=1e-5)
+                assert torch.equal(sim(x), converted(x))  # bit for bit: the refinement searches on it
     before = {n: m.histogram().total for n, m in activation_observers(prep).items()}
     with torch.no_grad():
         prep(batches[0])  # observing again after the context: the patch is gone
     assert all(m.histogram().total > before[n] for n, m in activation_observers(prep).items())
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_pt2e_search_scores_each_factor_as_the_converted_graph_does(exact: bool, monkeypatch: pytest.MonkeyPatch,
+                                                                    ) -> None:
+    """Every (factor, error) the pt2e search saw equals a conversion measured independently at that factor,
+    through the simulation (bit-exact) or, where the simulation is not exact, through conversions."""
+    pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
+    import requant_plugin.observers.refine as refine_mod
+
+    if not exact:  # a simulation off by one part in 1e3: the search must fall back to converting
+        fast = refine_mod._fake_quant_per_tensor
+        monkeypatch.setattr(refine_mod, "_fake_quant_per_tensor", lambda *a: fast(*a) * 1.001)
+    torch.manual_seed(0)
+    net, batches = Net().eval(), _batches()
+    prep = _pt2e_prepared(net, batches)
+    res = refine_activation_ranges(prep, net, batches, flow="pt2e", lower=0.5, tol=0.05)
+    assert len(res.points) >= 5
+    for beta, err in res.points:
+        for m in activation_observers(prep).values():
+            m.set_range_factor(beta)
+        assert err == pytest.approx(_output_mse(_pt2e_converted(prep), net, batches), rel=1e-6)
 
 
 def test_per_observer_factors_are_kept_only_when_the_converted_error_drops() -> None:
