@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from ..core.scalar_search import golden_section
 from ..deps import available, require
+from ..range.fake_quant import fake_quant_per_tensor
 from .activation import ActivationObserverMixin
 
 Flow = Literal["fx", "pt2e"]
@@ -79,15 +80,6 @@ class RangeRefinement:
         return len(self.points)
 
 
-def _fake_quant_per_tensor(x: Tensor, scale: float, zp: int, lo: int, hi: int) -> Tensor:
-    """``(clamp(round(x / scale) + zp, lo, hi) - zp) * scale`` computed as torch's decomposed
-    ``quantize_per_tensor`` -> ``dequantize_per_tensor`` pair does (``x * (1 / scale)`` in float32, the
-    integer shift exact), bit for bit, in four passes (``fake_quantize_per_tensor_affine`` also builds a
-    gradient mask: several times slower on CPU)."""
-    out = x.float() * (1.0 / scale)
-    return out.round_().clamp_(lo - zp, hi - zp).mul_(scale)
-
-
 def _fake_quant(obs: nn.Module) -> Callable[[Tensor], Tensor]:
     """``obs``'s fake quantization with its current parameters (recomputed when ``range_factor`` changes)."""
     memo: dict[str, object] = {}
@@ -106,7 +98,7 @@ def _fake_quant(obs: nn.Module) -> Callable[[Tensor], Tensor]:
         if scale.numel() > 1:
             out = torch.fake_quantize_per_channel_affine(x, scale, zp, int(obs.ch_axis), lo, hi)  # type: ignore[arg-type]
         else:
-            out = _fake_quant_per_tensor(x, float(scale), int(zp), lo, hi)
+            out = fake_quant_per_tensor(x, float(scale), int(zp), lo, hi)
         if isinstance(x, nn.Parameter):
             memo.update(param=x, version=x._version, out=out)
         return out

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from ..calib import HistogramCalibrator
 from ..core import Grid
+from ..range.fake_quant import fake_quant_per_tensor
 from .calibration import _eval_forward
 
 __all__ = ["ActQParams", "activation_qparams", "fake_quant_activations"]
@@ -79,13 +79,14 @@ def activation_qparams(model: nn.Module, names: Sequence[str], batches: Sequence
 @contextlib.contextmanager
 def fake_quant_activations(model: nn.Module, qparams: dict[str, ActQParams] | None) -> Iterator[None]:
     """Within the block, fake-quantize the first input of each layer named in ``qparams``
-    (``torch.fake_quantize_per_tensor_affine``, forward pre-hooks removed on exit)."""
+    (:func:`~requant_plugin.range.fake_quant.fake_quant_per_tensor`: the deployed q/dq pair's numbers;
+    forward pre-hooks removed on exit)."""
     mods = dict(model.named_modules())
     handles = []
 
     def hook(qp: ActQParams) -> Any:
         def fake_quantize(_m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-            x = torch.fake_quantize_per_tensor_affine(args[0], qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
+            x = fake_quant_per_tensor(args[0], qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
             return (x, *args[1:])
 
         return fake_quantize

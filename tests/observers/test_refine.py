@@ -235,8 +235,8 @@ def test_pt2e_search_scores_each_factor_as_the_converted_graph_does(exact: bool,
     import requant_plugin.observers.refine as refine_mod
 
     if not exact:  # a simulation off by one part in 1e3: the search must fall back to converting
-        fast = refine_mod._fake_quant_per_tensor
-        monkeypatch.setattr(refine_mod, "_fake_quant_per_tensor", lambda *a: fast(*a) * 1.001)
+        fast = refine_mod.fake_quant_per_tensor
+        monkeypatch.setattr(refine_mod, "fake_quant_per_tensor", lambda *a: fast(*a) * 1.001)
     torch.manual_seed(0)
     net, batches = Net().eval(), _batches()
     prep = _pt2e_prepared(net, batches)
