@@ -39,6 +39,14 @@ def _layer(seed: int, c: int = 6, n: int = 10, groups: int = 1) -> tuple[torch.T
     return w, (grams[0] if groups == 1 else np.stack(grams))
 
 
+def _small_net() -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """A seeded Conv-ReLU-Linear network and two calibration batches for it."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 16, 5)).eval()
+    return net, [torch.randn(16, 3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+
 def _reference(w: torch.Tensor, gram: np.ndarray, est, factors, per_channel: bool) -> torch.Tensor:
     """Each factor's grid rounded by the core error feedback, group by group, then the minimum by hand."""
     w2 = w.double().numpy()
@@ -118,12 +126,15 @@ def test_the_search_returns_the_widened_grid() -> None:
     assert wide.estimate.granularity == PerChannel(0)
 
 
-@pytest.mark.parametrize("bad", [(0.9,), (1.0, float("nan")), (float("inf"),), "1.2", (True,), ("a",)])
-def test_bad_factors_are_refused_with_the_option_name(bad: object) -> None:
-    with pytest.raises(ValueError, match="feedback_widen"):
-        QuantizeConfig(feedback_widen=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="feedback_widen"):
-        OutputSearchConfig(feedback_widen=bad)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("option", "bad"), [
+    *[("feedback_widen", b) for b in [(0.9,), (1.0, float("nan")), (float("inf"),), "1.2", (True,), ("a",)]],
+    *[("feedback_sweeps", b) for b in [-1, 1.5, "2", True, None]],
+])
+def test_bad_feedback_options_are_refused_with_the_option_name(option: str, bad: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        QuantizeConfig(**{option: bad})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=option):
+        OutputSearchConfig(**{option: bad})  # type: ignore[arg-type]
 
 
 def test_factors_are_sorted_and_include_the_searched_range() -> None:
@@ -199,22 +210,11 @@ def test_search_and_quantize_weights_take_the_sweeps_option() -> None:
     plain = search_layer_output(w, g, 2, OutputSearchConfig(rounding="feedback"))
     swept = search_layer_output(w, g, 2, OutputSearchConfig(rounding="feedback", feedback_sweeps=4))
     assert swept.output_mse < plain.output_mse  # seeded: the sweeps move some 2-bit weight
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.Linear(8 * 16, 5)).eval()
-    data = [torch.randn(16, 3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    net, data = _small_net()
     _, ra = quantize_weights(net, "beyond", bits=2, calibration_data=data, feedback_sweeps=0)
     _, rb = quantize_weights(net, "beyond", bits=2, calibration_data=data, feedback_sweeps=4)
     assert ra.settings["feedback_sweeps"] == 0 and rb.settings["feedback_sweeps"] == 4
     assert rb["0"].output_mse <= ra["0"].output_mse * (1 + 1e-9)
-
-
-@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, None])
-def test_bad_sweeps_are_refused_with_the_option_name(bad: object) -> None:
-    with pytest.raises(ValueError, match="feedback_sweeps"):
-        QuantizeConfig(feedback_sweeps=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="feedback_sweeps"):
-        OutputSearchConfig(feedback_sweeps=bad)  # type: ignore[arg-type]
 
 
 def test_sweeps_or_widening_without_the_feedback_rounding_are_refused_not_ignored() -> None:
@@ -225,10 +225,7 @@ def test_sweeps_or_widening_without_the_feedback_rounding_are_refused_not_ignore
     with pytest.raises(ValueError, match="rounding='feedback'"):
         OutputSearchConfig(feedback_widen=(1.0, 1.2))
     # a recipe's widening stays unused when the user changes its rounding: what the user writes wins
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.Linear(8 * 16, 5)).eval()
-    data = [torch.randn(16, 3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    net, data = _small_net()
     qa, report = quantize_weights(net, "beyond", bits=2, calibration_data=data, rounding="nearest")
     qb, _ = quantize_weights(net, "beyond", bits=2, calibration_data=data, rounding="nearest", feedback_widen=(1.0,))
     assert report.settings["rounding"] == "nearest"
