@@ -246,11 +246,11 @@ def refine_activation_ranges(
         with simulated(prepared) as sim:
             return _error(sim, batches, target, n_values)
 
-    def converted_error(beta: float) -> float:
+    def error_at(beta: float) -> float:
         set_factor(beta)
         return model_error()
 
-    res = golden_section(converted_error, cfg.lower, 1.0, tol=cfg.tol)
+    res = golden_section(error_at, cfg.lower, 1.0, tol=cfg.tol)
     set_factor(res.x)
     at_one = next(fx for x, fx in res.points if x == 1.0)
     shared = RangeRefinement(res.x, res.fx, at_one, len(observers), res.points)
@@ -268,22 +268,24 @@ def refine_activation_ranges(
                                layer_factors={n: f for n, f in chosen.items() if f != res.x})
 
 
-def _converted_error(prepared: nn.Module, convert: Callable[..., nn.Module], batches: Sequence[Tensor],
-              target: Sequence[Tensor], n_values: int) -> float:
-    """Mean squared output error of the converted ``prepared`` (a copy) against ``target``."""
+def _converted(prepared: nn.Module, convert: Callable[..., nn.Module]) -> nn.Module:
+    """``convert`` applied to a copy of ``prepared`` (``prepared`` stays as it is)."""
     with warnings.catch_warnings():  # torch's own deprecation notice when copying an exported graph
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         twin = copy.deepcopy(prepared)
-    return _error(convert(twin), batches, target, n_values)
+    return convert(twin)
+
+
+def _converted_error(prepared: nn.Module, convert: Callable[..., nn.Module], batches: Sequence[Tensor],
+                     target: Sequence[Tensor], n_values: int) -> float:
+    """Mean squared output error of the converted ``prepared`` (a copy) against ``target``."""
+    return _error(_converted(prepared, convert), batches, target, n_values)
 
 
 def _simulation_is_exact(prepared: nn.Module, convert: Callable[..., nn.Module], batch: Tensor) -> bool:
     """Whether :func:`simulated` ``prepared`` gives the converted copy's outputs on ``batch`` bit for bit
     (an observer the simulation cannot run, e.g. one that does not quantize, counts as no)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-        twin = convert(copy.deepcopy(prepared))
-    want = _outputs(twin, [batch])[0]
+    want = _outputs(_converted(prepared, convert), [batch])[0]
     try:
         with simulated(prepared) as sim:
             got = _outputs(sim, [batch])[0]

@@ -110,6 +110,15 @@ def check_sweeps(sweeps: Any) -> int:
     return n
 
 
+def check_feedback_use(rounding: Rounding, sweeps: int, widen: tuple[float, ...] = (1.0,)) -> None:
+    """Refuse ``feedback_sweeps > 0`` or a ``feedback_widen`` other than ``(1.0,)`` without ``rounding="feedback"``."""
+    if rounding is Rounding.FEEDBACK or (not sweeps and widen == (1.0,)):
+        return
+    raise ValueError(f"feedback_widen={widen} and feedback_sweeps={sweeps} act on the feedback rounding: they "
+                     f"need rounding='feedback' (got {rounding.value!r}); set rounding='feedback' or leave them "
+                     "at their defaults ((1.0,) and 0)")
+
+
 def translate_legacy(options: Mapping[str, Any], what: str = "options") -> dict[str, Any]:
     """``options`` with the legacy ``per_channel=`` turned into ``granularity`` (both: ValueError)."""
     out = dict(options)
@@ -265,10 +274,7 @@ class QuantizeConfig:
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
         put(self, "feedback_sweeps", check_sweeps(self.feedback_sweeps))
-        if self.feedback_sweeps and self.rounding is not Rounding.FEEDBACK:
-            raise ValueError(f"feedback_sweeps={self.feedback_sweeps} refines the feedback rounding: it needs "
-                             f"rounding='feedback' (got {self.rounding.value!r}); set feedback_sweeps=0 or "
-                             "rounding='feedback'")
+        check_feedback_use(self.rounding, self.feedback_sweeps)
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))
             if self.inputs is not Inputs.QUANTIZED:

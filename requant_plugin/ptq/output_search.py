@@ -33,7 +33,7 @@ from ..core.output_objective import OutputObjective, error_feedback_round, outpu
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
-from .config import check_p, check_sweeps, check_widen, translate_legacy
+from .config import check_feedback_use, check_p, check_sweeps, check_widen, translate_legacy
 from .report import LayerReport
 
 __all__ = [
@@ -258,9 +258,7 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
-        if self.rounding is not Rounding.FEEDBACK and (self.feedback_sweeps or self.feedback_widen != (1.0,)):
-            raise ValueError(f"feedback_widen={self.feedback_widen} and feedback_sweeps={self.feedback_sweeps} act "
-                             f"on the feedback rounding: they need rounding='feedback' (got {self.rounding.value!r})")
+        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen)
         if self.feedback_order not in FEEDBACK_ORDERS:
             raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
                              f"{list(FEEDBACK_ORDERS)}")
