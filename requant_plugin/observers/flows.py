@@ -164,7 +164,8 @@ def print_refinement(res: Any) -> None:
     """One stderr line for a :class:`requant_plugin.refine.RangeRefinement`."""
     own = f", {len(res.layer_factors)} observers with their own factor" if res.layer_factors else ""
     print(f"[refine] activation range factor {res.factor:.3f}: calibration output MSE "
-          f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations{own})", file=sys.stderr)
+          f"{res.error_at_one:.4g} -> {res.error:.4g} ({res.evaluations} evaluations on {res.images} images{own})",
+          file=sys.stderr)
 
 
 def default_mapping(backend: str = "x86") -> Any:

@@ -5,12 +5,12 @@ output error is lowest somewhat below those ranges (measured on the shared CIFAR
 about 5 % below, see ``docs/observers-results.md``, section "W8A8 output error"). This step
 searches one factor ``beta`` in ``[lower, 1]``, shared by every REQuant activation observer of a
 calibrated model, that minimises the mean squared error between the converted model's outputs and
-the float model's on calibration batches:
+the float model's on the first ``images`` calibration images (default 256, whole batches):
 
     beta* = argmin_beta  (1 / N) * sum_x || Q_beta(x) - F(x) ||**2
 
 with golden-section search (:func:`requant_plugin.core.scalar_search.golden_section`; ``beta = 1``
-is always evaluated, so the result is never worse than the plain REQuant ranges on those batches).
+is always evaluated, so the result is never worse than the plain REQuant ranges on those images).
 It needs no labels. Each evaluation runs the batches through the model as converted at that ``beta``,
 about ten in all: for FX a converted copy; for pt2e the prepared graph with every observer
 fake-quantizing (:func:`simulated`), which computes the converted graph's numbers without a copy or a
@@ -21,11 +21,11 @@ The chosen ``beta`` is stored in each observer's ``range_factor`` buffer, so ``c
 
 Optionally (``layer_factors``) a second stage then gives each observer its own factor
 ``beta_i = min(1, c * beta)`` with ``c`` from ``layer_factors``, by one sweep of coordinate descent
-in graph order on the output error of a simulation over the first ``layer_batches`` batches
+in graph order on the output error of a simulation over the first ``layer_batches`` of those batches
 (:func:`simulated`: every observer of the prepared model fake-quantizes what it sees with its current
 parameters, no conversion per candidate; for pt2e graphs that is exactly what the converted graph
 computes, since pt2e routes the weights through their observers too; FX weights stay float in it). The
-per-observer factors are kept only if the converted model's output error on all batches is lower
+per-observer factors are kept only if the converted model's output error on those images is lower
 than with the shared ``beta``.
 
 Usage (FX; ``flow="pt2e"`` for ``prepare_pt2e`` models)::
@@ -74,6 +74,7 @@ class RangeRefinement:
     points: tuple[tuple[float, float], ...]
     layer_factors: dict[str, float] = field(default_factory=dict)  # per observer, when kept
     error_shared: float | None = None  # converted error with the shared factor, when a layer stage ran
+    images: int = 0  # calibration images the errors were measured on
 
     @property
     def evaluations(self) -> int:
@@ -167,7 +168,10 @@ class RefineConfig:
     Attributes:
         flow: ``"fx"`` (``convert_fx``) or ``"pt2e"`` (``convert_pt2e``).
         lower: smallest shared factor searched, in (0, 1).
-        tol: search resolution in ``beta``.
+        tol: search resolution in ``beta`` (0.02 chose the same factor as 0.01 in 7 of 8 W4A4 cells of
+            ``docs/dev-split.md``, section dev-refine, with two evaluations fewer).
+        images: the error is measured on the first whole batches holding at least this many images
+            (``None``: all); 256 of 512 gave the same dev-split error within seed noise at half the time.
         layer_factors: multiples of the shared factor each observer tries in the second stage
             (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`.
         layer_batches: batches the second stage's simulation runs on, ``>= 1``.
@@ -175,13 +179,17 @@ class RefineConfig:
 
     flow: Flow = "fx"
     lower: float = 0.8
-    tol: float = 0.01
+    tol: float = 0.02
+    images: int | None = 256
     layer_factors: tuple[float, ...] = ()
     layer_batches: int = 2
 
     def __post_init__(self) -> None:
         if self.flow not in ("fx", "pt2e"):
             raise ValueError(f"unknown flow {self.flow!r}: valid values are ['fx', 'pt2e']")
+        if self.images is not None and (isinstance(self.images, bool) or not isinstance(self.images, int)
+                                        or self.images < 1):
+            raise ValueError(f"images must be an integer >= 1 or None (all batches), got {self.images!r}")
         if not (0.0 < self.lower < 1.0):
             raise ValueError(f"lower must be in (0, 1), got {self.lower!r}")
         factors = tuple(float(c) for c in self.layer_factors)
@@ -203,9 +211,10 @@ def refine_activation_ranges(
             (``get_requant_qconfig_mapping()`` / ``get_requant_quantizer()``), already calibrated.
         reference: the float model (run in eval mode under ``torch.no_grad``; its mode is restored
             afterwards, so batch-norm statistics are not touched).
-        batches: the inputs to measure the error on (typically the calibration batches).
+        batches: the inputs to measure the error on (typically the calibration batches; the first
+            ``config.images`` images of them).
         config: the search settings (default :class:`RefineConfig`).
-        **options: :class:`RefineConfig` fields (``flow``, ``lower``, ``tol``, ``layer_factors``,
+        **options: :class:`RefineConfig` fields (``flow``, ``lower``, ``tol``, ``images``, ``layer_factors``,
             ``layer_batches``), which win over ``config``.
     """
     valid = [f.name for f in dataclasses.fields(RefineConfig)]
@@ -215,6 +224,7 @@ def refine_activation_ranges(
     cfg = dataclasses.replace(config or RefineConfig(), **options)
     if len(batches) == 0:
         raise ValueError("refine_activation_ranges needs at least one batch")
+    batches = _leading(batches, cfg.images)
     convert = _converter(cfg.flow)
     observers = activation_observers(prepared)
     if not observers:
@@ -253,7 +263,8 @@ def refine_activation_ranges(
     res = golden_section(error_at, cfg.lower, 1.0, tol=cfg.tol)
     set_factor(res.x)
     at_one = next(fx for x, fx in res.points if x == 1.0)
-    shared = RangeRefinement(res.x, res.fx, at_one, len(observers), res.points)
+    shared = RangeRefinement(res.x, res.fx, at_one, len(observers), res.points,
+                             images=sum(_count(x) for x in batches))
     if not cfg.layer_factors:
         return shared
     chosen = _layer_stage(prepared, observers, res.x, cfg.layer_factors, batches[:cfg.layer_batches],
@@ -266,6 +277,23 @@ def refine_activation_ranges(
         return dataclasses.replace(shared, error_shared=res.fx)
     return dataclasses.replace(shared, error=err, error_shared=res.fx,
                                layer_factors={n: f for n, f in chosen.items() if f != res.x})
+
+
+def _count(x: Tensor) -> int:
+    """Images in the batch ``x`` (its first dimension; 1 for a scalar)."""
+    return int(x.shape[0]) if x.dim() else 1
+
+
+def _leading(batches: Sequence[Tensor], images: int | None) -> list[Tensor]:
+    """The first whole batches holding at least ``images`` images (all of them for ``None``)."""
+    if images is None:
+        return list(batches)
+    out: list[Tensor] = []
+    for x in batches:
+        out.append(x)
+        if sum(_count(b) for b in out) >= images:
+            break
+    return out
 
 
 def _converted(prepared: nn.Module, convert: Callable[..., nn.Module]) -> nn.Module:

@@ -13,7 +13,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from requant_plugin import get_requant_qconfig_mapping
 from requant_plugin.observers import REQuantObserver
-from requant_plugin.refine import activation_observers, refine_activation_ranges
+from requant_plugin.refine import RefineConfig, activation_observers, refine_activation_ranges
 
 
 class Net(nn.Module):
@@ -74,6 +74,21 @@ def test_fx_refinement_matches_an_independent_measurement() -> None:
     assert res.error == pytest.approx(_output_mse(refined, net, batches), rel=1e-6)
     assert res.error_at_one == pytest.approx(_output_mse(plain, net, batches), rel=1e-6)
     assert res.error <= res.error_at_one and (1.0, res.error_at_one) in res.points
+
+
+def test_the_error_is_measured_on_the_first_whole_batches_holding_images() -> None:
+    torch.manual_seed(0)
+    net, batches = Net().eval(), _batches(4)  # 4 batches of 16 images
+    prep = _prepared(net, batches)
+    plain = convert_fx(copy.deepcopy(prep))
+    res = refine_activation_ranges(prep, net, batches, lower=0.5, tol=0.05, images=20)
+    assert res.images == 32  # 20 images need two whole batches
+    assert res.error_at_one == pytest.approx(_output_mse(plain, net, batches[:2]), rel=1e-6)
+    assert res.error == pytest.approx(_output_mse(convert_fx(copy.deepcopy(prep)), net, batches[:2]), rel=1e-6)
+    assert refine_activation_ranges(_prepared(net, batches), net, batches, tol=0.05, images=None).images == 64
+    for bad in (0, -3, 2.5, True, "256"):
+        with pytest.raises(ValueError, match="images must be an integer >= 1 or None"):
+            RefineConfig(images=bad)  # type: ignore[arg-type]
 
 
 def test_state_dict_carries_the_factor_and_old_state_dicts_load() -> None:
@@ -280,8 +295,6 @@ def test_layer_stage_arguments_are_checked() -> None:
 
 
 def test_refine_config_is_frozen_data_and_options_win() -> None:
-    from requant_plugin.refine import RefineConfig
-
     cfg = RefineConfig(flow="pt2e", layer_factors=[0.8, 1.1])  # type: ignore[arg-type]
     assert cfg.layer_factors == (0.8, 1.1) and cfg.lower == 0.8 and cfg.layer_batches == 2
     with pytest.raises(ValueError, match="lower must be in"):
