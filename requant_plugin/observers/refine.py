@@ -11,8 +11,8 @@ the float model's on the first ``images`` calibration images (default 256, whole
 
 with golden-section search (:func:`requant_plugin.core.scalar_search.golden_section`; ``beta = 1``
 is always evaluated, so the result is never worse than the plain REQuant ranges on those images).
-It needs no labels. Each evaluation runs the batches through the model as converted at that ``beta``,
-about ten in all: for FX a converted copy; for pt2e the prepared graph with every observer
+It needs no labels. Each evaluation runs those batches through the model as converted at that ``beta``,
+about eight in all (``tol=0.02``): for FX a converted copy; for pt2e the prepared graph with every observer
 fake-quantizing (:func:`simulated`), which computes the converted graph's numbers without a copy or a
 conversion (checked once on the first batch against one conversion, bit for bit; a conversion per
 evaluation otherwise). Each observer's own alpha search runs once, before the first evaluation.
@@ -169,9 +169,10 @@ class RefineConfig:
         flow: ``"fx"`` (``convert_fx``) or ``"pt2e"`` (``convert_pt2e``).
         lower: smallest shared factor searched, in (0, 1).
         tol: search resolution in ``beta`` (0.02 chose the same factor as 0.01 in 7 of 8 W4A4 cells of
-            ``docs/dev-split.md``, section dev-refine, with two evaluations fewer).
+            ``docs/dev-split.md``, section dev-refine-pt2e-explore, with two evaluations fewer).
         images: the error is measured on the first whole batches holding at least this many images
-            (``None``: all); 256 of 512 gave the same dev-split error within seed noise at half the time.
+            (``None``: all); 256 of 512 gave the same dev-split error within seed noise at half the time
+            (sections dev-refine-*).
         layer_factors: multiples of the shared factor each observer tries in the second stage
             (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`.
         layer_batches: batches the second stage's simulation runs on, ``>= 1``.
@@ -289,9 +290,11 @@ def _leading(batches: Sequence[Tensor], images: int | None) -> list[Tensor]:
     if images is None:
         return list(batches)
     out: list[Tensor] = []
+    seen = 0
     for x in batches:
         out.append(x)
-        if sum(_count(b) for b in out) >= images:
+        seen += _count(x)
+        if seen >= images:
             break
     return out
 
