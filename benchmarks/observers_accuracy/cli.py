@@ -36,6 +36,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse
     p.add_argument("--fresh", action="store_true", help="recompute this run's cached results")
     p.add_argument("--refresh-stale", action="store_true",
                    help="recompute cached results recorded with other versions of the library sources")
+    p.add_argument("--refresh", nargs="+", default=[], metavar="CELL",
+                   help="recompute these cached cells whatever their digest (e.g. fx_w8a8_requant_refined "
+                        "pt2e_w4a8_requant_refined pt2e_w4a4_requant_refined after a change to the refinement)")
     p.add_argument("--skip-diagnostics", action="store_true", help="skip the weights-only W4 diagnostics")
     p.add_argument("--only", choices=("fx", "pt2e"), default=None,
                    help="one flow only (a short table in its own section, e.g. for other --seed values)")

@@ -46,7 +46,7 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
 
     def cached(key: str, fn: Any) -> Any:
         stale = key in out and codes.get(key) not in (None, CODE)
-        if key not in out or (stale and getattr(args, "refresh_stale", False)):
+        if key not in out or (stale and getattr(args, "refresh_stale", False)) or key in getattr(args, "refresh", ()):
             t0 = time.perf_counter()
             out[key] = fn()
             codes[key] = CODE
