@@ -45,3 +45,16 @@ def test_table_averages_seeds_and_relates_kl_to_the_first_variant(tmp_path) -> N
     assert "0.30000" in rows[0] and "1.000" in rows[0]
     assert "0.20000" in rows[1] and "0.667" in rows[1] and "0.10000 / 0.30000" in rows[1]
     assert dev_split.VARIANTS["recipe"] == {}
+
+
+def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_default() -> None:
+    import dataclasses
+
+    from requant_plugin.refine import RefineConfig
+
+    default = RefineConfig()
+    for table in (dev_split.PT2E_VARIANTS, dev_split.FX_VARIANTS):
+        for name, variant in table.items():
+            cfg = RefineConfig(**{k: v for k, v in variant.items() if k != "act_bits"})  # valid options only
+            same = all(getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg))
+            assert same == name.endswith("-half-tol02"), name  # the dev record names what the defaults are
