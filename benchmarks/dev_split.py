@@ -128,31 +128,26 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
     return {**score(ref, logits(q, x_dev), y_dev), "seconds": secs}
 
 
-def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, tol: float,
-          images: int | None) -> nn.Module:
+def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, **refine: Any) -> nn.Module:
     """The integer-graph path of :data:`PT2E_VARIANTS` (the converted q/dq graph)."""
-    from requant_plugin.observers.flows import convert_pt2e_eval, prepare_pt2e_calibrated
+    from requant_plugin.observers.flows import quantize_pt2e
     from requant_plugin.pt2e import get_requant_quantizer
     from requant_plugin.ptq import quantize_weights
-    from requant_plugin.refine import refine_activation_ranges
+    from requant_plugin.refine import RefineConfig
 
     qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=cal, fold_bn=True,
                                   act_bits=act_bits)
-    prepared, _ = prepare_pt2e_calibrated(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), cal)
-    refine_activation_ranges(prepared, qw, cal, flow="pt2e", tol=tol, images=images)
-    return convert_pt2e_eval(prepared)
+    quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report)
+    return quantize_pt2e(qw, quantizer, cal, refine=RefineConfig(**refine))[0]
 
 
-def _fx(model: nn.Module, cal: list[torch.Tensor], tol: float, images: int | None) -> nn.Module:
+def _fx(model: nn.Module, cal: list[torch.Tensor], **refine: Any) -> nn.Module:
     """The W8A8 ``convert_fx`` path of :data:`FX_VARIANTS`."""
-    from requant_plugin.observers.flows import prepare_calibrated
-    from requant_plugin.observers.lowering import convert_fx_lowered
+    from requant_plugin.observers.flows import quantize_fx
     from requant_plugin.qconfig import get_requant_qconfig_mapping
-    from requant_plugin.refine import refine_activation_ranges
+    from requant_plugin.refine import RefineConfig
 
-    prepared, _ = prepare_calibrated(model, get_requant_qconfig_mapping(), cal)
-    refine_activation_ranges(prepared, model, cal, tol=tol, images=images)
-    return convert_fx_lowered(prepared)
+    return quantize_fx(model, get_requant_qconfig_mapping(), cal, refine=RefineConfig(**refine))[0]
 
 
 def table(cache: ResultCache, digest: str, models: Sequence[str], bits: Sequence[int], seeds: Sequence[int],

@@ -26,7 +26,7 @@ import torch
 from requant_plugin.data import evaluate_accuracy
 from requant_plugin.observers.flows import count_qdq, quantize_pt2e
 from requant_plugin.observers.scripts import common_args, configurations, load_task, print_rows, quiet
-from requant_plugin.refine import LAYER_FACTORS
+from requant_plugin.refine import LAYER_FACTORS, RefineConfig
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     results = {"fp32": evaluate_accuracy(task.model, task.test)}
     rows = [("FP32", results["fp32"], "", "")]
     for key, label, quantizer in configurations(args.bits, args.act_bits, args.backend, args.variants):
-        quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration,
-                                           refine=(args.refine or args.refine_layers) and key != "default",
-                                           layer_factors=LAYER_FACTORS if args.refine_layers else ())
+        refine = (args.refine or args.refine_layers) and key != "default"
+        quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration, refine=refine and RefineConfig(
+            layer_factors=LAYER_FACTORS if args.refine_layers else ()))
         qdq = count_qdq(quantized)
         if not qdq.get("quantize_per_tensor"):
             raise RuntimeError(f"{label}: convert_pt2e produced no quantize nodes")

@@ -33,7 +33,7 @@ columns.
   graph by `get_requant_quantizer(bits, act_bits, weight_ranges=report)` (x86 inductor quantizer, REQuant
   activation observers), then `quantize_pt2e(..., refine=True)`; the converted q/dq graph is scored by torch.
 - **REQuant pt2e, + one activation range factor per observer** (W4A4, opt-in): the same graph with
-  `quantize_pt2e(..., refine=True, layer_factors=LAYER_FACTORS)` (after the shared factor, each activation
+  `quantize_pt2e(..., refine=RefineConfig(layer_factors=LAYER_FACTORS))` (after the shared factor, each activation
   observer tries 0.7 / 0.8 / 0.9 / 1.1 times it on a simulation of the graph; kept if the converted graph's
   calibration error drops; `python -m benchmarks.refine_layers`).
 - **REQuant pt2e, first and last layer 8-bit** (W4A4; **another setting**: the convention of the W4A4 tables

@@ -93,13 +93,13 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
         from requant_plugin import quantize_weights
         from requant_plugin.observers.flows import quantize_pt2e
         from requant_plugin.pt2e import get_requant_quantizer
-        from requant_plugin.refine import LAYER_FACTORS
+        from requant_plugin.refine import LAYER_FACTORS, RefineConfig
 
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
                                       fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits)
         q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal),
-                             refine=True, layer_factors=LAYER_FACTORS if per_observer else ())
+                             refine=RefineConfig(layer_factors=LAYER_FACTORS if per_observer else ()))
         return q, time.perf_counter() - t0
 
     return run

@@ -11,7 +11,7 @@ import inspect
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from torch import nn
 from ..deps import require
 from .lowering import convert_fx_lowered, prepare_fx_lowerable
 from .untie import unshare_reused_layers, untie_graph_weights
+
+if TYPE_CHECKING:
+    from .refine import RefineConfig
 
 __all__ = [
     "check_converted_runs", "check_fx_model", "check_quantized", "convert_pt2e_eval", "count_qdq", "default_mapping",
@@ -66,15 +69,13 @@ def prepare_calibrated(model: nn.Module, qconfig_mapping: Any, calibration: Sequ
 
 
 def quantize_fx(model: nn.Module, qconfig_mapping: Any, calibration: Sequence[torch.Tensor],
-                backend: str = "x86", *, refine: bool = False) -> tuple[nn.Module, float]:
-    """:func:`prepare_calibrated` -> ``convert_fx``; ``refine=True`` fits the REQuant activation
-    ranges' shared factor on the output error of the calibration batches before converting
+                backend: str = "x86", *, refine: RefineConfig | bool = False) -> tuple[nn.Module, float]:
+    """:func:`prepare_calibrated` -> ``convert_fx``; ``refine`` (``True``: the default
+    :class:`~requant_plugin.refine.RefineConfig`, or one) fits the REQuant activation ranges' shared
+    factor on the output error of the calibration batches before converting
     (:func:`requant_plugin.refine.refine_activation_ranges`, not included in the seconds)."""
     prepared, seconds = prepare_calibrated(model, qconfig_mapping, calibration, backend)
-    if refine:
-        from .refine import refine_activation_ranges
-
-        print_refinement(refine_activation_ranges(prepared, model, calibration))
+    _refine(prepared, model, calibration, refine, "fx")
     converted = convert_fx_lowered(prepared)
     check_converted_runs(converted, calibration[0][:1], backend)
     return converted, seconds
@@ -143,21 +144,30 @@ def convert_pt2e_eval(prepared: nn.Module) -> nn.Module:
 
 
 def quantize_pt2e(model: nn.Module, quantizer: Any, calibration: Sequence[torch.Tensor], *,
-                  refine: bool = False, layer_factors: Sequence[float] = ()) -> tuple[nn.Module, float]:
+                  refine: RefineConfig | bool = False) -> tuple[nn.Module, float]:
     """:func:`prepare_pt2e_calibrated` (timed) -> optional refinement -> :func:`convert_pt2e_eval`.
 
-    ``refine=True`` fits the REQuant activation ranges' shared factor on the calibration batches'
-    output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`, not
-    included in the seconds), then per observer with ``layer_factors`` (e.g. ``LAYER_FACTORS``).
-    ``model`` is not modified.
+    ``refine`` (``True``: the default :class:`~requant_plugin.refine.RefineConfig`, or one, e.g. with
+    ``layer_factors=LAYER_FACTORS``) fits the REQuant activation ranges' factors on the calibration
+    batches' output error before converting (:func:`requant_plugin.refine.refine_activation_ranges`,
+    not included in the seconds). ``model`` is not modified.
     """
     prepared, seconds = prepare_pt2e_calibrated(model, quantizer, calibration)
-    if refine:
-        from .refine import refine_activation_ranges
-
-        print_refinement(refine_activation_ranges(prepared, model, calibration, flow="pt2e",
-                                                  layer_factors=layer_factors))
+    _refine(prepared, model, calibration, refine, "pt2e")
     return convert_pt2e_eval(prepared), seconds
+
+
+def _refine(prepared: nn.Module, model: nn.Module, calibration: Sequence[torch.Tensor],
+            refine: RefineConfig | bool, flow: str) -> None:
+    """Run :func:`~requant_plugin.refine.refine_activation_ranges` on ``prepared`` when ``refine`` asks."""
+    if refine is False:
+        return
+    from .refine import RefineConfig, refine_activation_ranges
+
+    config = RefineConfig() if refine is True else refine
+    if not isinstance(config, RefineConfig):
+        raise TypeError(f"refine must be a bool or a RefineConfig, got {type(refine).__name__}")
+    print_refinement(refine_activation_ranges(prepared, model, calibration, config, flow=flow))
 
 
 def print_refinement(res: Any) -> None:
