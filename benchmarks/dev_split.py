@@ -65,6 +65,9 @@ REFINE: dict[str, dict[str, Any]] = {
 #: ``pt2e`` row); ``fx-a8*``: W8A8 ``get_requant_qconfig_mapping()`` observers through ``convert_fx`` (x86) with
 #: the refinement (the observers-accuracy "refined act. ranges" cell).
 PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} for k, v in REFINE.items()}
+#: the classifier reading the pooled features through the pool input's observer (torchao's annotation; the
+#: default before ``ObserverSpec.pooled_input``), against its own observer after the pool (the default below A8)
+PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
 
@@ -128,7 +131,8 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
     return {**score(ref, logits(q, x_dev), y_dev), "seconds": secs}
 
 
-def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, **refine: Any) -> nn.Module:
+def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, pooled_input: str | None = None,
+          **refine: Any) -> nn.Module:
     """The integer-graph path of :data:`PT2E_VARIANTS` (the converted q/dq graph)."""
     from requant_plugin.observers.flows import quantize_pt2e
     from requant_plugin.pt2e import get_requant_quantizer
@@ -137,7 +141,7 @@ def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, *
 
     qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=cal, fold_bn=True,
                                   act_bits=act_bits)
-    quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report)
+    quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, pooled_input=pooled_input)
     return quantize_pt2e(qw, quantizer, cal, refine=RefineConfig(**refine))[0]
 
 

@@ -93,6 +93,9 @@ def _fx_backend(spec: ObserverSpec) -> tuple[str, bool]:
     if spec.is_qat:
         raise ValueError("REQuant observers are post-training (calibration) observers: is_qat=True "
                          "is not supported")
+    if spec.pooled_input == "own":
+        raise ValueError("pooled_input='own' is a pt2e option (get_requant_quantizer); the FX mappings keep "
+                         "torch's shared pooling qparams: leave pooled_input None or 'shared'")
     if not spec.weight_symmetric and backend in SYMMETRIC_WEIGHT_BACKENDS:
         raise ValueError(
             f"backend {backend!r} only runs symmetric weights (zero point 0): weight_symmetric=False "

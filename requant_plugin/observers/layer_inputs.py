@@ -6,7 +6,11 @@ and last layers at W4A4, the convention of the BRECQ, QDrop and PD-Quant tables)
 layer is the edge into it plus the chain of shape and pooling ops just before it (``flatten``,
 ``view``, average/max pooling, ``mean``...): in ``relu -> avgpool -> flatten -> linear`` the
 average pool and flatten outputs are re-quantized at ``bits``, the ReLU output keeps the global
-width (it is the previous layer's output). It works through the quantizer's
+width (it is the previous layer's output). With ``pooled=b`` every other layer whose input passes
+through an averaging op (:data:`AVERAGING_OPS`) gets such an observer at ``b`` too: the backends'
+quantizers give a pool's output the qparams of its input, which at 4 bits leaves the pooled features a
+few of the 16 levels (the weight calibration's ``act_bits`` simulation quantizes them on their own
+range). It works through the quantizer's
 ``prepare_obs_or_fq_callback``, which torchao's ``prepare_pt2e`` calls after creating the observers
 and before inserting them, so calibration, refinement and ``convert_pt2e`` see the new observers.
 """
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LAYER_OPS", "PASS_THROUGH_OPS", "layer_nodes", "set_input_bits"]
+__all__ = ["AVERAGING_OPS", "LAYER_OPS", "PASS_THROUGH_OPS", "layer_nodes", "pooled_layers", "set_input_bits"]
 
 #: aten ops of the weighted layers, by their ``str(node.target)``
 LAYER_OPS = frozenset({
@@ -34,6 +38,8 @@ PASS_THROUGH_OPS = frozenset({
     "aten.adaptive_avg_pool2d.default", "aten.avg_pool2d.default", "aten.max_pool2d.default",
     "aten.mean.dim",
 })
+#: the pass-through ops that average (a finer grid than their input's: it deserves its own range)
+AVERAGING_OPS = frozenset({"aten.adaptive_avg_pool2d.default", "aten.avg_pool2d.default", "aten.mean.dim"})
 
 ObserverFactory = Callable[[int], nn.Module]
 
@@ -72,23 +78,34 @@ def _input_keys(layer: torch.fx.Node) -> list[Any]:
     return keys
 
 
-def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: ObserverFactory) -> Any:
-    """Give the input of each layer named in ``bits`` an observer from ``make_observer(bits)``;
+def pooled_layers(graph: torch.fx.Graph) -> list[str]:
+    """The layers of :func:`layer_nodes` whose input chain passes through an averaging op."""
+    return [name for name, calls in layer_nodes(graph).items()
+            if any(str(op.target) in AVERAGING_OPS for layer in calls for op in _input_chain(layer)[1:])]
+
+
+def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: ObserverFactory, *,
+                   pooled: int | None = None) -> Any:
+    """Give the input of each layer named in ``bits`` an observer from ``make_observer(bits)``, and
+    with ``pooled`` each other layer of :func:`pooled_layers` one from ``make_observer(pooled)``;
     returns ``quantizer`` (changed in place: its ``prepare_obs_or_fq_callback``).
 
     Raises ValueError at ``prepare_pt2e`` when a name matches no Conv/Linear call of the graph
     (the names are module names of the model being prepared, e.g. ``"conv1"``, ``"fc"``).
     """
-    wanted = {str(k): int(v) for k, v in bits.items()}
+    named = {str(k): int(v) for k, v in bits.items()}
     before = quantizer.prepare_obs_or_fq_callback
 
     def callback(model: torch.fx.GraphModule, obs_map: dict[Any, nn.Module]) -> None:
         before(model, obs_map)
         nodes = layer_nodes(model.graph)
-        missing = sorted(set(wanted) - set(nodes))
+        missing = sorted(set(named) - set(nodes))
         if missing:
             raise ValueError(f"input bits name layers {missing} that are not Conv/Linear calls of the exported "
                              f"graph; its layers are: {sorted(nodes)}")
+        wanted = dict(named)
+        if pooled is not None:
+            wanted.update({name: pooled for name in pooled_layers(model.graph) if name not in named})
         for name, b in wanted.items():
             new: dict[int, nn.Module] = {}  # one new observer per old one: shared observers stay shared
             for layer in nodes[name]:

@@ -316,6 +316,8 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     calibrated on inputs of another width than ``act_bits`` (``quantize_weights(..., end_bits=8,
     act_bits=4)``, or an override's ``act_bits``) read their input at that width in the graph too
     (:func:`requant_plugin.observers.layer_inputs.set_input_bits`); their weights keep their own grids.
+    Below 8-bit activations (or with ``pooled_input="own"``) a layer reading pooled features reads them
+    through its own observer, after the pool (:attr:`ObserverSpec.pooled_input`).
     """
     resolved = spec_from(spec, args, options, _POSITIONAL)
     backend = resolved.backend or "x86_inductor"
@@ -336,13 +338,14 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
         _validate_spec(wspec)
         config = dataclasses.replace(config, weight=wspec)
     quantizer = make_quantizer(config, backend)
-    if own_bits:
+    pooled = resolved.act_bits if resolved.own_pooled_input else None
+    if own_bits or pooled is not None:
         def observer(bits: int) -> nn.Module:
             act = _requant_config(dataclasses.replace(resolved, act_bits=bits)).input_activation
             assert act is not None
             return observer_from_spec(act)
 
-        set_input_bits(quantizer, own_bits, observer)
+        set_input_bits(quantizer, own_bits, observer, pooled=pooled)
     return quantizer
 
 

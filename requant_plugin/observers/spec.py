@@ -22,11 +22,13 @@ from ..calib.sampling import DEFAULT_SAMPLE_SIZE
 from ..options import Granularity, PerChannel, PerTensor, Search, Space, check_bits, granularity
 from .base import RELU_MEAN_RATIO
 
-__all__ = ["FX_BACKENDS", "PT2E_BACKENDS", "PT2E_ALIASES", "ObserverSpec", "spec_from"]
+__all__ = ["FX_BACKENDS", "POOLED_INPUTS", "PT2E_ALIASES", "PT2E_BACKENDS", "ObserverSpec", "spec_from"]
 
 #: torch.ao FX backends (:mod:`.fx`) and torchao pt2e quantizers (:mod:`.pt2e`, with aliases)
 FX_BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn", "tensorrt")
 PT2E_BACKENDS: tuple[str, ...] = ("x86_inductor", "xnnpack")
+#: how a pt2e graph quantizes a layer's averaged (pooled) input: :attr:`ObserverSpec.pooled_input`
+POOLED_INPUTS: tuple[str, ...] = ("shared", "own")
 PT2E_ALIASES: dict[str, str] = {"x86": "x86_inductor", "inductor": "x86_inductor",
                                 "x86_inductor": "x86_inductor", "xnnpack": "xnnpack"}
 
@@ -53,6 +55,11 @@ class ObserverSpec:
         bins: activation histogram bins, ``>= 16``.
         act_sample_size: values binned per activation batch, ``>= 1024`` (``None``: every value, exact, ~30x slower).
         eps: smallest scale, finite ``> 0``; ``None``: FX torch's float32 eps, pt2e ``2**-12``.
+        pooled_input: pt2e quantizers: the input of a layer reading averaged features (avg pool or
+            mean, then flatten/view) is ``"shared"`` with the tensor before the pool (the backends'
+            annotation, what an int8 pooling kernel needs) or re-quantized on its ``"own"`` range after it
+            (:func:`~requant_plugin.observers.layer_inputs.set_input_bits`); ``None``: ``"own"`` below
+            8-bit activations, ``"shared"`` at 8. FX keeps torch's shared pooling qparams.
         is_qat: must stay ``False`` (the observers are post-training calibration observers).
     """
 
@@ -72,6 +79,7 @@ class ObserverSpec:
     bins: int = 2048
     act_sample_size: int | None = DEFAULT_SAMPLE_SIZE
     eps: float | None = None
+    pooled_input: str | None = None
     is_qat: bool = False
 
     def __post_init__(self) -> None:
@@ -98,6 +106,9 @@ class ObserverSpec:
         if self.act_sample_size is not None and int(self.act_sample_size) < 1024:
             raise ValueError(f"act_sample_size: sample_size must be at least 1024 (or None to bin every value), "
                              f"got {self.act_sample_size}")
+        if self.pooled_input not in (None, *POOLED_INPUTS):
+            raise ValueError(f"pooled_input must be one of {list(POOLED_INPUTS)} or None (own below 8-bit "
+                             f"activations), got {self.pooled_input!r}")
         if self.eps is not None and not (math.isfinite(float(self.eps)) and float(self.eps) > 0.0):
             raise ValueError(f"ObserverSpec: eps (the smallest scale) must be a finite number > 0, got {self.eps}; "
                              "leave it None for the flow's default")
@@ -106,6 +117,11 @@ class ObserverSpec:
     def per_channel(self) -> bool:
         """True for ``PerChannel`` weights."""
         return isinstance(self.granularity, PerChannel)
+
+    @property
+    def own_pooled_input(self) -> bool:
+        """Whether a pt2e graph re-quantizes pooled layer inputs on their own range (:attr:`pooled_input`)."""
+        return self.act_bits < 8 if self.pooled_input is None else self.pooled_input == "own"
 
     @property
     def ch_axis(self) -> int:

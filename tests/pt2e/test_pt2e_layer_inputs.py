@@ -128,3 +128,57 @@ def test_end_bits_on_a_torchvision_style_mobilenet_v2() -> None:
     levels = _input_levels(convert_pt2e(prepared))
     assert levels.pop("features.0.0") == 256 and levels.pop("classifier.1") == 256
     assert len(levels) > 40 and set(levels.values()) == {16}
+
+
+def _input_scales(q: torch.fx.GraphModule, layer: str) -> tuple[float, float]:
+    """The scales of the dequantize nodes feeding the average pool and ``layer``."""
+    pool = next(n for n in q.graph.nodes if "adaptive_avg_pool2d" in str(n.target))
+    (node,) = layer_nodes(q.graph)[layer]
+    return float(pool.args[0].args[1]), float(node.args[0].args[1])
+
+
+@pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
+def test_pooled_features_get_their_own_range_below_eight_bits(backend: str) -> None:
+    """At A4 a CIFAR ResNet-20's classifier reads the pooled features through its own observer, whose
+    scale is what an observer of the same spec computes on those features alone (captured from the
+    float model); at A8, or with ``pooled_input="shared"``, it reads them at the pool input's scale
+    (torchao's annotation)."""
+    from requant_plugin.observers.pt2e import get_requant_quantization_config, observer_from_spec
+    from requant_plugin.zoo.resnet_cifar import resnet20
+
+    torch.manual_seed(0)
+    net = resnet20().eval()
+    calib = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    ref = observer_from_spec(get_requant_quantization_config(8, 4).input_activation)
+    hook = net.linear.register_forward_pre_hook(lambda _m, args: ref(args[0]))
+    with torch.no_grad():
+        for x in calib:
+            net(x)
+    hook.remove()
+
+    def scales(**options: object) -> tuple[float, float]:
+        prepared = prepare_pt2e(torch.export.export(net, (calib[0],)).module(),
+                                get_requant_quantizer(8, backend=backend, **options))
+        with torch.no_grad():
+            for x in calib:
+                prepared(x)
+        return _input_scales(convert_pt2e(prepared), "linear")
+
+    own = scales(act_bits=4)
+    assert own[1] == pytest.approx(float(ref.calculate_qparams()[0]), rel=1e-4) and own[1] < 0.8 * own[0]
+    shared = scales(act_bits=4, pooled_input="shared")
+    assert shared[0] == shared[1]  # one observer saw the ReLU output and the pooled features
+    at8 = scales(act_bits=8)
+    assert at8[0] == at8[1]
+    forced = scales(act_bits=8, pooled_input="own")
+    assert forced[1] < forced[0]
+
+
+def test_pooled_input_values_are_checked() -> None:
+    from requant_plugin.qconfig import get_requant_qconfig
+
+    with pytest.raises(ValueError, match=r"pooled_input must be one of \['shared', 'own'\]"):
+        get_requant_quantizer(4, 4, pooled_input="mine")
+    with pytest.raises(ValueError, match="pt2e option"):
+        get_requant_qconfig(4, 4, pooled_input="own")
+    get_requant_qconfig(4, 4, pooled_input="shared")  # what FX does anyway
