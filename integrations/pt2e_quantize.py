@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     results = {"fp32": evaluate_accuracy(task.model, task.test)}
     rows = [("FP32", results["fp32"], "", "")]
     for key, label, quantizer in configurations(args.bits, args.act_bits, args.backend, args.variants):
-        refine = (args.refine or args.refine_layers) and key != "default"
-        quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration, refine=refine and RefineConfig(
-            layer_factors=LAYER_FACTORS if args.refine_layers else ()))
+        wanted = (args.refine or args.refine_layers) and key != "default"
+        refine = RefineConfig(layer_factors=LAYER_FACTORS if args.refine_layers else ()) if wanted else False
+        quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration, refine=refine)
         qdq = count_qdq(quantized)
         if not qdq.get("quantize_per_tensor"):
             raise RuntimeError(f"{label}: convert_pt2e produced no quantize nodes")

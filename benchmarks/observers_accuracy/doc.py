@@ -67,7 +67,7 @@ def markdown(models: dict[str, dict[str, Any]], args: argparse.Namespace, cmd: s
             else:
                 checks.append(f"{name} {bits} pt2e: REQuant {q - d:+.2f} vs default (target > 0: "
                               f"{'met' if q > d else 'NOT met'}); activation (quant_min, quant_max) in the "
-                              f"graph {[list(x) for x in r[f'{prefix}_requant']['act_ranges']]}")
+                              f"graph {r[f'{prefix}_requant']['act_ranges']}")
     lines += ["", "Acceptance checks:", ""] + [f"- {c}" for c in checks]
     lines += ["", "W4 weights from `quantize_weights(model, 4, recipe=..., fold_bn=True, calibration_data=<the same "
               "batches>)` carried into the observers with `weight_ranges=report` (pinned per-channel grids, REQuant "

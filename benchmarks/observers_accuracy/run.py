@@ -88,8 +88,8 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
                 q, sec = quantize_pt2e(task.model, quantizer, task.calibration, refine=refine)
                 qdq = count_qdq(q)
                 graph: Any = getattr(q, "graph")  # noqa: B009
-                ranges = sorted({(int(n.args[3]), int(n.args[4])) for n in graph.nodes
-                                 if ".quantize_per_tensor." in str(n.target)})
+                ranges = [list(r) for r in sorted({(int(n.args[3]), int(n.args[4])) for n in graph.nodes
+                                                   if ".quantize_per_tensor." in str(n.target)})]  # as cached
                 return {"acc": evaluate_accuracy(q, task.test), "calib_s": sec, "qdq": qdq,
                         "act_ranges": ranges}
             cached(f"pt2e_w{wb}a{ab}_{cfg}", pt)

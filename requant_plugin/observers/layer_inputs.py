@@ -78,9 +78,9 @@ def _input_keys(layer: torch.fx.Node) -> list[Any]:
     return keys
 
 
-def pooled_layers(graph: torch.fx.Graph) -> list[str]:
-    """The layers of :func:`layer_nodes` whose input chain passes through an averaging op."""
-    return [name for name, calls in layer_nodes(graph).items()
+def pooled_layers(nodes: Mapping[str, list[torch.fx.Node]]) -> list[str]:
+    """The layers of ``nodes`` (:func:`layer_nodes`) whose input chain passes through an averaging op."""
+    return [name for name, calls in nodes.items()
             if any(str(op.target) in AVERAGING_OPS for layer in calls for op in _input_chain(layer)[1:])]
 
 
@@ -105,7 +105,7 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
                              f"graph; its layers are: {sorted(nodes)}")
         wanted = dict(named)
         if pooled is not None:
-            wanted.update({name: pooled for name in pooled_layers(model.graph) if name not in named})
+            wanted.update({name: pooled for name in pooled_layers(nodes) if name not in named})
         for name, b in wanted.items():
             new: dict[int, nn.Module] = {}  # one new observer per old one: shared observers stay shared
             for layer in nodes[name]:
