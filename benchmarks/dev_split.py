@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cd1": {"feedback_sweeps": 1},
     "cd2": {"feedback_sweeps": 2},
     "cd4": {"feedback_sweeps": 4},
+    "ends8": {"end_bits": 8},  # first and last layer at 8 bits (the BRECQ / QDrop convention)
 }
 #: Refinement settings (:class:`requant_plugin.refine.RefineConfig` fields) compared: the 512 calibration images
 #: with ``tol=0.01`` (the defaults before the choice), the first half of them (``images=256``: 8 of the 16
@@ -68,6 +69,8 @@ PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} 
 #: the classifier reading the pooled features through the pool input's observer (torchao's annotation; the
 #: default before ``ObserverSpec.pooled_input``), against its own observer after the pool (the default below A8)
 PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
+#: the operands of residual adds (the shortcut) on their own 8-bit observers (``ObserverSpec.residual_bits``)
+PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
 
@@ -132,7 +135,7 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
 
 
 def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, pooled_input: str | None = None,
-          **refine: Any) -> nn.Module:
+          residual_bits: int | None = None, **refine: Any) -> nn.Module:
     """The integer-graph path of :data:`PT2E_VARIANTS` (the converted q/dq graph)."""
     from requant_plugin.observers.flows import quantize_pt2e
     from requant_plugin.pt2e import get_requant_quantizer
@@ -141,7 +144,8 @@ def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, p
 
     qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=cal, fold_bn=True,
                                   act_bits=act_bits)
-    quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, pooled_input=pooled_input)
+    quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, pooled_input=pooled_input,
+                                      residual_bits=residual_bits)
     return quantize_pt2e(qw, quantizer, cal, refine=RefineConfig(**refine))[0]
 
 

@@ -76,6 +76,7 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
 
 
 def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int | None = None,
+               residual_bits: int | None = None,
                ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
@@ -84,7 +85,9 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
     compensated target and bias correction absorb the activation error too); without it, on float
     activations (the ablation row of ``act_bits``). ``per_observer``: the refinement's opt-in second stage,
     one range factor per activation observer (``layer_factors=LAYER_FACTORS``). ``end_bits``: the first and
-    last layers' weights and inputs at this width (the W4A4 convention of BRECQ, QDrop and PD-Quant)."""
+    last layers' weights and inputs at this width (the W4A4 convention of BRECQ, QDrop and PD-Quant).
+    ``residual_bits``: the operands of the residual adds (the shortcut) on their own observers at this width
+    (``ObserverSpec.residual_bits``)."""
 
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         act_bits = opts.get("act_bits")
@@ -98,7 +101,8 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
                                       fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits)
-        q, _ = quantize_pt2e(qw, get_requant_quantizer(bits, act_bits, weight_ranges=report), list(cal),
+        quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, residual_bits=residual_bits)
+        q, _ = quantize_pt2e(qw, quantizer, list(cal),
                              refine=RefineConfig(layer_factors=LAYER_FACTORS if per_observer else ()))
         return q, time.perf_counter() - t0
 
@@ -180,6 +184,10 @@ METHODS: list[Method] = [
     Method("pt2e-ends8-layers", "REQuant pt2e, first and last layer 8-bit, + one activation range factor per observer",
            "ours", "per-channel sym", _ours_pt2e(per_observer=True, end_bits=8), acts=True, weights=False,
            same_setting=False),
+    Method("pt2e-res8", "REQuant pt2e, residual adds' operands 8-bit (residual_bits=8)", "ours", "per-channel sym",
+           _ours_pt2e(residual_bits=8), acts=True, weights=False, same_setting=False),
+    Method("pt2e-ends8-res8", "REQuant pt2e, first and last layer and residual adds' operands 8-bit", "ours",
+           "per-channel sym", _ours_pt2e(end_bits=8, residual_bits=8), acts=True, weights=False, same_setting=False),
     Method("pt2e-float-acts", "REQuant pt2e, weights calibrated on float activations (act_bits ablation)", "ours",
            "per-channel sym", _ours_pt2e(simulate=False), acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),

@@ -96,6 +96,9 @@ def _fx_backend(spec: ObserverSpec) -> tuple[str, bool]:
     if spec.pooled_input == "own":
         raise ValueError("pooled_input='own' is a pt2e option (get_requant_quantizer); the FX mappings keep "
                          "torch's shared pooling qparams: leave pooled_input None or 'shared'")
+    if spec.residual_bits is not None:
+        raise ValueError(f"residual_bits={spec.residual_bits} is a pt2e option (get_requant_quantizer); the FX "
+                         "mappings quantize every activation at act_bits: leave residual_bits None")
     if not spec.weight_symmetric and backend in SYMMETRIC_WEIGHT_BACKENDS:
         raise ValueError(
             f"backend {backend!r} only runs symmetric weights (zero point 0): weight_symmetric=False "

@@ -10,7 +10,9 @@ width (it is the previous layer's output). With ``pooled=b`` every other layer w
 through an averaging op (:data:`AVERAGING_OPS`) gets such an observer at ``b`` too: the backends'
 quantizers give a pool's output the qparams of its input, which at 4 bits leaves the pooled features a
 few of the 16 levels (the weight calibration's ``act_bits`` simulation quantizes them on their own
-range). It works through the quantizer's
+range). With ``residual=b`` each quantized operand of a residual add (:data:`ADD_OPS` of two tensors:
+the shortcut into a fused conv+add) gets its own observer at ``b``: the residual stream bypasses the
+layers, so its quantization error reaches the output uncompensated. It works through the quantizer's
 ``prepare_obs_or_fq_callback``, which torchao's ``prepare_pt2e`` calls after creating the observers
 and before inserting them, so calibration, refinement and ``convert_pt2e`` see the new observers.
 """
@@ -24,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AVERAGING_OPS", "LAYER_OPS", "PASS_THROUGH_OPS", "layer_nodes", "pooled_layers", "set_input_bits"]
+__all__ = ["ADD_OPS", "AVERAGING_OPS", "LAYER_OPS", "PASS_THROUGH_OPS", "layer_nodes", "pooled_layers",
+           "residual_edges", "set_input_bits"]
 
 #: aten ops of the weighted layers, by their ``str(node.target)``
 LAYER_OPS = frozenset({
@@ -40,6 +43,8 @@ PASS_THROUGH_OPS = frozenset({
 })
 #: the pass-through ops that average (a finer grid than their input's: it deserves its own range)
 AVERAGING_OPS = frozenset({"aten.adaptive_avg_pool2d.default", "aten.avg_pool2d.default", "aten.mean.dim"})
+#: elementwise additions; one of two tensors is a residual add
+ADD_OPS = frozenset({"aten.add.Tensor", "aten.add_.Tensor"})
 
 ObserverFactory = Callable[[int], nn.Module]
 
@@ -84,10 +89,26 @@ def pooled_layers(nodes: Mapping[str, list[torch.fx.Node]]) -> list[str]:
             if any(str(op.target) in AVERAGING_OPS for layer in calls for op in _input_chain(layer)[1:])]
 
 
+def residual_edges(graph: torch.fx.Graph) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+    """``(operand, add)`` for each tensor operand of each add of two tensors in ``graph``."""
+    return [(arg, node) for node in graph.nodes if node.op == "call_function" and str(node.target) in ADD_OPS
+            and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2])
+            for arg in node.args[:2]]
+
+
+def _observe_edges_only(node: torch.fx.Node, obs_map: dict[Any, nn.Module]) -> None:
+    """Drop ``node``'s output observer where every reader observes its own edge: prepare then inserts
+    each edge's observer on the float output (else a new edge observer re-quantizes the output
+    observer's values, e.g. xnnpack's observed ReLU outputs)."""
+    if node in obs_map and all((node, user) in obs_map for user in node.users):
+        del obs_map[node]
+
+
 def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: ObserverFactory, *,
-                   pooled: int | None = None) -> Any:
-    """Give the input of each layer named in ``bits`` an observer from ``make_observer(bits)``, and
-    with ``pooled`` each other layer of :func:`pooled_layers` one from ``make_observer(pooled)``;
+                   pooled: int | None = None, residual: int | None = None) -> Any:
+    """Give the input of each layer named in ``bits`` an observer from ``make_observer(bits)``, with
+    ``pooled`` each other layer of :func:`pooled_layers` one from ``make_observer(pooled)``, and with
+    ``residual`` each observed edge of :func:`residual_edges` one from ``make_observer(residual)``;
     returns ``quantizer`` (changed in place: its ``prepare_obs_or_fq_callback``).
 
     Raises ValueError at ``prepare_pt2e`` when a name matches no Conv/Linear call of the graph
@@ -113,6 +134,12 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
                     if key in obs_map:
                         old = obs_map[key]
                         obs_map[key] = new.setdefault(id(old), make_observer(b))
+        if residual is not None:
+            shared: dict[int, nn.Module] = {}
+            for edge in residual_edges(model.graph):
+                if edge in obs_map:
+                    obs_map[edge] = shared.setdefault(id(obs_map[edge]), make_observer(residual))
+                    _observe_edges_only(edge[0], obs_map)
 
     quantizer.prepare_obs_or_fq_callback = callback
     return quantizer

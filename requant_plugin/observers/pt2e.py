@@ -317,7 +317,8 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     act_bits=4)``, or an override's ``act_bits``) read their input at that width in the graph too
     (:func:`requant_plugin.observers.layer_inputs.set_input_bits`); their weights keep their own grids.
     Below 8-bit activations (or with ``pooled_input="own"``) a layer reading pooled features reads them
-    through its own observer, after the pool (:attr:`ObserverSpec.pooled_input`).
+    through its own observer, after the pool (:attr:`ObserverSpec.pooled_input`); with ``residual_bits``
+    the operands of residual adds are quantized on their own observers at that width.
     """
     resolved = spec_from(spec, args, options, _POSITIONAL)
     backend = resolved.backend or "x86_inductor"
@@ -339,13 +340,14 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
         config = dataclasses.replace(config, weight=wspec)
     quantizer = make_quantizer(config, backend)
     pooled = resolved.act_bits if resolved.own_pooled_input else None
-    if own_bits or pooled is not None:
+    residual = resolved.residual_bits
+    if own_bits or pooled is not None or residual is not None:
         def observer(bits: int) -> nn.Module:
             act = _requant_config(dataclasses.replace(resolved, act_bits=bits)).input_activation
             assert act is not None
             return observer_from_spec(act)
 
-        set_input_bits(quantizer, own_bits, observer, pooled=pooled)
+        set_input_bits(quantizer, own_bits, observer, pooled=pooled, residual=residual)
     return quantizer
 
 

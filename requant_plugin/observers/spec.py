@@ -60,6 +60,10 @@ class ObserverSpec:
             annotation, what an int8 pooling kernel needs) or re-quantized on its ``"own"`` range after it
             (:func:`~requant_plugin.observers.layer_inputs.set_input_bits`); ``None``: ``"own"`` below
             8-bit activations, ``"shared"`` at 8. FX keeps torch's shared pooling qparams.
+        residual_bits: pt2e quantizers: the width of the quantized operands of residual adds
+            (``aten.add`` of two tensors: the shortcut into a fused conv+add), each on its own observer;
+            ``None``: ``act_bits``, shared with the tensor's other readers (the strict ``WxAy`` setting).
+            Every Conv/Linear input keeps ``act_bits``. FX refuses anything but ``None``.
         is_qat: must stay ``False`` (the observers are post-training calibration observers).
     """
 
@@ -80,6 +84,7 @@ class ObserverSpec:
     act_sample_size: int | None = DEFAULT_SAMPLE_SIZE
     eps: float | None = None
     pooled_input: str | None = None
+    residual_bits: int | None = None
     is_qat: bool = False
 
     def __post_init__(self) -> None:
@@ -109,6 +114,8 @@ class ObserverSpec:
         if self.pooled_input not in (None, *POOLED_INPUTS):
             raise ValueError(f"pooled_input must be one of {list(POOLED_INPUTS)} or None (own below 8-bit "
                              f"activations), got {self.pooled_input!r}")
+        if self.residual_bits is not None:
+            put(self, "residual_bits", check_bits(self.residual_bits))
         if self.eps is not None and not (math.isfinite(float(self.eps)) and float(self.eps) > 0.0):
             raise ValueError(f"ObserverSpec: eps (the smallest scale) must be a finite number > 0, got {self.eps}; "
                              "leave it None for the flow's default")

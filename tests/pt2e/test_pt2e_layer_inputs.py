@@ -182,3 +182,61 @@ def test_pooled_input_values_are_checked() -> None:
     with pytest.raises(ValueError, match="pt2e option"):
         get_requant_qconfig(4, 4, pooled_input="own")
     get_requant_qconfig(4, 4, pooled_input="shared")  # what FX does anyway
+
+
+def _add_operands(q: torch.fx.GraphModule) -> list[list[torch.fx.Node]]:
+    """Per add of two tensors, its operands that are dequantize nodes."""
+    return [[a for a in n.args[:2] if "dequantize_per_tensor" in str(a.target)]
+            for n in q.graph.nodes if n.op == "call_function" and "aten.add" in str(n.target)
+            and all(isinstance(a, torch.fx.Node) for a in n.args[:2])]
+
+
+@pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
+def test_residual_operands_get_their_own_width(backend: str) -> None:
+    """With ``residual_bits=8`` at A4, every quantized operand of a ResNet-20's residual adds reads 256
+    codes on the scale an 8-bit observer of the same spec computes on the block input alone (captured
+    from the float model), while every Conv/Linear input keeps 16 codes; by default the shortcut shares
+    the 16 codes and the scale of the next block's first conv input."""
+    from requant_plugin.observers.pt2e import get_requant_quantization_config, observer_from_spec
+    from requant_plugin.zoo.resnet_cifar import resnet20
+
+    torch.manual_seed(0)
+    net = resnet20().eval()
+    calib = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    ref = observer_from_spec(get_requant_quantization_config(8, 8).input_activation)
+    hook = net.layer1[0].relu2.register_forward_hook(lambda _m, _a, out: ref(out))
+    with torch.no_grad():
+        for x in calib:
+            net(x)
+    hook.remove()
+
+    def converted(**options: object) -> torch.fx.GraphModule:
+        prepared = prepare_pt2e(torch.export.export(net, (calib[0],)).module(),
+                                get_requant_quantizer(8, 4, backend=backend, **options))
+        with torch.no_grad():
+            for x in calib:
+                prepared(x)
+        return convert_pt2e(prepared)
+
+    def levels(dq: torch.fx.Node) -> int:
+        return int(dq.args[4]) - int(dq.args[3]) + 1
+
+    own, shared = converted(residual_bits=8), converted()
+    for q, width in ((own, 256), (shared, 16)):
+        adds = _add_operands(q)
+        assert len(adds) == 9 and all(adds), "one quantized shortcut per residual block"
+        assert all(levels(dq) == width for ops in adds for dq in ops)
+        assert set(_input_levels(q).values()) == {16}
+    (dq,) = [a for a in _add_operands(own)[1] if "relu" in str(a.args[0].args[0].target)]  # the shortcut
+    assert float(dq.args[1]) == pytest.approx(float(ref.calculate_qparams()[0]), rel=1e-4)
+    conv1 = layer_nodes(shared.graph)["layer1.1.conv1"][0].args[0]
+    assert any(dq.args[1:] == conv1.args[1:] for dq in _add_operands(shared)[1])
+
+
+def test_residual_bits_are_checked() -> None:
+    from requant_plugin.qconfig import get_requant_qconfig
+
+    with pytest.raises(ValueError, match="bits=1 is not supported"):
+        get_requant_quantizer(4, 4, residual_bits=1)
+    with pytest.raises(ValueError, match="residual_bits=8 is a pt2e option"):
+        get_requant_qconfig(4, 4, residual_bits=8)
