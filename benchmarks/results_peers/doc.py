@@ -44,6 +44,11 @@ columns.
   the classifier reads); every other layer as in the row above. Not a peer comparison (the peers' rows
   quantize every layer at the cell's width); it is left out of "Best method per cell". The row after it adds
   the opt-in per-observer activation range factors (`layer_factors=LAYER_FACTORS`) to the same setting.
+- **REQuant pt2e, residual adds' operands 8-bit** (W4A4; **another setting**): the graph of the all-4-bit row with
+  `get_requant_quantizer(..., residual_bits=8)`: the shortcut operand of each residual add (the block input the
+  fused conv+add reads beside the conv) is quantized on its own 8-bit observer instead of sharing the 4-bit codes
+  of the next layer's input; every Conv/Linear still reads 4-bit activations. The row after it also keeps the
+  first and last layer at 8 bits. Not peer comparisons (left out of "Best method per cell").
 - **REQuant pt2e, weights calibrated on float activations** (the ablation of `act_bits`): the same graph,
   with `quantize_weights` called without `act_bits`, so the weights are matched on float activations.
 - **Brevitas 0.13.4** (`benchmarks/harness/peers/brevitas_ptq.py`): `brevitas.graph.quantize.layerwise_quantize`
@@ -240,7 +245,10 @@ symmetric: W2 is ternary). AIMET 2.42 does not import beside the CPU torch (`tor
 says so. Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
 the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly. The row "first and last
 layer 8-bit" (W4A4, three seeds) is the setting of the W4A4 results of BRECQ, QDrop and PD-Quant that issue 18
-quotes, not the setting of the other rows: compare it with the all-4-bit pt2e row above it, not with the peers."""
+quotes, not the setting of the other rows: compare it with the all-4-bit pt2e row above it, not with the peers.
+The rows "residual adds' operands 8-bit" (three seeds) keep the residual stream's copy into each add at 8 bits
+(`ObserverSpec.residual_bits=8`), another setting again: on ResNet-56 the 4-bit shortcut is about half of the
+graph's output error (docs/dev-split.md, section dev-residual)."""
 
 
 def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], keys: list[str], settings: list[str],
