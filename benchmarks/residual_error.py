@@ -31,16 +31,10 @@ from benchmarks.dev_split import CAL_POOL, DOC, HEADER, calibration, load, logit
 from benchmarks.harness.cache import code_digest
 from benchmarks.harness.markdown import md_table, write_section
 from benchmarks.harness.runtime import command, environment, progress, setup
+from requant_plugin.range.fake_quant import fake_quant_per_tensor
 
 COLUMNS = ("weights only", "simulated layer inputs", "+ shortcut 4-bit", "+ shortcut 8-bit", "graph",
            "graph, residual_bits=8")
-
-
-def fake_quant(x: torch.Tensor, scale: float, zero_point: int, lo: int, hi: int) -> torch.Tensor:
-    """``s (clip(round(x / s) + z, lo, hi) - z)`` (a leaf for the fx trace)."""
-    from requant_plugin.range.fake_quant import fake_quant_per_tensor
-
-    return fake_quant_per_tensor(x, scale, zero_point, lo, hi)
 
 
 def with_shortcuts(model: nn.Module, qparams: dict[str, Any]) -> fx.GraphModule:
@@ -58,7 +52,8 @@ def with_shortcuts(model: nn.Module, qparams: dict[str, Any]) -> fx.GraphModule:
         if not others:
             continue
         with gm.graph.inserting_after(src):
-            fq = gm.graph.call_function(fake_quant, (src, qp.scale, qp.zero_point, qp.quant_min, qp.quant_max))
+            args = (src, qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
+            fq = gm.graph.call_function(fake_quant_per_tensor, args)
         for u in others:
             u.replace_input_with(src, fq)
     gm.recompile()

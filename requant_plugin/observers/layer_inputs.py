@@ -96,12 +96,18 @@ def residual_edges(graph: torch.fx.Graph) -> list[tuple[torch.fx.Node, torch.fx.
             for arg in node.args[:2]]
 
 
-def _observe_edges_only(node: torch.fx.Node, obs_map: dict[Any, nn.Module]) -> None:
-    """Drop ``node``'s output observer where every reader observes its own edge: prepare then inserts
-    each edge's observer on the float output (else a new edge observer re-quantizes the output
-    observer's values, e.g. xnnpack's observed ReLU outputs)."""
-    if node in obs_map and all((node, user) in obs_map for user in node.users):
-        del obs_map[node]
+def _own_observers(obs_map: dict[Any, nn.Module], keys: list[Any], bits: int, make_observer: ObserverFactory) -> None:
+    """Replace the observer of each of ``keys`` found in ``obs_map`` with one from ``make_observer(bits)``,
+    one new observer per old one (shared observers stay shared). An edge's source loses its output
+    observer where every reader observes its own edge: prepare then inserts each edge's observer on the
+    float output (else the new edge observer would re-quantize the output observer's values, e.g.
+    xnnpack's observed ReLU outputs)."""
+    new: dict[int, nn.Module] = {}
+    for key in keys:
+        if key in obs_map:
+            obs_map[key] = new.setdefault(id(obs_map[key]), make_observer(bits))
+            if isinstance(key, tuple) and key[0] in obs_map and all((key[0], u) in obs_map for u in key[0].users):
+                del obs_map[key[0]]
 
 
 def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: ObserverFactory, *,
@@ -128,18 +134,9 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
         if pooled is not None:
             wanted.update({name: pooled for name in pooled_layers(nodes) if name not in named})
         for name, b in wanted.items():
-            new: dict[int, nn.Module] = {}  # one new observer per old one: shared observers stay shared
-            for layer in nodes[name]:
-                for key in _input_keys(layer):
-                    if key in obs_map:
-                        old = obs_map[key]
-                        obs_map[key] = new.setdefault(id(old), make_observer(b))
+            _own_observers(obs_map, [key for layer in nodes[name] for key in _input_keys(layer)], b, make_observer)
         if residual is not None:
-            shared: dict[int, nn.Module] = {}
-            for edge in residual_edges(model.graph):
-                if edge in obs_map:
-                    obs_map[edge] = shared.setdefault(id(obs_map[edge]), make_observer(residual))
-                    _observe_edges_only(edge[0], obs_map)
+            _own_observers(obs_map, residual_edges(model.graph), residual, make_observer)
 
     quantizer.prepare_obs_or_fq_callback = callback
     return quantizer

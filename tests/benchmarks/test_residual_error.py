@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmarks.residual_error import fake_quant, with_shortcuts
+from benchmarks.residual_error import with_shortcuts
 from requant_plugin.ptq.activation_sim import ActQParams
+from requant_plugin.range.fake_quant import fake_quant_per_tensor
 
 
 class Block(nn.Module):
@@ -25,7 +26,7 @@ def test_the_shortcut_reads_the_fake_quantized_input() -> None:
     x = torch.rand(3, 2, 4, 4) * 3
     qp = ActQParams(scale=0.25, zero_point=0, quant_min=0, quant_max=15, alpha=1.0)
     traced = with_shortcuts(block, {"conv": qp})
-    xq = fake_quant(x, 0.25, 0, 0, 15)
+    xq = fake_quant_per_tensor(x, 0.25, 0, 0, 15)
     assert not torch.equal(xq, x)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), block.conv(x) + xq)  # the conv still reads the float input

@@ -240,3 +240,16 @@ def test_residual_bits_are_checked() -> None:
         get_requant_quantizer(4, 4, residual_bits=1)
     with pytest.raises(ValueError, match="residual_bits=8 is a pt2e option"):
         get_requant_qconfig(4, 4, residual_bits=8)
+
+
+@pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
+def test_an_own_width_input_reads_the_float_activation(backend: str) -> None:
+    """A layer given its own input width quantizes the float activation, not the dequantized codes of the
+    global width: on xnnpack the ReLU output carries its own observer, which the new one must not follow."""
+    qmodel, rep = _quantized(None, overrides={"conv2": {"bits": 8, "act_bits": 8}})
+    q = _converted(qmodel, get_requant_quantizer(4, 4, backend=backend, weight_ranges=rep))
+    assert _input_levels(q) == {"conv1": 16, "conv2": 256, "fc": 16}
+    (conv2,) = layer_nodes(q.graph)["conv2"]
+    quantize = conv2.args[0].args[0]
+    assert "quantize_per_tensor" in str(quantize.target)
+    assert "relu" in str(quantize.args[0].target), f"conv2 re-quantizes {quantize.args[0].target}"
