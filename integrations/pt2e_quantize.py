@@ -10,6 +10,8 @@ prints the top-1 accuracy of each::
 
     python integrations/pt2e_quantize.py --model resnet20 --bits 4 --act-bits 4 --calib-batches 16
 
+``--residual-bits 8`` adds a row with the residual adds' operands on their own 8-bit observers
+(``ObserverSpec.residual_bits``: another setting, every Conv/Linear input stays at ``--act-bits``).
 ``--variants`` also evaluates REQuant's plain weight-MSE objective (``rho = 0``), REQuant
 activations with min-max weights, and the sqrt-space weight range. A thin command line over
 :mod:`requant_plugin.observers.flows` and :mod:`requant_plugin.observers.scripts`.
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                      batch_size=args.batch_size, seed=args.seed)
     results = {"fp32": evaluate_accuracy(task.model, task.test)}
     rows = [("FP32", results["fp32"], "", "")]
-    for key, label, quantizer in configurations(args.bits, args.act_bits, args.backend, args.variants):
+    for key, label, quantizer in configurations(args.bits, args.act_bits, args.backend, args.variants,
+                                                args.residual_bits):
         wanted = (args.refine or args.refine_layers) and key != "default"
         refine = RefineConfig(layer_factors=LAYER_FACTORS if args.refine_layers else ()) if wanted else False
         quantized, seconds = quantize_pt2e(task.model, quantizer, task.calibration, refine=refine)
@@ -55,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=4, help="weight bits (2..8)")
     p.add_argument("--act-bits", type=int, default=None, help="activation bits (default: 8)")
     p.add_argument("--backend", default="x86_inductor", choices=("x86_inductor", "xnnpack"))
+    p.add_argument("--residual-bits", type=int, default=None, choices=range(2, 9), metavar="{2..8}",
+                   help="also REQuant with the residual adds' operands on their own observers at this width "
+                        "(ObserverSpec.residual_bits)")
     p.add_argument("--variants", action="store_true", help="also rho=0, min-max and sqrt-space weights")
     p.add_argument("--refine", action="store_true",
                    help="fit one shared activation range factor of the REQuant configurations on the "

@@ -99,13 +99,15 @@ def common_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def configurations(weight_bits: int, act_bits: int, backend: str, variants: bool = False
-                   ) -> list[tuple[str, str, Any]]:
+def configurations(weight_bits: int, act_bits: int, backend: str, variants: bool = False,
+                   residual_bits: int | None = None) -> list[tuple[str, str, Any]]:
     """``(key, label, quantizer)`` for the default and the REQuant configs (plus variants).
 
     ``requant`` is ``get_requant_quantizer``'s default (REQuant activations; weights searched on
     the weight MSE plus the coherent output-error term, ``rho = 0.467``); the variants are
     REQuant's plain weight MSE (``rho = 0``), min-max weights, and the sqrt-space weight range.
+    ``residual_bits`` adds ``requant_res{b}``: REQuant with the residual adds' operands on their own
+    ``b``-bit observers (:attr:`~requant_plugin.observers.spec.ObserverSpec.residual_bits`, another setting).
     """
     from .pt2e import get_requant_quantizer, get_torchao_default_quantization_config, make_quantizer
 
@@ -114,6 +116,9 @@ def configurations(weight_bits: int, act_bits: int, backend: str, variants: bool
          make_quantizer(get_torchao_default_quantization_config(weight_bits, act_bits, backend=backend), backend)),
         ("requant", "REQuant", get_requant_quantizer(weight_bits, act_bits, backend=backend)),
     ]
+    if residual_bits is not None:
+        out.append((f"requant_res{residual_bits}", f"REQuant, residual adds' operands {residual_bits}-bit",
+                    get_requant_quantizer(weight_bits, act_bits, backend=backend, residual_bits=residual_bits)))
     if variants:
         out += [
             ("requant_mse", "REQuant, plain weight MSE (rho=0)",

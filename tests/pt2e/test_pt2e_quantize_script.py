@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
 
@@ -53,3 +54,35 @@ def test_pt2e_script_uses_the_flow_helpers() -> None:
 
     mod = _load("pt2e_quantize_script_names")
     assert mod.quantize_pt2e is flows.quantize_pt2e and mod.count_qdq is flows.count_qdq
+
+
+def test_pt2e_script_residual_bits_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--residual-bits 8`` adds one REQuant row whose quantizer gives every residual add's quantized
+    operands 256 codes (a ResNet-20 graph at A4), while the plain REQuant row shares the 16-code input."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from requant_plugin.zoo.resnet_cifar import resnet20
+
+    mod = _load("pt2e_quantize_script_residual")
+    assert mod.main(["--model", "smallcnn", "--bits", "4", "--act-bits", "4", "--calib-batches", "2",
+                     "--batch-size", "16", "--test-limit", "120", "--residual-bits", "8"]) == 0
+    assert "REQuant, residual adds' operands 8-bit" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main(["--model", "smallcnn", "--residual-bits", "1"])
+    capsys.readouterr()
+
+    torch.manual_seed(0)
+    net = resnet20().eval()
+    x = torch.randn(4, 3, 32, 32)
+    rows = {key: q for key, _label, q in mod.configurations(4, 4, "x86_inductor", residual_bits=8)}
+    widths = {}
+    for key in ("requant", "requant_res8"):
+        prepared = prepare_pt2e(torch.export.export(net, (x,)).module(), rows[key])
+        with torch.no_grad():
+            prepared(x)
+        q = convert_pt2e(prepared)
+        widths[key] = {int(a.args[4]) - int(a.args[3]) + 1
+                       for n in q.graph.nodes if n.op == "call_function" and "aten.add" in str(n.target)
+                       for a in n.args[:2]
+                       if isinstance(a, torch.fx.Node) and "dequantize_per_tensor" in str(a.target)}
+    assert widths == {"requant": {16}, "requant_res8": {256}}
