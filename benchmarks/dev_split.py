@@ -71,6 +71,10 @@ PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} 
 PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
 #: the operands of residual adds (the shortcut) on their own 8-bit observers (``ObserverSpec.residual_bits``)
 PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8}
+#: the layer inputs searching their own ranges on the graph (``ObserverSpec.act_ranges="observed"``) instead of
+#: taking the ranges the weight calibration simulated (``"report"``, the default)
+PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
+PT2E_VARIANTS["pt2e-a4-res8-observed"] = {**PT2E_VARIANTS["pt2e-a4-res8"], "act_ranges": "observed"}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
 
@@ -135,7 +139,7 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
 
 
 def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, pooled_input: str | None = None,
-          residual_bits: int | None = None, **refine: Any) -> nn.Module:
+          residual_bits: int | None = None, act_ranges: str = "report", **refine: Any) -> nn.Module:
     """The integer-graph path of :data:`PT2E_VARIANTS` (the converted q/dq graph)."""
     from requant_plugin.observers.flows import quantize_pt2e
     from requant_plugin.pt2e import get_requant_quantizer
@@ -145,7 +149,7 @@ def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, p
     qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=cal, fold_bn=True,
                                   act_bits=act_bits)
     quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, pooled_input=pooled_input,
-                                      residual_bits=residual_bits)
+                                      residual_bits=residual_bits, act_ranges=act_ranges)
     return quantize_pt2e(qw, quantizer, cal, refine=RefineConfig(**refine))[0]
 
 

@@ -10,6 +10,7 @@ from .observers.pt2e import (
     RELU_MEAN_RATIO,
     ObserverSpec,
     PerChannelREQuantObserver,
+    PinnedActivationObserver,
     PinnedWeightObserver,
     REQuantObserver,
     REQuantWeightObserver,
@@ -22,6 +23,7 @@ from .observers.untie import untie_graph_weights
 
 __all__ = [
     "BACKENDS", "DEFAULT_EPS", "RELU_MEAN_RATIO", "ObserverSpec", "PerChannelREQuantObserver",
-    "PinnedWeightObserver", "REQuantObserver", "REQuantWeightObserver", "get_requant_quantization_config",
-    "get_requant_quantizer", "get_torchao_default_quantization_config", "make_quantizer", "untie_graph_weights",
+    "PinnedActivationObserver", "PinnedWeightObserver", "REQuantObserver", "REQuantWeightObserver",
+    "get_requant_quantization_config", "get_requant_quantizer", "get_torchao_default_quantization_config",
+    "make_quantizer", "untie_graph_weights",
 ]

@@ -5,14 +5,18 @@ give the input of each named Conv/Linear layer its own observer at ``bits`` (e.g
 and last layers at W4A4, the convention of the BRECQ, QDrop and PD-Quant tables). The input of a
 layer is the edge into it plus the chain of shape and pooling ops just before it (``flatten``,
 ``view``, average/max pooling, ``mean``...): in ``relu -> avgpool -> flatten -> linear`` the
-average pool and flatten outputs are re-quantized at ``bits``, the ReLU output keeps the global
-width (it is the previous layer's output). With ``pooled=b`` every other layer whose input passes
-through an averaging op (:data:`AVERAGING_OPS`) gets such an observer at ``b`` too: the backends'
-quantizers give a pool's output the qparams of its input, which at 4 bits leaves the pooled features a
-few of the 16 levels (the weight calibration's ``act_bits`` simulation quantizes them on their own
-range). With ``residual=b`` each quantized operand of a residual add (:data:`ADD_OPS` of two tensors:
-the shortcut into a fused conv+add) gets its own observer at ``b``: the residual stream bypasses the
-layers, so its quantization error reaches the output uncompensated. It works through the quantizer's
+average pool and flatten outputs are re-quantized at ``bits``. With ``pooled=b`` every other layer
+whose input passes through an averaging op (:data:`AVERAGING_OPS`) gets such an observer at ``b``
+too: the backends' quantizers give a pool's output the qparams of its input, which at 4 bits leaves
+the pooled features a few of the 16 levels (the weight calibration's ``act_bits`` simulation
+quantizes them on their own range). An averaging op in such a chain reads its producer's float
+output where nothing else reads it (:func:`_float_pool_input`): the pooled features are quantized
+once, on their own range, as the simulation does. With ``residual=b`` each quantized operand of a
+residual add (:data:`ADD_OPS` of two tensors: the shortcut into a fused conv+add) gets its own
+observer at ``b``: the residual stream bypasses the layers, so its quantization error reaches the
+output uncompensated. With ``pinned`` each named layer's input observer (and every key sharing it)
+is replaced by the one its factory makes, e.g. one holding the range the weights were calibrated
+against. It works through the quantizer's
 ``prepare_obs_or_fq_callback``, which torchao's ``prepare_pt2e`` calls after creating the observers
 and before inserting them, so calibration, refinement and ``convert_pt2e`` see the new observers.
 """
@@ -110,11 +114,37 @@ def _own_observers(obs_map: dict[Any, nn.Module], keys: list[Any], bits: int, ma
                 del obs_map[key[0]]
 
 
+def _float_pool_input(obs_map: dict[Any, nn.Module], layer: torch.fx.Node) -> None:
+    """Drop the observers before the farthest averaging op of ``layer``'s input chain (its input edge and
+    its producer's output) when that op is the producer's only reader: the layer's own observers after the
+    pool quantize the averaged features, and ``pool(q(x))`` would add the producer-width error first."""
+    chain = _input_chain(layer)
+    pools = [op for op in chain[1:] if str(op.target) in AVERAGING_OPS]
+    if not pools:
+        return
+    src = pools[-1].args[0]
+    if isinstance(src, torch.fx.Node) and set(src.users) == {pools[-1]}:
+        obs_map.pop((src, pools[-1]), None)
+        obs_map.pop(src, None)
+
+
+def _pin(obs_map: dict[Any, nn.Module], keys: list[Any], make: Callable[[], nn.Module]) -> None:
+    """Replace the observers of ``keys`` with one from ``make()``, at every key that shares them."""
+    old = {id(obs_map[k]) for k in keys if k in obs_map}
+    if old:
+        new = make()
+        for k in [k for k, obs in obs_map.items() if id(obs) in old]:
+            obs_map[k] = new
+
+
 def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: ObserverFactory, *,
-                   pooled: int | None = None, residual: int | None = None) -> Any:
+                   pooled: int | None = None, residual: int | None = None,
+                   pinned: Mapping[str, Callable[[], nn.Module]] | None = None) -> Any:
     """Give the input of each layer named in ``bits`` an observer from ``make_observer(bits)``, with
-    ``pooled`` each other layer of :func:`pooled_layers` one from ``make_observer(pooled)``, and with
-    ``residual`` each observed edge of :func:`residual_edges` one from ``make_observer(residual)``;
+    ``pooled`` each other layer of :func:`pooled_layers` one from ``make_observer(pooled)``, with
+    ``residual`` each observed edge of :func:`residual_edges` one from ``make_observer(residual)``, and
+    then the input of each layer named in ``pinned`` (and whatever shares its observer) the observer its
+    factory makes, except a pooled layer whose input observer is the pool input's (shared pooling qparams);
     returns ``quantizer`` (changed in place: its ``prepare_obs_or_fq_callback``).
 
     Raises ValueError at ``prepare_pt2e`` when a name matches no Conv/Linear call of the graph
@@ -126,7 +156,7 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
     def callback(model: torch.fx.GraphModule, obs_map: dict[Any, nn.Module]) -> None:
         before(model, obs_map)
         nodes = layer_nodes(model.graph)
-        missing = sorted(set(named) - set(nodes))
+        missing = sorted((set(named) | set(pinned or {})) - set(nodes))
         if missing:
             raise ValueError(f"input bits name layers {missing} that are not Conv/Linear calls of the exported "
                              f"graph; its layers are: {sorted(nodes)}")
@@ -135,8 +165,14 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
             wanted.update({name: pooled for name in pooled_layers(nodes) if name not in named})
         for name, b in wanted.items():
             _own_observers(obs_map, [key for layer in nodes[name] for key in _input_keys(layer)], b, make_observer)
+            for layer in nodes[name]:
+                _float_pool_input(obs_map, layer)
         if residual is not None:
             _own_observers(obs_map, residual_edges(model.graph), residual, make_observer)
+        shared_pool = set(pooled_layers(nodes)) - set(wanted)
+        for name, make in (pinned or {}).items():
+            if name not in shared_pool:
+                _pin(obs_map, [key for layer in nodes[name] for key in _input_keys(layer)], make)
 
     quantizer.prepare_obs_or_fq_callback = callback
     return quantizer

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor
 
 from ..calib.pinned import PinnedCalibrator
+from .activation import ActivationObserverMixin
 from .base import PER_CHANNEL, PER_TENSOR, ObserverMixinBase, qscheme_for
 
-__all__ = ["PinnedWeightObserverMixin", "grids_span", "pinned_grids", "pinned_weight_args"]
+__all__ = ["PinnedActivationObserverMixin", "PinnedWeightObserverMixin", "grids_span", "pinned_grids",
+           "pinned_input_ranges", "pinned_weight_args"]
 
 
 def pinned_weight_args(est: Any, *, dtype: torch.dtype = torch.qint8) -> dict[str, Any]:
@@ -138,3 +140,38 @@ class PinnedWeightObserverMixin(ObserverMixinBase):
     def extra_repr(self) -> str:
         return (f"layer={self.layer!r}, grids={len(self.grids)}, quant_min={self.quant_min}, "
                 f"quant_max={self.quant_max}, qscheme={self.qscheme}")
+
+
+def pinned_input_ranges(weight_ranges: Any) -> dict[str, tuple[int, float, float]]:
+    """``{layer: (bits, lo, hi)}``: the input ranges a ``quantize_weights(..., act_bits=)`` report simulated,
+    ``[scale * (quant_min - zero_point), scale * (quant_max - zero_point)]`` (``{}`` for anything else)."""
+    return {name: (int(qp.bits), float(qp.scale) * (qp.quant_min - qp.zero_point),
+                   float(qp.scale) * (qp.quant_max - qp.zero_point))
+            for name, qp in getattr(weight_ranges, "act_qparams", {}).items()}
+
+
+class PinnedActivationObserverMixin(ActivationObserverMixin):
+    """An activation observer with a given clipping range ``[lo, hi]`` (the range the weights were
+    calibrated against: :func:`pinned_input_ranges`): ``calculate_qparams`` returns
+    ``_calculate_qparams(f * lo, f * hi)`` with ``f`` the ``range_factor`` buffer (so the network-level
+    refinement still scales it). It still streams its statistics like the searched observer (``merge``,
+    ``state_dict``); the range is the ``pinned_range`` buffer."""
+
+    pinned_range: Tensor
+
+    def __init__(self, dtype: torch.dtype = torch.quint8, qscheme: torch.qscheme = torch.per_tensor_affine,
+                 *args: Any, lo: float = 0.0, hi: float = 0.0, **kwargs: Any) -> None:
+        """``lo <= 0 <= hi`` (a clipping range holds zero); the other arguments are the searched observer's."""
+        super().__init__(dtype, qscheme, *args, **kwargs)
+        if not (lo <= 0.0 <= hi and hi > lo):
+            raise ValueError(f"a pinned activation range must hold zero and be non-empty, got [{lo}, {hi}]")
+        self.register_buffer("pinned_range", torch.tensor([float(lo), float(hi)], dtype=torch.float64))
+
+    def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """``_calculate_qparams(f * lo, f * hi)``."""
+        f = self.pinned_range.new_tensor(float(self.range_factor))
+        return self._qparams_for_range(f * self.pinned_range[0], f * self.pinned_range[1])
+
+    def extra_repr(self) -> str:
+        lo, hi = (float(v) for v in self.pinned_range)
+        return f"pinned=[{lo:.6g}, {hi:.6g}], quant_min={self.quant_min}, quant_max={self.quant_max}"

@@ -47,7 +47,13 @@ from ..options import check_bits  # noqa: E402
 from .activation import ActivationObserverMixin  # noqa: E402
 from .base import RELU_MEAN_RATIO, qscheme_for  # noqa: E402
 from .layer_inputs import set_input_bits  # noqa: E402
-from .pinned import PinnedWeightObserverMixin, grids_span, pinned_grids  # noqa: E402
+from .pinned import (  # noqa: E402
+    PinnedActivationObserverMixin,
+    PinnedWeightObserverMixin,
+    grids_span,
+    pinned_grids,
+    pinned_input_ranges,
+)
 from .spec import PT2E_ALIASES, PT2E_BACKENDS, ObserverSpec, spec_from  # noqa: E402
 from .weight import PerChannelWeightObserverMixin, WeightObserverMixin  # noqa: E402
 
@@ -73,6 +79,10 @@ class PerChannelREQuantObserver(PerChannelWeightObserverMixin, _TorchaoObserverB
 
 class PinnedWeightObserver(PinnedWeightObserverMixin, _TorchaoObserverBase):
     """A given weight grid (a ``quantize_weights`` result) for torchao pt2e."""
+
+
+class PinnedActivationObserver(PinnedActivationObserverMixin, _TorchaoObserverBase):
+    """A given activation range (the one a ``quantize_weights(..., act_bits=)`` result simulated) for torchao pt2e."""
 
 
 def _backend(backend: str) -> str:
@@ -316,6 +326,8 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     calibrated on inputs of another width than ``act_bits`` (``quantize_weights(..., end_bits=8,
     act_bits=4)``, or an override's ``act_bits``) read their input at that width in the graph too
     (:func:`requant_plugin.observers.layer_inputs.set_input_bits`); their weights keep their own grids.
+    Each layer's input takes the range the report's ``act_bits`` simulation used (the weights were
+    matched to it; :attr:`ObserverSpec.act_ranges`, ``"observed"`` to search on the graph instead).
     Below 8-bit activations (or with ``pooled_input="own"``) a layer reading pooled features reads them
     through its own observer, after the pool (:attr:`ObserverSpec.pooled_input`); with ``residual_bits``
     the operands of residual adds are quantized on their own observers at that width.
@@ -324,6 +336,7 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     backend = resolved.backend or "x86_inductor"
     config = _requant_config(resolved)
     own_bits = {n: b for n, b in getattr(weight_ranges, "act_bits", {}).items() if b != resolved.act_bits}
+    ranges = pinned_input_ranges(weight_ranges) if resolved.act_ranges == "report" else {}
     grids = pinned_grids(weight_ranges)
     if grids:
         qmin, qmax, symmetric = grids_span(grids)
@@ -341,18 +354,24 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     quantizer = make_quantizer(config, backend)
     pooled = resolved.act_bits if resolved.own_pooled_input else None
     residual = resolved.residual_bits
-    if own_bits or pooled is not None or residual is not None:
-        def observer(bits: int) -> nn.Module:
+    if own_bits or pooled is not None or residual is not None or ranges:
+        def observer(bits: int, lo: float | None = None, hi: float | None = None) -> nn.Module:
             act = _requant_config(dataclasses.replace(resolved, act_bits=bits)).input_activation
             assert act is not None
+            if lo is not None and hi is not None:
+                ctr = PinnedActivationObserver.with_args(eps=eps, lo=lo, hi=hi, **resolved.act_observer_args())
+                act = dataclasses.replace(act, observer_or_fake_quant_ctr=ctr)
             return observer_from_spec(act)
 
-        set_input_bits(quantizer, own_bits, observer, pooled=pooled, residual=residual)
+        eps = DEFAULT_EPS if resolved.eps is None else resolved.eps
+        pinned = {n: functools.partial(observer, *r) for n, r in ranges.items()}
+        set_input_bits(quantizer, own_bits, observer, pooled=pooled, residual=residual, pinned=pinned)
     return quantizer
 
 
 __all__ = [
     "BACKENDS", "DEFAULT_EPS", "RELU_MEAN_RATIO", "ObserverSpec", "PerChannelREQuantObserver",
-    "PinnedWeightObserver", "REQuantObserver", "REQuantWeightObserver", "get_requant_quantization_config",
-    "get_requant_quantizer", "get_torchao_default_quantization_config", "make_quantizer", "observer_from_spec",
+    "PinnedActivationObserver", "PinnedWeightObserver", "REQuantObserver", "REQuantWeightObserver",
+    "get_requant_quantization_config", "get_requant_quantizer", "get_torchao_default_quantization_config",
+    "make_quantizer", "observer_from_spec",
 ]

@@ -22,13 +22,15 @@ from ..calib.sampling import DEFAULT_SAMPLE_SIZE
 from ..options import Granularity, PerChannel, PerTensor, Search, Space, check_bits, granularity
 from .base import RELU_MEAN_RATIO
 
-__all__ = ["FX_BACKENDS", "POOLED_INPUTS", "PT2E_ALIASES", "PT2E_BACKENDS", "ObserverSpec", "spec_from"]
+__all__ = ["ACT_RANGES", "FX_BACKENDS", "POOLED_INPUTS", "PT2E_ALIASES", "PT2E_BACKENDS", "ObserverSpec", "spec_from"]
 
 #: torch.ao FX backends (:mod:`.fx`) and torchao pt2e quantizers (:mod:`.pt2e`, with aliases)
 FX_BACKENDS: tuple[str, ...] = ("x86", "fbgemm", "qnnpack", "onednn", "tensorrt")
 PT2E_BACKENDS: tuple[str, ...] = ("x86_inductor", "xnnpack")
 #: how a pt2e graph quantizes a layer's averaged (pooled) input: :attr:`ObserverSpec.pooled_input`
 POOLED_INPUTS: tuple[str, ...] = ("shared", "own")
+#: where a pt2e graph's layer-input ranges come from with a ``weight_ranges`` report: :attr:`ObserverSpec.act_ranges`
+ACT_RANGES: tuple[str, ...] = ("report", "observed")
 PT2E_ALIASES: dict[str, str] = {"x86": "x86_inductor", "inductor": "x86_inductor",
                                 "x86_inductor": "x86_inductor", "xnnpack": "xnnpack"}
 
@@ -64,6 +66,11 @@ class ObserverSpec:
             (``aten.add`` of two tensors: the shortcut into a fused conv+add), each on its own observer;
             ``None``: ``act_bits``, shared with the tensor's other readers (the strict ``WxAy`` setting).
             Every Conv/Linear input keeps ``act_bits``. FX refuses anything but ``None``.
+        act_ranges: pt2e quantizers given ``weight_ranges`` from ``quantize_weights(..., act_bits=)``: each
+            layer's input takes the range the weights were calibrated against (``"report"``, default:
+            :class:`~requant_plugin.observers.pinned.PinnedActivationObserverMixin`; the refinement still
+            scales it) or searches its own on the graph's calibration data (``"observed"``). Other
+            activations (residual operands at ``residual_bits``, shared pooling inputs) always search.
         is_qat: must stay ``False`` (the observers are post-training calibration observers).
     """
 
@@ -85,6 +92,7 @@ class ObserverSpec:
     eps: float | None = None
     pooled_input: str | None = None
     residual_bits: int | None = None
+    act_ranges: str = "report"
     is_qat: bool = False
 
     def __post_init__(self) -> None:
@@ -116,6 +124,8 @@ class ObserverSpec:
                              f"activations), got {self.pooled_input!r}")
         if self.residual_bits is not None:
             put(self, "residual_bits", check_bits(self.residual_bits))
+        if self.act_ranges not in ACT_RANGES:
+            raise ValueError(f"act_ranges must be one of {list(ACT_RANGES)}, got {self.act_ranges!r}")
         if self.eps is not None and not (math.isfinite(float(self.eps)) and float(self.eps) > 0.0):
             raise ValueError(f"ObserverSpec: eps (the smallest scale) must be a finite number > 0, got {self.eps}; "
                              "leave it None for the flow's default")

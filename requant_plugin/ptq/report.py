@@ -37,6 +37,7 @@ class QuantizationReport:
     folded_bn: list[tuple[str, str]] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
     act_bits: dict[str, int] = field(default_factory=dict)  # per layer: bits of the simulated input
+    act_qparams: dict[str, Any] = field(default_factory=dict)  # per layer: its simulated input's ActQParams
 
     @property
     def total_seconds(self) -> float:

@@ -239,6 +239,7 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
         if state.float_model is not None and cfg.act_bits is not None:  # a W/A deployment's ranges, from float inputs
             state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
             state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
+            state.report.act_qparams = dict(state.act_qparams)
     return state
 
 

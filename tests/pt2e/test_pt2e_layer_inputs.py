@@ -130,11 +130,13 @@ def test_end_bits_on_a_torchvision_style_mobilenet_v2() -> None:
     assert len(levels) > 40 and set(levels.values()) == {16}
 
 
-def _input_scales(q: torch.fx.GraphModule, layer: str) -> tuple[float, float]:
-    """The scales of the dequantize nodes feeding the average pool and ``layer``."""
+def _input_scales(q: torch.fx.GraphModule, layer: str) -> tuple[float | None, float]:
+    """The scales of the dequantize nodes feeding the average pool (``None``: it reads a float tensor)
+    and ``layer``."""
     pool = next(n for n in q.graph.nodes if "adaptive_avg_pool2d" in str(n.target))
     (node,) = layer_nodes(q.graph)[layer]
-    return float(pool.args[0].args[1]), float(node.args[0].args[1])
+    before = float(pool.args[0].args[1]) if "dequantize" in str(pool.args[0].target) else None
+    return before, float(node.args[0].args[1])
 
 
 @pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
@@ -165,13 +167,55 @@ def test_pooled_features_get_their_own_range_below_eight_bits(backend: str) -> N
         return _input_scales(convert_pt2e(prepared), "linear")
 
     own = scales(act_bits=4)
-    assert own[1] == pytest.approx(float(ref.calculate_qparams()[0]), rel=1e-4) and own[1] < 0.8 * own[0]
+    assert own[1] == pytest.approx(float(ref.calculate_qparams()[0]), rel=1e-4)
+    assert own[0] is None  # the pool averages the float ReLU output: the features are quantized once
     shared = scales(act_bits=4, pooled_input="shared")
     assert shared[0] == shared[1]  # one observer saw the ReLU output and the pooled features
+    assert own[1] < 0.8 * shared[1]
     at8 = scales(act_bits=8)
     assert at8[0] == at8[1]
     forced = scales(act_bits=8, pooled_input="own")
-    assert forced[1] < forced[0]
+    assert forced[0] is None and forced[1] < at8[1]
+
+
+@pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
+def test_the_graph_computes_the_act_bits_simulation(backend: str) -> None:
+    """With ``weight_ranges`` at W4A4 the converted graph of a conv-ReLU-conv-ReLU-pool-linear net equals
+    the eager model with each layer input fake-quantized on the graph's own qparams (the ``act_bits``
+    simulation): the weights are the report's, and the pooled features are quantized once, after the pool."""
+    from requant_plugin.ptq.activation_sim import ActQParams, fake_quant_activations
+    from requant_plugin.range.fake_quant import fake_quant_per_tensor
+
+    qw, rep = _quantized(None)
+    q = _converted(qw, get_requant_quantizer(4, 4, backend=backend, weight_ranges=rep))
+    qparams = {name: ActQParams(float(dq.args[1]), int(dq.args[2]), int(dq.args[3]), int(dq.args[4]), 1.0)
+               for name, [node] in layer_nodes(q.graph).items() for dq in [node.args[0]]}
+    assert sorted(qparams) == ["conv1", "conv2", "fc"] and {p.quant_max - p.quant_min for p in qparams.values()} == {15}
+    x = torch.randn(16, 3, 10, 10, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), fake_quant_activations(qw, qparams):
+        expected = qw(x)
+    (out,) = next(n for n in q.graph.nodes if n.op == "output").args[0]
+    if "dequantize" in str(out.target):  # xnnpack also quantizes the linear's output (the logits)
+        expected = fake_quant_per_tensor(expected, *(out.args[i] for i in range(1, 5)))
+    torch.testing.assert_close(q(x), expected, rtol=1e-4, atol=1e-5)
+    # the graph's input ranges are the ones the report simulated (x86's codes 0..15, xnnpack's -8..7)
+    for name, qp in rep.act_qparams.items():
+        assert qparams[name].scale == pytest.approx(qp.scale, rel=1e-5), name
+        assert qparams[name].zero_point - qparams[name].quant_min == qp.zero_point - qp.quant_min, name
+
+
+def test_act_ranges_observed_searches_on_the_graph() -> None:
+    """``act_ranges="observed"``: the layer inputs search their own ranges on the graph's calibration
+    data (the ``quantize_weights`` model, quantized weights), which differ from the simulated ones."""
+    qw, rep = _quantized(None)
+    scales = {}
+    for mode in ("report", "observed"):
+        q = _converted(qw, get_requant_quantizer(4, 4, weight_ranges=rep, act_ranges=mode))
+        scales[mode] = {n: float(node.args[0].args[1]) for n, [node] in layer_nodes(q.graph).items()}
+    assert scales["report"] == pytest.approx({n: qp.scale for n, qp in rep.act_qparams.items()}, rel=1e-5)
+    assert scales["observed"] != pytest.approx(scales["report"], rel=1e-3)
+    with pytest.raises(ValueError, match=r"act_ranges must be one of \['report', 'observed'\]"):
+        get_requant_quantizer(4, 4, act_ranges="float")
 
 
 def test_pooled_input_values_are_checked() -> None:
