@@ -30,10 +30,11 @@ columns.
 - **REQuant pt2e integer graph** (W4A8 / W4A4 only): `quantize_weights(model, bits, recipe="beyond-tensorrt",
   calibration_data=cal, fold_bn=True, act_bits=act_bits)` (per-channel symmetric, BN folded, the beyond modes,
   each layer calibrated on inputs whose activations are fake-quantized at `act_bits`) pinned into the
-  graph by `get_requant_quantizer(bits, act_bits, weight_ranges=report)` (x86 inductor quantizer, REQuant
-  activation observers; below 8-bit activations the classifier reads the pooled features through its own
-  observer after the pool, `ObserverSpec.pooled_input`), then `quantize_pt2e(..., refine=True)`; the converted
-  q/dq graph is scored by torch.
+  graph by `get_requant_quantizer(bits, act_bits, weight_ranges=report)` (x86 inductor quantizer; each layer
+  input on the range the weight calibration simulated, `ObserverSpec.act_ranges="report"`, other activations
+  on REQuant observers; below 8-bit activations the classifier reads the pooled features through its own
+  observer after a pool of the float features, `ObserverSpec.pooled_input`), then `quantize_pt2e(...,
+  refine=True)`; the converted q/dq graph is scored by torch.
 - **REQuant pt2e, + one activation range factor per observer** (W4A4, opt-in): the same graph with
   `quantize_pt2e(..., refine=RefineConfig(layer_factors=LAYER_FACTORS))` (after the shared factor, each activation
   observer tries 0.7 / 0.8 / 0.9 / 1.1 times it on a simulation of the graph; kept if the converted graph's
