@@ -224,8 +224,7 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
     if cfg.fold_bn:
         state.report.folded_bn = fold_bn_(out)
     if batches is not None and data_layers:  # also for the report's output MSE
-        # quantized inputs with the output objective search on the paired statistics: the float
-        # inputs' Gram matrices would never be read (only their means, for bias correction)
+        # quantized inputs + output objective search the paired statistics: float Grams unread (means only)
         with_gram = cfg.inputs is not Inputs.QUANTIZED or cfg.objective is not Objective.OUTPUT
         if cfg.inputs is Inputs.QUANTIZED:  # the float reference the partly quantized model is matched to
             state.float_model = copy.deepcopy(out)
