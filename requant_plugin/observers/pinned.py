@@ -154,8 +154,8 @@ class PinnedActivationObserverMixin(ActivationObserverMixin):
     """An activation observer with a given clipping range ``[lo, hi]`` (the range the weights were
     calibrated against: :func:`pinned_input_ranges`): ``calculate_qparams`` returns
     ``_calculate_qparams(f * lo, f * hi)`` with ``f`` the ``range_factor`` buffer (so the network-level
-    refinement still scales it). It keeps the running ``min_val`` / ``max_val`` only (no histogram: nothing
-    would search it); the range is the ``pinned_range`` buffer."""
+    refinement still scales it). It still streams its statistics like the searched observer (``merge``,
+    ``state_dict``); the range is the ``pinned_range`` buffer."""
 
     pinned_range: Tensor
 
@@ -166,14 +166,6 @@ class PinnedActivationObserverMixin(ActivationObserverMixin):
         if not (lo <= 0.0 <= hi and hi > lo):
             raise ValueError(f"a pinned activation range must hold zero and be non-empty, got [{lo}, {hi}]")
         self.register_buffer("pinned_range", torch.tensor([float(lo), float(hi)], dtype=torch.float64))
-
-    def forward(self, x_orig: Tensor) -> Tensor:
-        """Track the running range only; returns ``x_orig`` unchanged."""
-        if self._check_input(x_orig):
-            x = x_orig.detach()
-            self.min_val.copy_(torch.minimum(self.min_val, x.min().to(self.min_val)))
-            self.max_val.copy_(torch.maximum(self.max_val, x.max().to(self.max_val)))
-        return x_orig
 
     def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """``_calculate_qparams(f * lo, f * hi)``."""
