@@ -98,6 +98,14 @@ def test_unknown_layer_names_are_refused() -> None:
         prepare_pt2e(torch.export.export(Net().eval(), (CALIB[0],)).module(), quantizer)
 
 
+def test_unknown_pinned_layer_names_are_refused() -> None:
+    """A report from another model (its layer names absent from this graph) is refused, not silently ignored."""
+    quantizer = set_input_bits(get_requant_quantizer(4, 4), {}, lambda b: nn.Identity(),
+                               pinned={"layer9.conv": nn.Identity})
+    with pytest.raises(ValueError, match=r"\['layer9.conv'\].*its layers are: \['conv1', 'conv2', 'fc'\]"):
+        prepare_pt2e(torch.export.export(Net().eval(), (CALIB[0],)).module(), quantizer)
+
+
 def test_fx_mapping_refuses_per_layer_input_widths() -> None:
     from requant_plugin.qconfig import get_requant_qconfig_mapping
 
