@@ -330,7 +330,8 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     matched to it; :attr:`ObserverSpec.act_ranges`, ``"observed"`` to search on the graph instead).
     Below 8-bit activations (or with ``pooled_input="own"``) a layer reading pooled features reads them
     through its own observer, after the pool (:attr:`ObserverSpec.pooled_input`); with ``residual_bits``
-    the operands of residual adds are quantized on their own observers at that width.
+    the operands of residual adds are quantized on their own observers at that width. Below 8-bit
+    activations an observed graph output (xnnpack's Linear output: the logits) is quantized at 8 bits.
     """
     resolved = spec_from(spec, args, options, _POSITIONAL)
     backend = resolved.backend or "x86_inductor"
@@ -354,7 +355,8 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     quantizer = make_quantizer(config, backend)
     pooled = resolved.act_bits if resolved.own_pooled_input else None
     residual = resolved.residual_bits
-    if own_bits or pooled is not None or residual is not None or ranges:
+    output = 8 if resolved.act_bits < 8 else None
+    if own_bits or pooled is not None or residual is not None or ranges or output is not None:
         def observer(bits: int, lo: float | None = None, hi: float | None = None) -> nn.Module:
             act = _requant_config(dataclasses.replace(resolved, act_bits=bits)).input_activation
             assert act is not None
@@ -365,7 +367,7 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
 
         eps = DEFAULT_EPS if resolved.eps is None else resolved.eps
         pinned = {n: functools.partial(observer, *r) for n, r in ranges.items()}
-        set_input_bits(quantizer, own_bits, observer, pooled=pooled, residual=residual, pinned=pinned)
+        set_input_bits(quantizer, own_bits, observer, pooled=pooled, residual=residual, pinned=pinned, output=output)
     return quantizer
 
 

@@ -203,7 +203,8 @@ def test_the_graph_computes_the_act_bits_simulation(backend: str) -> None:
     with torch.no_grad(), fake_quant_activations(qw, qparams):
         expected = qw(x)
     (out,) = next(n for n in q.graph.nodes if n.op == "output").args[0]
-    if "dequantize" in str(out.target):  # xnnpack also quantizes the linear's output (the logits)
+    if "dequantize" in str(out.target):  # xnnpack also quantizes the linear's output (the logits), at 8 bits
+        assert backend == "xnnpack" and int(out.args[4]) - int(out.args[3]) == 255
         expected = fake_quant_per_tensor(expected, *(out.args[i] for i in range(1, 5)))
     torch.testing.assert_close(q(x), expected, rtol=1e-4, atol=1e-5)
     # the graph's input ranges are the ones the report simulated (x86's codes 0..15, xnnpack's -8..7)
@@ -305,3 +306,21 @@ def test_an_own_width_input_reads_the_float_activation(backend: str) -> None:
     quantize = conv2.args[0].args[0]
     assert "quantize_per_tensor" in str(quantize.target)
     assert "relu" in str(quantize.args[0].target), f"conv2 re-quantizes {quantize.args[0].target}"
+
+
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_xnnpack_logits_keep_eight_bits(act_bits: int) -> None:
+    """torchao's XNNPACK quantizer observes the Linear's output, the graph output: at A4 alone it would give
+    the logits 16 levels; the REQuant quantizer gives them 256 (at A8 the two agree)."""
+    from requant_plugin.pt2e import get_requant_quantization_config, make_quantizer
+
+    def output_levels(quantizer) -> int:
+        q = _converted(Net().eval(), quantizer)
+        (out,) = next(n for n in q.graph.nodes if n.op == "output").args[0]
+        assert "dequantize_per_tensor" in str(out.target)
+        return int(out.args[4]) - int(out.args[3]) + 1
+
+    torch.manual_seed(0)
+    plain = make_quantizer(get_requant_quantization_config(4, act_bits, backend="xnnpack"), "xnnpack")
+    assert output_levels(plain) == 2 ** act_bits
+    assert output_levels(get_requant_quantizer(4, act_bits, backend="xnnpack")) == 256

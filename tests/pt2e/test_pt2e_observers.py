@@ -124,8 +124,11 @@ def test_xnnpack_ranges(exported) -> None:
     _, ep = exported
     q = convert_pt2e(_prepare(ep, get_requant_quantizer(4, 4, backend="xnnpack")))
     assert _nodes(q, "quantize_per_tensor")
-    for node in _nodes(q, "quantize_per_tensor"):
-        assert tuple(node.args[3:6]) == (-8, 7, torch.int8)
+    (out,) = [n for n in q.graph.nodes if n.op == "output"]
+    returned = {n for dq in out.all_input_nodes for n in dq.all_input_nodes}
+    for node in _nodes(q, "quantize_per_tensor"):  # the logits (the graph output) keep 8 bits
+        assert tuple(node.args[3:6]) == ((-128, 127) if node in returned else (-8, 7)) + (torch.int8,)
+    assert any(n in returned for n in _nodes(q, "quantize_per_tensor"))
     for node in _nodes(q, "dequantize_per_channel"):
         assert tuple(node.args[4:7]) == (-7, 7, torch.int8)
 
