@@ -16,10 +16,10 @@ residual add (:data:`ADD_OPS` of two tensors: the shortcut into a fused conv+add
 observer at ``b``: the residual stream bypasses the layers, so its quantization error reaches the
 output uncompensated. With ``pinned`` each named layer's input observer (and every key sharing it)
 is replaced by the one its factory makes, e.g. one holding the range the weights were calibrated
-against. With ``output=b`` an observed value the graph returns (xnnpack quantizes a Linear's output: the
-logits) is quantized at ``b`` bits instead (16 levels of logits would tie classes). It works through the quantizer's
-``prepare_obs_or_fq_callback``, which torchao's ``prepare_pt2e`` calls after creating the observers
-and before inserting them, so calibration, refinement and ``convert_pt2e`` see the new observers.
+against. With ``output=b`` an observed value only the graph output reads (xnnpack quantizes a Linear's
+output: the logits) is quantized at ``b`` bits instead (16 levels of logits would tie classes). It works
+through the quantizer's ``prepare_obs_or_fq_callback``, which torchao's ``prepare_pt2e`` calls after creating
+the observers and before inserting them, so calibration, refinement and ``convert_pt2e`` see the new observers.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
     ``residual`` each observed edge of :func:`residual_edges` one from ``make_observer(residual)``, and
     then the input of each layer named in ``pinned`` (and whatever shares its observer) the observer its
     factory makes, except a pooled layer whose input observer is the pool input's (shared pooling qparams),
-    and with ``output`` each observed graph output (and whatever shares its observer) one from
-    ``make_observer(output)``; returns ``quantizer`` (changed in place: its ``prepare_obs_or_fq_callback``).
+    and with ``output`` each observed value only the graph output reads (and whatever shares its observer)
+    one from ``make_observer(output)``; returns ``quantizer`` (changed in place: its ``prepare_obs_or_fq_callback``).
 
     Raises ValueError at ``prepare_pt2e`` when a name matches no Conv/Linear call of the graph
     (the names are module names of the model being prepared, e.g. ``"conv1"``, ``"fc"``).
@@ -175,10 +175,10 @@ def set_input_bits(quantizer: Any, bits: Mapping[str, int], make_observer: Obser
         for name, make in (pinned or {}).items():
             if name not in shared_pool:
                 _pin(obs_map, [key for layer in nodes[name] for key in _input_keys(layer)], make)
-        if output is not None:
-            returned = next(n for n in model.graph.nodes if n.op == "output").all_input_nodes
-            for node in returned:  # each its own: two outputs may have shared an observer for other reasons
-                _pin(obs_map, [node], lambda: make_observer(output))
+        if output is not None:  # only values nothing but the output reads: a layer input keeps its own width
+            for node in next(n for n in model.graph.nodes if n.op == "output").all_input_nodes:
+                if all(u.op == "output" for u in node.users):
+                    _pin(obs_map, [node], lambda: make_observer(output))
 
     quantizer.prepare_obs_or_fq_callback = callback
     return quantizer

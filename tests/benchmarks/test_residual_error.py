@@ -41,8 +41,8 @@ class ResNetLet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem, self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), \
-            nn.Conv2d(8, 8, 3, padding=1)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,9 +56,10 @@ def test_the_strict_graph_is_the_simulation_with_the_4_bit_shortcut() -> None:
     residual add reading the block input at that same 4-bit range: ``with_shortcuts`` models it exactly,
     the layer-input-only simulation does not."""
     pytest.importorskip("torchao")
+    from refs.graphs import layer_input_qparams
+
     from requant_plugin import quantize_weights
     from requant_plugin.observers.flows import quantize_pt2e
-    from requant_plugin.observers.layer_inputs import layer_nodes
     from requant_plugin.pt2e import get_requant_quantizer
     from requant_plugin.ptq.activation_sim import fake_quant_activations
 
@@ -66,8 +67,7 @@ def test_the_strict_graph_is_the_simulation_with_the_4_bit_shortcut() -> None:
     cal = [torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     qw, rep = quantize_weights(ResNetLet().eval(), 4, recipe="beyond-tensorrt", calibration_data=cal, act_bits=4)
     q = quantize_pt2e(qw, get_requant_quantizer(4, 4, weight_ranges=rep), cal, refine=False)[0]
-    qp = {name: ActQParams(float(dq.args[1]), int(dq.args[2]), int(dq.args[3]), int(dq.args[4]), 1.0)
-          for name, [node] in layer_nodes(q.graph).items() for dq in [node.args[0]]}
+    qp = layer_input_qparams(q)
     assert sorted(qp) == ["conv1", "conv2", "fc", "stem"]
     x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(9))
     with torch.no_grad(), fake_quant_activations(qw, qp):

@@ -15,6 +15,7 @@ from torch import nn
 
 pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed")
 
+from refs.graphs import layer_input_qparams, levels, returned
 from refs.nets import PoolNet as Net
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -39,7 +40,7 @@ def _input_levels(q: torch.fx.GraphModule) -> dict[str, int]:
     for name, (node,) in layer_nodes(q.graph).items():
         dq = node.args[0]
         assert "dequantize_per_tensor" in str(dq.target), name
-        out[name] = int(dq.args[4]) - int(dq.args[3]) + 1
+        out[name] = levels(dq)
     return out
 
 
@@ -191,20 +192,19 @@ def test_the_graph_computes_the_act_bits_simulation(backend: str) -> None:
     """With ``weight_ranges`` at W4A4 the converted graph of a conv-ReLU-conv-ReLU-pool-linear net equals
     the eager model with each layer input fake-quantized on the graph's own qparams (the ``act_bits``
     simulation): the weights are the report's, and the pooled features are quantized once, after the pool."""
-    from requant_plugin.ptq.activation_sim import ActQParams, fake_quant_activations
+    from requant_plugin.ptq.activation_sim import fake_quant_activations
     from requant_plugin.range.fake_quant import fake_quant_per_tensor
 
     qw, rep = _quantized(None)
     q = _converted(qw, get_requant_quantizer(4, 4, backend=backend, weight_ranges=rep))
-    qparams = {name: ActQParams(float(dq.args[1]), int(dq.args[2]), int(dq.args[3]), int(dq.args[4]), 1.0)
-               for name, [node] in layer_nodes(q.graph).items() for dq in [node.args[0]]}
+    qparams = layer_input_qparams(q)
     assert sorted(qparams) == ["conv1", "conv2", "fc"] and {p.quant_max - p.quant_min for p in qparams.values()} == {15}
     x = torch.randn(16, 3, 10, 10, generator=torch.Generator().manual_seed(7))
     with torch.no_grad(), fake_quant_activations(qw, qparams):
         expected = qw(x)
-    (out,) = next(n for n in q.graph.nodes if n.op == "output").args[0]
+    (out,) = returned(q)
     if "dequantize" in str(out.target):  # xnnpack also quantizes the linear's output (the logits), at 8 bits
-        assert backend == "xnnpack" and int(out.args[4]) - int(out.args[3]) == 255
+        assert backend == "xnnpack" and levels(out) == 256
         expected = fake_quant_per_tensor(expected, *(out.args[i] for i in range(1, 5)))
     torch.testing.assert_close(q(x), expected, rtol=1e-4, atol=1e-5)
     # the graph's input ranges are the ones the report simulated (x86's codes 0..15, xnnpack's -8..7)
@@ -220,7 +220,7 @@ def test_act_ranges_observed_searches_on_the_graph() -> None:
     scales = {}
     for mode in ("report", "observed"):
         q = _converted(qw, get_requant_quantizer(4, 4, weight_ranges=rep, act_ranges=mode))
-        scales[mode] = {n: float(node.args[0].args[1]) for n, [node] in layer_nodes(q.graph).items()}
+        scales[mode] = {n: qp.scale for n, qp in layer_input_qparams(q).items()}
     assert scales["report"] == pytest.approx({n: qp.scale for n, qp in rep.act_qparams.items()}, rel=1e-5)
     assert scales["observed"] != pytest.approx(scales["report"], rel=1e-3)
     with pytest.raises(ValueError, match=r"act_ranges must be one of \['report', 'observed'\]"):
@@ -315,12 +315,32 @@ def test_xnnpack_logits_keep_eight_bits(act_bits: int) -> None:
     from requant_plugin.pt2e import get_requant_quantization_config, make_quantizer
 
     def output_levels(quantizer) -> int:
-        q = _converted(Net().eval(), quantizer)
-        (out,) = next(n for n in q.graph.nodes if n.op == "output").args[0]
+        (out,) = returned(_converted(Net().eval(), quantizer))
         assert "dequantize_per_tensor" in str(out.target)
-        return int(out.args[4]) - int(out.args[3]) + 1
+        return levels(out)
 
     torch.manual_seed(0)
     plain = make_quantizer(get_requant_quantization_config(4, act_bits, backend="xnnpack"), "xnnpack")
     assert output_levels(plain) == 2 ** act_bits
     assert output_levels(get_requant_quantizer(4, act_bits, backend="xnnpack")) == 256
+
+
+class Features(nn.Module):
+    """Returns the features the classifier reads as well as the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.mid, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.mid(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1), 1))
+        return h, self.fc(h)
+
+
+def test_a_returned_layer_input_keeps_the_activation_width() -> None:
+    """Only values nothing but the graph output reads get 8 bits: returned features the classifier also reads
+    stay its 4-bit input (xnnpack, A4)."""
+    torch.manual_seed(0)
+    q = _converted(Features().eval(), get_requant_quantizer(4, 4, backend="xnnpack"))
+    assert _input_levels(q) == {"conv": 16, "mid": 16, "fc": 16}
+    assert [levels(dq) for dq in returned(q)] == [16, 256]
