@@ -236,9 +236,10 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
 STATUS = """**Every row measured (issue 18 open: not every goal is met, see the goal columns and the time
 table).** ResNet-20, ResNet-56 and the held-out MobileNetV2 (never used to develop these recipes), every
 method that runs here (the opt-in per-observer rows at W4A4: seed 0 only, except with 8-bit ends: three seeds);
-cached cells are reused by the command above. Every pt2e cell was re-measured after the pt2e graph took the
-simulated layer-input ranges and float pooled features (`ObserverSpec.act_ranges`); the weights-only REQuant
-cells the warning above lists were not: that change touched the pt2e observers only.
+cached cells are reused by the command above. Every REQuant cell was re-measured with the current library
+sources on an AMD EPYC (`--refresh-stale`, three seeds); the cells before came from older sources on an Intel
+Xeon, and single cells moved by up to 0.6 points either way (MobileNetV2 W2 seed 0 80.67 -> 81.23, ResNet-56
+W4A4 seed 0 85.58 -> 85.18), the size of the seed-to-seed spread. The peers' cells are cached from that machine.
 Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
 drift off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20
