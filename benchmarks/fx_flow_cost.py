@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx import GraphModule
 
 from benchmarks.harness.markdown import fmt, md_table, write_section
 from benchmarks.harness.paths import DOCS
@@ -103,7 +104,7 @@ class ObserverClock:
         return wrapper
 
 
-def prepare(model: nn.Module, mapping: Any, example: torch.Tensor) -> tuple[float, nn.Module]:
+def prepare(model: nn.Module, mapping: Any, example: torch.Tensor) -> tuple[float, GraphModule]:
     from torch.ao.quantization.quantize_fx import prepare_fx
 
     t0 = time.perf_counter()
@@ -115,7 +116,7 @@ def calibrate(prepared: nn.Module, batches: Sequence[torch.Tensor]) -> float:
     return forward_seconds(prepared, batches)
 
 
-def convert(prepared: nn.Module) -> tuple[float, dict[str, float]]:
+def convert(prepared: GraphModule) -> tuple[float, dict[str, float]]:
     """Seconds of ``convert_fx`` on a copy of ``prepared`` and the observer split inside it."""
     from torch.ao.quantization.quantize_fx import convert_fx
 

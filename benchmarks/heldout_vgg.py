@@ -66,7 +66,7 @@ def train(ds: ArrayDataset, epochs: int = 6, seed: int = 0) -> VGGSiLU:
     """Seeded training on the first :data:`TRAIN_IMAGES` training images; returns the model in eval mode."""
     x, y = ds.x_train[:TRAIN_IMAGES], ds.y_train[:TRAIN_IMAGES]
     torch.manual_seed(seed)
-    model = VGGSiLU().to(memory_format=torch.channels_last)
+    model = VGGSiLU().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits memory_format
     bs = 128
     steps = epochs * (len(y) // bs)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)

@@ -27,7 +27,7 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -75,7 +75,7 @@ class Timing:
 
 def weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """Every Conv/Linear weight of ``model``, in order."""
-    return [(n, m.weight.detach()) for n, m in quantizable_layers(model)]
+    return [(n, cast(torch.Tensor, m.weight).detach()) for n, m in quantizable_layers(model)]
 
 
 def search_all(model: nn.Module, per_channel: bool, desc: str) -> None:

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     n_val = min(args.holdout, len(ds.y_train) // 5)
     x_tr, y_tr = ds.x_train[:-n_val], ds.y_train[:-n_val]
     x_val, y_val = ds.x_train[-n_val:], ds.y_train[-n_val:]
-    model = mobilenetv2_x0_5().to(memory_format=torch.channels_last)
+    model = mobilenetv2_x0_5().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits memory_format
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     rest = [p for n, p in model.named_parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 4e-5}, {"params": rest, "weight_decay": 0.0}],

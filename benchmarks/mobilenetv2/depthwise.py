@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,7 @@ def diagnose(model: nn.Module, bits: int = 8) -> list[dict[str, Any]]:
     fold_bn_(folded)
     rows = []
     for name, module in quantizable_layers(folded):
-        w = module.weight.detach().float()  # type: ignore[union-attr]
+        w = cast(torch.Tensor, module.weight).detach().float()
         axis = weight_ch_axis(module)
         amax = w.abs().transpose(0, axis).reshape(w.shape[axis], -1).amax(1)
         row: dict[str, Any] = {"layer": name, "kind": layer_kind(module), "channels": int(w.shape[axis]),

@@ -55,7 +55,7 @@ def ptq_table(res: Results, model: str, fp32: float | None) -> str:
 
 def goals(res: Results, model: str, fp32: float | None) -> list[str]:
     """The issue's two goals, checked."""
-    out = []
+    out: list[str] = []
     if fp32 is None:
         return out
     for flow in ("fx", "pt2e"):

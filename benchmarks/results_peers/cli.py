@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -72,7 +72,8 @@ def max_distinct(model: torch.nn.Module) -> int:
 
     most = 0
     for _, m in weight_layers(model):
-        w = m.weight.detach().reshape(m.weight.shape[0], -1)  # type: ignore[union-attr,operator]
+        weight = cast(torch.Tensor, m.weight)
+        w = weight.detach().reshape(weight.shape[0], -1)
         most = max(most, max(len(torch.unique(r)) for r in w))
     return most
 
