@@ -76,7 +76,7 @@ PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residua
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
 PT2E_VARIANTS["pt2e-a4-res8-observed"] = {**PT2E_VARIANTS["pt2e-a4-res8"], "act_ranges": "observed"}
 #: the weight calibration's Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" is 8,192)
-PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "calibration_rows": 32_768}
+PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
 
@@ -141,16 +141,17 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
 
 
 def _pt2e(model: nn.Module, bits: int, cal: list[torch.Tensor], act_bits: int, pooled_input: str | None = None,
-          residual_bits: int | None = None, act_ranges: str = "report", calibration_rows: int | str = "auto",
+          residual_bits: int | None = None, act_ranges: str = "report", weights: dict[str, Any] | None = None,
           **refine: Any) -> nn.Module:
-    """The integer-graph path of :data:`PT2E_VARIANTS` (the converted q/dq graph)."""
+    """The integer-graph path of :data:`PT2E_VARIANTS` (the converted q/dq graph); ``weights``: more
+    ``quantize_weights`` options."""
     from requant_plugin.observers.flows import quantize_pt2e
     from requant_plugin.pt2e import get_requant_quantizer
     from requant_plugin.ptq import quantize_weights
     from requant_plugin.refine import RefineConfig
 
     qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=cal, fold_bn=True,
-                                  act_bits=act_bits, calibration_rows=calibration_rows)
+                                  act_bits=act_bits, **(weights or {}))
     quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, pooled_input=pooled_input,
                                       residual_bits=residual_bits, act_ranges=act_ranges)
     return quantize_pt2e(qw, quantizer, cal, refine=RefineConfig(**refine))[0]

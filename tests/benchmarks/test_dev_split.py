@@ -55,7 +55,7 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
     default = RefineConfig()
     for table in (dev_split.PT2E_VARIANTS, dev_split.FX_VARIANTS):
         for name, variant in table.items():
-            graph_options = ("act_bits", "pooled_input", "residual_bits", "act_ranges", "calibration_rows")
+            graph_options = ("act_bits", "pooled_input", "residual_bits", "act_ranges", "weights")
             cfg = RefineConfig(**{k: v for k, v in variant.items() if k not in graph_options})
             same = all(getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg))
             # the name says which are the defaults

@@ -16,8 +16,7 @@ def layer_input_qparams(q: torch.fx.GraphModule) -> dict[str, ActQParams]:
 
 def returned(q: torch.fx.GraphModule) -> list[torch.fx.Node]:
     """The nodes the graph returns (a dequantize node where the output is quantized)."""
-    out = next(n for n in q.graph.nodes if n.op == "output")
-    return list(out.all_input_nodes)
+    return list(q.graph.output_node().all_input_nodes)
 
 
 def levels(dq: torch.fx.Node) -> int:
