@@ -18,7 +18,7 @@ other layers are reported by :func:`supports_output_statistics` as unsupported.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,7 +268,7 @@ def collect_statistics(
     layers: Sequence[str],
     *,
     with_gram: bool = True,
-    max_rows: int | None = 1024,
+    max_rows: int | Mapping[str, int | None] | None = 1024,
     seed: int = 0,
     stop_early: bool = False,
     progress: bool = False,
@@ -279,7 +279,8 @@ def collect_statistics(
     Args:
         layers: module names (Linear/Conv1d/Conv2d).
         with_gram: also accumulate ``X^T X`` (otherwise only means; much cheaper).
-        max_rows: per batch and layer, keep at most this many random im2col rows (``None``: all).
+        max_rows: per batch and layer, keep at most this many random im2col rows (``None``: all), or
+            that number per layer name.
         seed: seeds the row subsampling.
         stop_early: end each forward pass once every named layer has seen its input
             (for sequential statistics of one layer at a time).
@@ -291,12 +292,14 @@ def collect_statistics(
     wanted = set(layers)
 
     def make_hook(name: str, module: nn.Module) -> Any:
+        rows = max_rows[name] if isinstance(max_rows, Mapping) else max_rows
+
         def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             st = stats[name]
             st.update_mean(*input_row_sum(module, x))
             if with_gram:
-                st.update_gram(im2col_rows(module, x, max_rows, gen))
+                st.update_gram(im2col_rows(module, x, rows, gen))
             if stop_early:
                 seen.add(name)
                 if seen >= wanted:

@@ -37,15 +37,21 @@ from ..options import (
 )
 
 __all__ = [
-    "AUTO_ROWS", "AUTO_ROWS_2BIT", "OVERRIDE_KEYS", "LayerOverride", "QuantizeConfig", "check_p", "check_sweeps",
-    "first_last", "layer_space", "translate_legacy",
+    "AUTO_GRAM_COST", "AUTO_ROWS", "AUTO_ROWS_2BIT", "OVERRIDE_KEYS", "LayerOverride", "QuantizeConfig", "check_p",
+    "check_sweeps", "first_last", "layer_space", "translate_legacy",
 ]
 
-#: ``calibration_rows="auto"``: the Gram matrices' im2col rows per layer at 3 bits and more
+#: ``calibration_rows="auto"`` at 3 bits and more: the fewest im2col rows a layer's Gram matrices get
 AUTO_ROWS = 8192
-#: ``calibration_rows="auto"`` at 2 bits (dev split, 4 seeds x 2 networks: 8,192 rows raise the KL to the
-#: float network by 6-9 % against every row; 32,768 rows are within 0.5 % of every row at about half its time)
+#: ``calibration_rows="auto"``: the rows of every layer at 2 bits (dev split, 4 seeds x 2 networks: 8,192 rows
+#: raise the KL to the float network by 6-9 % against every row; 32,768 rows are within 0.5 % of every row at
+#: about half its time) and the most a layer gets at 3 bits and more
 AUTO_ROWS_2BIT = 32768
+#: ``calibration_rows="auto"`` at 3 bits and more: a layer with ``groups * n^2`` Gram entries gets
+#: ``AUTO_GRAM_COST / (groups * n^2)`` rows, clamped to [AUTO_ROWS, AUTO_ROWS_2BIT]: 32,768 up to n = 576
+#: (every 3x3x64 convolution; dev split W4 KL -2 to -5 %), 8,192 from n = 1,152, so the rows x n^2 cost of wide
+#: layers (ImageNet ResNets) stays near 8,192 rows'
+AUTO_GRAM_COST = AUTO_ROWS_2BIT * 576**2
 
 #: The keys a per-layer override mapping may use (``per_channel`` is the legacy spelling of
 #: ``granularity``).
@@ -231,7 +237,8 @@ class QuantizeConfig:
             ``act_bits``) their inputs; per-layer overrides win (``None``: the config's bits). The
             W4A4 tables of BRECQ, QDrop and PD-Quant keep both at 8 bits.
         calibration_rows: im2col rows per layer for the Gram matrices (``None``: all), ``>= 1``, or
-            ``"auto"``: :data:`AUTO_ROWS` at 3 bits and more, :data:`AUTO_ROWS_2BIT` at 2 bits (:meth:`rows_budget`).
+            ``"auto"``: :data:`AUTO_ROWS_2BIT` at 2 bits; at 3 bits and more :data:`AUTO_GRAM_COST` over the
+            layer's Gram entries, within [:data:`AUTO_ROWS`, :data:`AUTO_ROWS_2BIT`] (:meth:`rows_budget`).
         seed: seeds the row subsampling and the synthetic samples of ``"bn"``.
         input_shape: one input sample's shape for ``bias_correction="bn"`` without data.
         overrides: per layer name, a :class:`LayerOverride` (or its mapping form); ``None``: none.
@@ -329,13 +336,15 @@ class QuantizeConfig:
             )
         return dataclasses.replace(self, **translate_legacy(options))
 
-    @property
-    def rows_budget(self) -> int | None:
-        """The Gram matrices' im2col rows per layer (``None``: all): ``calibration_rows`` with ``"auto"``
-        resolved for ``bits`` (:data:`AUTO_ROWS_2BIT` at 2 bits, measured on the dev split)."""
+    def rows_budget(self, gram_entries: int) -> int | None:
+        """The im2col rows of the Gram matrices of a layer with ``gram_entries = groups * n^2`` (``None``: all):
+        ``calibration_rows``, or for ``"auto"`` ``clamp(AUTO_GRAM_COST / gram_entries, AUTO_ROWS, AUTO_ROWS_2BIT)``
+        (:data:`AUTO_ROWS_2BIT` at 2 bits)."""
         rows = self.calibration_rows
         if rows == "auto":
-            return AUTO_ROWS_2BIT if self.bits <= 2 else AUTO_ROWS
+            if self.bits <= 2:
+                return AUTO_ROWS_2BIT
+            return min(AUTO_ROWS_2BIT, max(AUTO_ROWS, AUTO_GRAM_COST // max(gram_entries, 1)))
         assert rows is None or isinstance(rows, int)
         return rows
 

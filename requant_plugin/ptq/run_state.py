@@ -21,7 +21,17 @@ from .plan import LayerPlan
 from .report import QuantizationReport
 from .stream import GraphStream
 
-__all__ = ["RunState", "Solution", "bias_delta", "layer_report", "mean_square", "needs_float_copy"]
+__all__ = ["RunState", "Solution", "bias_delta", "layer_report", "mean_square", "needs_float_copy", "rows_per_batch"]
+
+
+def rows_per_batch(cfg: QuantizeConfig, model: nn.Module, names: list[str], batches: int) -> dict[str, int | None]:
+    """Per layer, its Gram im2col rows per calibration batch: ``ceil(cfg.rows_budget(groups * n^2) / batches)``."""
+    rows: dict[str, int | None] = {}
+    for name in names:
+        st = LayerStatistics.of_layer(name, model.get_submodule(name), with_gram=False)
+        budget = cfg.rows_budget(st.groups * st.n**2)
+        rows[name] = None if budget is None else -(-budget // batches)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class RunState:
     model: nn.Module
     report: QuantizationReport
     batches: list[torch.Tensor] | None = None
-    rows_per_batch: int | None = None
+    rows_per_batch: dict[str, int | None] = field(default_factory=dict)  # per layer: im2col rows (None: all)
     float_stats: dict[str, LayerStatistics] = field(default_factory=dict)
     bn_means: dict[str, Any] = field(default_factory=dict)
     unhooked: set[str] = field(default_factory=set)

@@ -48,7 +48,7 @@ from .plan import (
 from .recipes import make_config
 from .reparam import bake_computed_weights
 from .report import QuantizationReport
-from .run_state import RunState, Solution, bias_delta, layer_report, mean_square, needs_float_copy
+from .run_state import RunState, Solution, bias_delta, layer_report, mean_square, needs_float_copy, rows_per_batch
 from .stream import GraphStream
 from .tied import resolve_tied_weights
 
@@ -200,10 +200,7 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
              plans: list[LayerPlan]) -> RunState:
     """The run's shared state: BN means (before folding), folded BNs, float input statistics
     (``plans``: the layers' plans, for their simulated input widths)."""
-    rows = None
-    if batches is not None and cfg.rows_budget is not None:
-        rows = -(-cfg.rows_budget // len(batches))
-    state = RunState(cfg, out, QuantizationReport(settings=cfg.settings()), batches, rows)
+    state = RunState(cfg, out, QuantizationReport(settings=cfg.settings()), batches)
     state.unhooked = attention_out_projections(out)  # MultiheadAttention never calls out_proj's forward
     data_layers = [n for n, m in quantizable_layers(out) if not _skipped(cfg, n)
                    and supports_output_statistics(m) and n not in state.unhooked]
@@ -215,6 +212,8 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
                           "forward (e.g. a training-only auxiliary head), so no calibration input reaches them: "
                           "they are quantized by the weight objective, without bias correction", stacklevel=3)
             data_layers = [n for n in data_layers if n not in state.unreached]
+    if batches is not None:
+        state.rows_per_batch = rows_per_batch(cfg, out, data_layers, len(batches))
     if cfg.bias_correction is BiasCorrection.BN and data_layers:  # from the BatchNorms, so before folding
         shape = cfg.input_shape
         if shape is None:  # _check_data: without input_shape there are batches
@@ -233,8 +232,8 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
             state.float_stats = {n: LayerStatistics.of_layer(n, out.get_submodule(n), with_gram=False)
                                  for n in data_layers}  # means only, filled by RunState.fill_float_means
         else:
-            state.float_stats = collect_statistics(out, batches, data_layers, with_gram=with_gram, max_rows=rows,
-                                                   seed=cfg.seed)
+            state.float_stats = collect_statistics(out, batches, data_layers, with_gram=with_gram,
+                                                   max_rows=state.rows_per_batch, seed=cfg.seed)
         if state.float_model is not None and cfg.act_bits is not None:  # a W/A deployment's ranges, from float inputs
             state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
             state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
@@ -325,18 +324,18 @@ def _layer_statistics(state: RunState, name: str,
     if inputs is not None:
         module = state.model.get_submodule(name)
         state.fill_float_means(name, module, inputs[0])
-        paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch,
+        paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch[name],
                                    seed=cfg.seed, weight=layer_weight(module))
         return paired.stats, paired
     if cfg.inputs is Inputs.QUANTIZED and stats is not None and state.float_model is not None:
         paired = collect_paired_statistics(state.float_model, state.model, state.batches or [], name,
-                                           max_rows=state.rows_per_batch, seed=cfg.seed,
+                                           max_rows=state.rows_per_batch[name], seed=cfg.seed,
                                            weight=layer_weight(state.model.get_submodule(name)))
         return paired.stats, paired
     if cfg.bias_correction is BiasCorrection.SEQUENTIAL and stats is not None:
         with_gram = cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK
         stats = collect_statistics(state.model, state.batches or [], [name], with_gram=with_gram,
-                                   max_rows=state.rows_per_batch, seed=cfg.seed, stop_early=True)[name]
+                                   max_rows=state.rows_per_batch[name], seed=cfg.seed, stop_early=True)[name]
     return stats, None
 
 

@@ -123,6 +123,13 @@ def test_merge_equals_joint_collection_and_subsampling_is_unbiased() -> None:
     assert rel < 0.25
 
 
+def test_rows_per_layer_name() -> None:
+    net = _net()
+    batches = [torch.randn(8, 3, 8, 8) for _ in range(3)]
+    stats = collect_statistics(net, batches, ["0", "3"], max_rows={"0": 10, "3": None}, seed=1)
+    assert stats["0"].gram_count == 3 * 10 and stats["3"].gram_count == stats["3"].count > 3 * 10
+
+
 def test_stop_early_and_accepted_batch_forms() -> None:
     net = _net()
     calls = []

@@ -11,7 +11,7 @@ from refs.nets import make_seq_net
 from requant_plugin import quantize_weights
 from requant_plugin.options import BiasCorrection, PerChannel, PerTensor, Space
 from requant_plugin.ptq import LayerOverride, QuantizeConfig, first_last, layer_space
-from requant_plugin.ptq.config import AUTO_ROWS, AUTO_ROWS_2BIT
+from requant_plugin.ptq.config import AUTO_GRAM_COST, AUTO_ROWS, AUTO_ROWS_2BIT
 
 
 def test_defaults_and_normalisation() -> None:
@@ -42,11 +42,15 @@ def test_invalid_fields_name_the_field(field: str, value: object, fragment: str)
         QuantizeConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def test_auto_rows_budget_is_larger_at_two_bits_and_written_values_win() -> None:
-    assert QuantizeConfig(bits=4).rows_budget == AUTO_ROWS and QuantizeConfig(bits=3).rows_budget == AUTO_ROWS
-    assert QuantizeConfig(bits=2).rows_budget == AUTO_ROWS_2BIT > AUTO_ROWS
-    assert QuantizeConfig(bits=2, calibration_rows=AUTO_ROWS).rows_budget == AUTO_ROWS
-    assert QuantizeConfig(bits=8, calibration_rows=None).rows_budget is None
+def test_auto_rows_budget_follows_the_gram_size_and_written_values_win() -> None:
+    for bits in (3, 4, 8):  # rows x n^2 held at AUTO_GRAM_COST, within [AUTO_ROWS, AUTO_ROWS_2BIT]
+        cfg = QuantizeConfig(bits=bits)
+        assert cfg.rows_budget(9) == cfg.rows_budget(576**2) == AUTO_ROWS_2BIT
+        assert cfg.rows_budget(768**2) == AUTO_GRAM_COST // 768**2 == 18432
+        assert cfg.rows_budget(1152**2) == cfg.rows_budget(4608**2) == AUTO_ROWS
+    assert QuantizeConfig(bits=2).rows_budget(4608**2) == AUTO_ROWS_2BIT > AUTO_ROWS
+    assert QuantizeConfig(bits=2, calibration_rows=AUTO_ROWS).rows_budget(9) == AUTO_ROWS
+    assert QuantizeConfig(bits=8, calibration_rows=None).rows_budget(9) is None
     assert QuantizeConfig().settings()["calibration_rows"] == "auto"
 
 

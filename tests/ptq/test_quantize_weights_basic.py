@@ -139,3 +139,17 @@ def test_channels_last_model_and_data_give_the_same_network() -> None:
         gap, quant_err = (y_q - ref(x)).abs().max(), (ref(x) - y_float).abs().max()
         err = (y_q - y_float).abs().max()
     assert gap < 0.5 * quant_err and err < 1.5 * quant_err, (gap, err, quant_err)
+
+
+def test_auto_rows_take_every_row_of_narrow_layers_and_subsample_wide_ones() -> None:
+    torch.manual_seed(0)  # layer "2": n = 64 * 9 = 576 -> 32,768 rows; "4": n = 128 * 9 = 1,152 -> 8,192 rows
+    net = nn.Sequential(nn.Conv2d(3, 64, 1), nn.ReLU(), nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(128, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    data = [torch.randn(8, 3, 32, 32) for _ in range(2)]  # 16,384 rows per conv layer
+    opts = dict(objective="output", rounding="feedback", bias_correction="none", space="uniform")
+    auto = quantize_weights(net, 4, calibration_data=data, **opts)[0]
+    every = quantize_weights(net, 4, calibration_data=data, calibration_rows=None, **opts)[0]
+    fewer = quantize_weights(net, 4, calibration_data=data, calibration_rows=8192, **opts)[0]
+    assert torch.equal(auto.get_submodule("2").weight, every.get_submodule("2").weight)
+    assert not torch.equal(fewer.get_submodule("2").weight, every.get_submodule("2").weight)
+    assert not torch.equal(auto.get_submodule("4").weight, every.get_submodule("4").weight)
