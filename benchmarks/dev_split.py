@@ -44,7 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-widen": {"feedback_widen": (1.0,)},
     "widen-1.8": {"feedback_widen": tuple(round(1.0 + 0.1 * i, 1) for i in range(9))},
     "widen-2.0": {"feedback_widen": (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)},
-    "rows8k": {"calibration_rows": 8192},  # "auto" at 3 bits and more
+    "rows8k": {"calibration_rows": 8192},  # "auto" at 3 bits and more before it became per layer
     "rows32k": {"calibration_rows": 32_768},  # "auto" at 2 bits
     "rows-all": {"calibration_rows": None},
     "cd1": {"feedback_sweeps": 1},
@@ -75,7 +75,8 @@ PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residua
 #: taking the ranges the weight calibration simulated (``"report"``, the default)
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
 PT2E_VARIANTS["pt2e-a4-res8-observed"] = {**PT2E_VARIANTS["pt2e-a4-res8"], "act_ranges": "observed"}
-#: the weight calibration's Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" is 8,192)
+#: the weight calibration's Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" was 8,192,
+#: now 32,768 on every layer of up to 576 inputs)
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
