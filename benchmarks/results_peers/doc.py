@@ -239,7 +239,8 @@ method that runs here (the opt-in per-observer rows at W4A4: seed 0 only, except
 cached cells are reused by the command above. Every REQuant cell was re-measured on an AMD EPYC
 (`--refresh-stale`, three seeds) after `calibration_rows="auto"` became per layer (at 3 bits and more 32,768 Gram
 rows on every layer of these networks up to 576 inputs, 8,192 before; chosen on the development split, W4 KL -2 to
--5 %): W2 and the paper rows are unchanged bit for bit, other cells moved by up to 0.56 points either way
+-5 %). Against this page's previous version (git history; same command): W2 and the paper rows are unchanged bit
+for bit, other cells moved by up to 0.56 points either way
 (ResNet-20 W3 seed 0 86.84 -> 86.38, ResNet-56 W4A4 seed 2 85.74 -> 86.00), within the seed-to-seed spread; the
 three-seed means moved by -0.05 / +0.09 / -0.06 at W4, -0.08 / +0.11 / -0.24 at W3 and -0.00 / +0.23 / +0.08 at
 W4A4 (ResNet-20 / ResNet-56 / MobileNetV2), at 1.2-1.7x the weights-only time. The peers' cells are cached from
