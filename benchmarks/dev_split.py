@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rows8k": {"calibration_rows": 8192},  # "auto" at 3 bits and more before it became per layer
     "rows32k": {"calibration_rows": 32_768},  # "auto" at 2 bits
     "rows-all": {"calibration_rows": None},
+    "refit": {"feedback_refit": True},
+    "no-refit": {"feedback_refit": False},
     "cd1": {"feedback_sweeps": 1},
     "cd2": {"feedback_sweeps": 2},
     "cd4": {"feedback_sweeps": 4},
@@ -75,6 +77,8 @@ PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residua
 #: taking the ranges the weight calibration simulated (``"report"``, the default)
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
 PT2E_VARIANTS["pt2e-a4-res8-observed"] = {**PT2E_VARIANTS["pt2e-a4-res8"], "act_ranges": "observed"}
+#: the feedback rounding's least-squares scale refit in the weight calibration (``feedback_refit``)
+PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"feedback_refit": True}}
 #: the weight calibration's Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" was 8,192,
 #: now 32,768 on every layer of up to 576 inputs)
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}

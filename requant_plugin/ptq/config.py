@@ -116,13 +116,14 @@ def check_sweeps(sweeps: Any) -> int:
     return n
 
 
-def check_feedback_use(rounding: Rounding, sweeps: int, widen: tuple[float, ...] = (1.0,)) -> None:
-    """Refuse ``feedback_sweeps > 0`` or a ``feedback_widen`` other than ``(1.0,)`` without ``rounding="feedback"``."""
-    if rounding is Rounding.FEEDBACK or (not sweeps and widen == (1.0,)):
+def check_feedback_use(rounding: Rounding, sweeps: int, widen: tuple[float, ...] = (1.0,), refit: bool = False) -> None:
+    """Refuse ``feedback_sweeps > 0``, a ``feedback_widen`` other than ``(1.0,)`` or ``feedback_refit`` without
+    ``rounding="feedback"``."""
+    if rounding is Rounding.FEEDBACK or (not sweeps and widen == (1.0,) and not refit):
         return
-    raise ValueError(f"feedback_widen={widen} and feedback_sweeps={sweeps} act on the feedback rounding: they "
-                     f"need rounding='feedback' (got {rounding.value!r}); set rounding='feedback' or leave them "
-                     "at their defaults ((1.0,) and 0)")
+    raise ValueError(f"feedback_widen={widen}, feedback_sweeps={sweeps} and feedback_refit={refit} act on the "
+                     f"feedback rounding: they need rounding='feedback' (got {rounding.value!r}); set "
+                     "rounding='feedback' or leave them at their defaults ((1.0,), 0 and False)")
 
 
 def translate_legacy(options: Mapping[str, Any], what: str = "options") -> dict[str, Any]:
@@ -226,6 +227,8 @@ class QuantizeConfig:
             factors may stay when you change its rounding).
         feedback_sweeps: with ``rounding="feedback"`` (else ValueError), cyclic coordinate-descent sweeps on the
             kept rounding: each weight in turn moves to the level nearest its 1-D optimum of ``e^T G e``.
+        feedback_refit: with ``rounding="feedback"``, then scale each channel's grid (same codes) by the
+            least-squares ``lambda = w_hat^T G w / w_hat^T G w_hat``; unused with ``rounding="nearest"``.
         inputs: each layer's input statistics from the float model (``"float"``), or from the
             partly quantized model with the float output as the target (``"quantized"``: the
             search and rounding use ``W* = W E[x_f x_q^T] E[x_q x_q^T]^-1``; needs data).
@@ -260,6 +263,7 @@ class QuantizeConfig:
     rounding: Rounding = Rounding.NEAREST
     feedback_widen: tuple[float, ...] = (1.0,)
     feedback_sweeps: int = 0
+    feedback_refit: bool = False
     inputs: Inputs = Inputs.FLOAT
     act_bits: int | None = None
     end_bits: int | None = None
@@ -282,6 +286,8 @@ class QuantizeConfig:
         put(self, "feedback_widen", check_widen(self.feedback_widen))
         put(self, "feedback_sweeps", check_sweeps(self.feedback_sweeps))
         check_feedback_use(self.rounding, self.feedback_sweeps)
+        if not isinstance(self.feedback_refit, bool):
+            raise ValueError(f"feedback_refit must be True or False, got {self.feedback_refit!r}")
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))
             if self.inputs is not Inputs.QUANTIZED:
@@ -356,7 +362,7 @@ class QuantizeConfig:
             fold_bn=self.fold_bn, search=self.search.value, p=self.p, loss_space=self.loss_space.value,
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
             rounding=self.rounding.value, feedback_widen=self.feedback_widen, feedback_sweeps=self.feedback_sweeps,
-            inputs=self.inputs.value,
+            feedback_refit=self.feedback_refit, inputs=self.inputs.value,
             act_bits=self.act_bits, end_bits=self.end_bits,
             calibration_rows=self.calibration_rows,
             seed=self.seed, recipe=self.recipe,

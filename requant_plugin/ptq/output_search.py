@@ -30,6 +30,7 @@ from ..core.coordinate import coordinate_descent_round, nearest_level
 from ..core.damped import FEEDBACK_ORDERS, DampedFactor
 from ..core.gram_factor import factor_gram
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
+from ..core.refit import refit_scale
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
@@ -148,6 +149,7 @@ class WidenedRounding(NamedTuple):
 def widened_feedback_round(
     weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, widen: Sequence[float], *,
     order: str = "energy", damp: float = 0.01, factors: Sequence[DampedFactor] | None = None, sweeps: int = 0,
+    refit: bool = False,
 ) -> WidenedRounding:
     """:func:`feedback_round` on the grid of ``estimate`` with its scale times each of ``widen``
     (``>= 1``), keeping per channel (per tensor for a per-tensor estimate) the candidate with the
@@ -155,7 +157,9 @@ def widened_feedback_round(
 
     The feedback moves the columns not yet rounded, possibly past the searched range, so a wider
     range can lose less. The candidates share one Cholesky factor (their rows are stacked). ``sweeps``:
-    coordinate-descent sweeps on the kept rounding (:func:`~requant_plugin.core.coordinate.coordinate_descent_round`).
+    coordinate-descent sweeps on the kept rounding (:func:`~requant_plugin.core.coordinate.coordinate_descent_round`);
+    ``refit``: then each channel's (per tensor: the tensor's) scale times the least-squares factor of its codes
+    (:func:`~requant_plugin.core.refit.refit_scale`).
     """
     if estimate.per_channel and estimate.ch_axis != 0:
         raise ValueError("feedback rounding needs the output channels on axis 0")
@@ -200,10 +204,14 @@ def widened_feedback_round(
             gram_sl = g if per == 1 else g[gi]
             wq[sl] = coordinate_descent_round(w2[sl], wq[sl], gram_sl, near, sweeps=sweeps)
         err[pick, np.arange(c)] = output_mse(w2, wq, g32, single=True)
+    lam = refit_scale(w2, wq, g, per_channel=estimate.per_channel) if refit else np.ones(c)
+    if refit:  # the same codes on the grid of scale lam * s (lam**p * s in the transformed space)
+        wq = wq * lam[:, None]
+        err[pick, np.arange(c)] = output_mse(w2, wq, g32, single=True)
     new = torch.as_tensor(wq.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
-    if k == 1:  # the searched grid only: nothing to choose
+    if k == 1 and not refit:  # the searched grid only: nothing to choose
         return WidenedRounding(new, estimate, err[0])
-    chosen = f[pick] if estimate.per_channel else f[pick[:1]]
+    chosen = (f[pick] if estimate.per_channel else f[pick[:1]]) * lam[: c if estimate.per_channel else 1] ** estimate.p
     mse = err[pick, np.arange(c)] if estimate.per_channel else err[pick[:1]].mean(axis=1)
 
     def times(t: torch.Tensor, x: np.ndarray) -> torch.Tensor:
@@ -234,6 +242,7 @@ class OutputSearchConfig:
         feedback_widen: scale factors ``>= 1`` tried for the feedback rounding
             (:func:`widened_feedback_round`; ``(1.0,)``: the searched range only; others need ``"feedback"``).
         feedback_sweeps: coordinate-descent sweeps after the feedback rounding (``0``: none; else needs ``"feedback"``).
+        feedback_refit: then the least-squares scale of each channel's codes (needs ``"feedback"``).
     """
 
     symmetric: bool = False
@@ -247,6 +256,7 @@ class OutputSearchConfig:
     feedback_damp: float = 0.01
     feedback_widen: tuple[float, ...] = (1.0,)
     feedback_sweeps: int = 0
+    feedback_refit: bool = False
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -258,7 +268,7 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
-        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen)
+        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, self.feedback_refit)
         if self.feedback_order not in FEEDBACK_ORDERS:
             raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
                              f"{list(FEEDBACK_ORDERS)}")
@@ -322,7 +332,8 @@ def search_layer_output(
                     device=weight.device)
     if cfg.rounding is Rounding.FEEDBACK:
         wq, est, ch_mse = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
-                                                 damp=cfg.feedback_damp, factors=factors, sweeps=cfg.feedback_sweeps)
+                                                 damp=cfg.feedback_damp, factors=factors, sweeps=cfg.feedback_sweeps,
+                                                 refit=cfg.feedback_refit)
     else:
         w_hat = obj.dequantize(alpha)
         wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)

@@ -300,6 +300,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
             w, gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
             convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=_widen(cfg, stats),
             feedback_sweeps=cfg.feedback_sweeps, factors=factors, gram_rows=rows,
+            feedback_refit=cfg.feedback_refit and cfg.rounding is Rounding.FEEDBACK,
         )
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram, searched_mse=False)
     est = _weight_estimate(w, plan, cfg)
@@ -309,7 +310,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     if cfg.rounding is Rounding.FEEDBACK and gram is not None:
         (new_w, est, _), report_gram = widened_feedback_round(
             w, gram, est, _widen(cfg, stats), damp=_FEEDBACK.feedback_damp, order=_FEEDBACK.feedback_order,
-            factors=factors, sweeps=cfg.feedback_sweeps), gram
+            factors=factors, sweeps=cfg.feedback_sweeps, refit=cfg.feedback_refit), gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", report_gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 

@@ -60,4 +60,4 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
             same = all(getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg))
             # the name says which are the defaults
             assert same == (name.endswith("-half-tol02") or "pooled" in name or "res8" in name
-                            or "observed" in name or "rows" in name), name
+                            or "observed" in name or "rows" in name or "refit" in name), name
