@@ -38,8 +38,8 @@ from .config import check_feedback_use, check_p, check_sweeps, check_widen, tran
 from .report import LayerReport
 
 __all__ = [
-    "ROUNDINGS", "LayerSolution", "OutputLayerReport", "OutputSearchConfig", "WidenedRounding", "feedback_round",
-    "search_layer_output", "widened_feedback_round",
+    "ROUNDINGS", "LayerSolution", "OutputLayerReport", "OutputSearchConfig", "WidenedRounding",
+    "configured_feedback_round", "feedback_round", "refit_rounding", "search_layer_output", "widened_feedback_round",
 ]
 
 ROUNDINGS: tuple[str, ...] = tuple(Rounding.values())
@@ -149,7 +149,6 @@ class WidenedRounding(NamedTuple):
 def widened_feedback_round(
     weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, widen: Sequence[float], *,
     order: str = "energy", damp: float = 0.01, factors: Sequence[DampedFactor] | None = None, sweeps: int = 0,
-    refit: bool = False,
 ) -> WidenedRounding:
     """:func:`feedback_round` on the grid of ``estimate`` with its scale times each of ``widen``
     (``>= 1``), keeping per channel (per tensor for a per-tensor estimate) the candidate with the
@@ -157,9 +156,7 @@ def widened_feedback_round(
 
     The feedback moves the columns not yet rounded, possibly past the searched range, so a wider
     range can lose less. The candidates share one Cholesky factor (their rows are stacked). ``sweeps``:
-    coordinate-descent sweeps on the kept rounding (:func:`~requant_plugin.core.coordinate.coordinate_descent_round`);
-    ``refit``: then each channel's (per tensor: the tensor's) scale times the least-squares factor of its codes
-    (:func:`~requant_plugin.core.refit.refit_scale`).
+    coordinate-descent sweeps on the kept rounding (:func:`~requant_plugin.core.coordinate.coordinate_descent_round`).
     """
     if estimate.per_channel and estimate.ch_axis != 0:
         raise ValueError("feedback rounding needs the output channels on axis 0")
@@ -204,25 +201,52 @@ def widened_feedback_round(
             gram_sl = g if per == 1 else g[gi]
             wq[sl] = coordinate_descent_round(w2[sl], wq[sl], gram_sl, near, sweeps=sweeps)
         err[pick, np.arange(c)] = output_mse(w2, wq, g32, single=True)
-    lam = refit_scale(w2, wq, g, per_channel=estimate.per_channel) if refit else np.ones(c)
-    if refit:  # the same codes on the grid of scale lam * s (lam**p * s in the transformed space)
-        wq = wq * lam[:, None]
-        err[pick, np.arange(c)] = output_mse(w2, wq, g32, single=True)
     new = torch.as_tensor(wq.reshape(weight.shape), dtype=weight.dtype, device=weight.device)
-    if k == 1 and not refit:  # the searched grid only: nothing to choose
+    if k == 1:  # the searched grid only: nothing to choose
         return WidenedRounding(new, estimate, err[0])
-    chosen = (f[pick] if estimate.per_channel else f[pick[:1]]) * lam[: c if estimate.per_channel else 1] ** estimate.p
-    mse = err[pick, np.arange(c)] if estimate.per_channel else err[pick[:1]].mean(axis=1)
+    chosen = f[pick] if estimate.per_channel else f[pick[:1]]
+    return WidenedRounding(new, _scaled(estimate, chosen, err[pick, np.arange(c)]), err[pick, np.arange(c)])
+
+
+def _scaled(estimate: RangeEstimate, factor: np.ndarray, channel_mse: np.ndarray) -> RangeEstimate:
+    """``estimate`` with its scale (and ``alpha``) times ``factor`` (per channel, or one per tensor) and the
+    errors ``channel_mse`` (``(C,)``; per tensor: their mean); the clipping range scales by ``factor**(1/p)``."""
 
     def times(t: torch.Tensor, x: np.ndarray) -> torch.Tensor:
         return t * torch.as_tensor(x, dtype=t.dtype, device=t.device).reshape(t.shape)
 
-    clip = chosen ** (1.0 / estimate.p)  # T^-1 is homogeneous of degree 1/p
-    return WidenedRounding(new, dataclasses.replace(
-        estimate, alpha=times(estimate.alpha, chosen), scale=times(estimate.scale, chosen),
+    mse = channel_mse if estimate.per_channel else channel_mse.mean(keepdims=True)
+    clip = factor ** (1.0 / estimate.p)  # T^-1 is homogeneous of degree 1/p
+    return dataclasses.replace(
+        estimate, alpha=times(estimate.alpha, factor), scale=times(estimate.scale, factor),
         clip_min=times(estimate.clip_min, clip), clip_max=times(estimate.clip_max, clip),
         mse=torch.as_tensor(mse, dtype=estimate.mse.dtype, device=estimate.mse.device).reshape(estimate.mse.shape),
-    ), err[pick, np.arange(c)])
+    )
+
+
+def refit_rounding(weight: torch.Tensor, gram: np.ndarray, rounding: WidenedRounding) -> WidenedRounding:
+    """``rounding`` (of ``weight``, output channels on axis 0) with each channel's grid, per tensor the tensor's,
+    scaled by the least-squares factor of its codes (:func:`~requant_plugin.core.refit.refit_scale`): the same
+    codes on the grid of scale ``lambda**p s``; its errors ``e_c^T G e_c`` never higher."""
+    est = rounding.estimate
+    w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
+    wq = rounding.weight.detach().double().reshape(w2.shape).cpu().numpy()
+    lam = refit_scale(w2, wq, gram, per_channel=est.per_channel)
+    wq = wq * lam[:, None]
+    err = output_mse(w2, wq, np.asarray(gram, dtype=np.float32), single=True)
+    new = torch.as_tensor(wq.reshape(weight.shape), dtype=rounding.weight.dtype, device=rounding.weight.device)
+    return WidenedRounding(new, _scaled(est, (lam if est.per_channel else lam[:1]) ** est.p, err), err)
+
+
+def configured_feedback_round(
+    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, widen: Sequence[float],
+    config: OutputSearchConfig, factors: Sequence[DampedFactor] | None = None,
+) -> WidenedRounding:
+    """:func:`widened_feedback_round` with the order, damping and sweeps of ``config``, then
+    :func:`refit_rounding` where ``config.feedback_refit``."""
+    rounded = widened_feedback_round(weight, gram, estimate, widen, order=config.feedback_order,
+                                     damp=config.feedback_damp, factors=factors, sweeps=config.feedback_sweeps)
+    return refit_rounding(weight, gram, rounded) if config.feedback_refit else rounded
 
 
 @dataclass(frozen=True)
@@ -331,9 +355,7 @@ def search_layer_output(
     est = _estimate(obj, alpha, row_mse, evaluations, symmetric=cfg.symmetric, convention=cfg.convention.value,
                     device=weight.device)
     if cfg.rounding is Rounding.FEEDBACK:
-        wq, est, ch_mse = widened_feedback_round(weight, gram, est, cfg.feedback_widen, order=cfg.feedback_order,
-                                                 damp=cfg.feedback_damp, factors=factors, sweeps=cfg.feedback_sweeps,
-                                                 refit=cfg.feedback_refit)
+        wq, est, ch_mse = configured_feedback_round(weight, gram, est, cfg.feedback_widen, cfg, factors)
     else:
         w_hat = obj.dequantize(alpha)
         wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)

@@ -34,7 +34,7 @@ from .calibration import (
 )
 from .config import QuantizeConfig
 from .inputs import calibration_inputs
-from .output_search import OutputLayerReport, OutputSearchConfig, search_layer_output, widened_feedback_round
+from .output_search import OutputLayerReport, OutputSearchConfig, configured_feedback_round, search_layer_output
 from .paired import PairedStatistics, collect_paired_statistics, paired_statistics
 from .plan import (
     LayerPlan,
@@ -297,20 +297,19 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     if cfg.objective is Objective.OUTPUT and gram is not None:
         p: float | tuple[float, ...] = 1.0 if plan.space is Space.UNIFORM else plan.p
         sol = search_layer_output(
-            w, gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p,
+            w, gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p, factors=factors,
             convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=_widen(cfg, stats),
-            feedback_sweeps=cfg.feedback_sweeps, factors=factors, gram_rows=rows,
-            feedback_refit=cfg.feedback_refit and cfg.rounding is Rounding.FEEDBACK,
-        )
+            feedback_sweeps=cfg.feedback_sweeps, gram_rows=rows,
+            feedback_refit=cfg.feedback_refit and cfg.rounding is Rounding.FEEDBACK)
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram, searched_mse=False)
     est = _weight_estimate(w, plan, cfg)
     new_w = est.fake_quantize(w.detach())
     float_stats = state.float_stats.get(plan.name)
     report_gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
     if cfg.rounding is Rounding.FEEDBACK and gram is not None:
-        (new_w, est, _), report_gram = widened_feedback_round(
-            w, gram, est, _widen(cfg, stats), damp=_FEEDBACK.feedback_damp, order=_FEEDBACK.feedback_order,
-            factors=factors, sweeps=cfg.feedback_sweeps, refit=cfg.feedback_refit), gram
+        fb = OutputSearchConfig(rounding=cfg.rounding, feedback_sweeps=cfg.feedback_sweeps,
+                                feedback_refit=cfg.feedback_refit)  # _FEEDBACK's damping and order
+        (new_w, est, _), report_gram = configured_feedback_round(w, gram, est, _widen(cfg, stats), fb, factors), gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", report_gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 

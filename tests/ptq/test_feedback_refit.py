@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from requant_plugin.core.output_objective import output_mse
 from requant_plugin.ptq import QuantizeConfig, quantize_weights
-from requant_plugin.ptq.output_search import OutputSearchConfig, search_layer_output, widened_feedback_round
+from requant_plugin.ptq.output_search import (
+    OutputSearchConfig,
+    refit_rounding,
+    search_layer_output,
+    widened_feedback_round,
+)
 
 FACTORS = (1.0, 1.2, 1.5)
 
@@ -45,14 +50,14 @@ def test_refit_keeps_the_codes_and_lowers_the_error_to_the_best_scale(
     est = search_layer_output(w, g, bits, symmetric=symmetric, per_channel=per_channel).estimate
     factors = FACTORS if widen else (1.0,)
     base, base_grid, _ = widened_feedback_round(w, g, est, factors)
-    got, grid, err = widened_feedback_round(w, g, est, factors, refit=True)
+    got, grid, err = refit_rounding(w, g, widened_feedback_round(w, g, est, factors))
     w2 = w.double().numpy()
     before, after = output_mse(w2, base.double().numpy(), g), output_mse(w2, got.double().numpy(), g)
     np.testing.assert_allclose(err, after, rtol=1e-5)  # the returned errors are the returned weight's
-    if per_channel:
-        assert np.all(after <= before * (1 + 1e-9) + 1e-15)
+    if per_channel:  # float32 weights: up to float32 rounding where lambda is 1 to within it
+        assert np.all(after <= before * (1 + 1e-6) + 1e-15)
     else:
-        assert after.sum() <= before.sum() * (1 + 1e-9) + 1e-15
+        assert after.sum() <= before.sum() * (1 + 1e-6) + 1e-15
         assert grid.scale.dim() == 0
     # the same integer codes, on the returned grid, which holds the returned weight
     codes = _codes(got, grid)
