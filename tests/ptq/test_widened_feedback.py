@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refs.layers import relu_layer
 
 from requant_plugin.core.output_objective import error_feedback_round, output_mse
 from requant_plugin.options import PerChannel
@@ -30,13 +31,7 @@ FACTORS = (1.0, 1.2, 1.5)
 
 
 def _layer(seed: int, c: int = 6, n: int = 10, groups: int = 1) -> tuple[torch.Tensor, np.ndarray]:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(c, n, generator=g) * torch.rand(c, 1, generator=g)
-    grams = []
-    for _ in range(groups):
-        x = torch.relu(torch.randn(400, n, generator=g)).double() + 0.1 * torch.randn(400, n, generator=g).double()
-        grams.append((x.T @ x / 400).numpy())
-    return w, (grams[0] if groups == 1 else np.stack(grams))
+    return relu_layer(seed, c, n, groups)
 
 
 def _small_net() -> tuple[torch.nn.Module, list[torch.Tensor]]:
