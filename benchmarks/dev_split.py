@@ -48,7 +48,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rows32k": {"calibration_rows": 32_768},  # "auto" at 2 bits
     "rows-all": {"calibration_rows": None},
     "refit": {"feedback_refit": True},
-    "no-refit": {"feedback_refit": False},
     "cd1": {"feedback_sweeps": 1},
     "cd2": {"feedback_sweeps": 2},
     "cd4": {"feedback_sweeps": 4},

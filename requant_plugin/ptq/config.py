@@ -116,6 +116,13 @@ def check_sweeps(sweeps: Any) -> int:
     return n
 
 
+def check_refit(refit: Any) -> bool:
+    """``refit`` if it is a bool (``feedback_refit``), else ``ValueError``."""
+    if not isinstance(refit, bool):
+        raise ValueError(f"feedback_refit must be True or False, got {refit!r}")
+    return refit
+
+
 def check_feedback_use(rounding: Rounding, sweeps: int, widen: tuple[float, ...] = (1.0,), refit: bool = False) -> None:
     """Refuse ``feedback_sweeps > 0``, a ``feedback_widen`` other than ``(1.0,)`` or ``feedback_refit`` without
     ``rounding="feedback"``."""
@@ -286,8 +293,7 @@ class QuantizeConfig:
         put(self, "feedback_widen", check_widen(self.feedback_widen))
         put(self, "feedback_sweeps", check_sweeps(self.feedback_sweeps))
         check_feedback_use(self.rounding, self.feedback_sweeps)
-        if not isinstance(self.feedback_refit, bool):
-            raise ValueError(f"feedback_refit must be True or False, got {self.feedback_refit!r}")
+        check_refit(self.feedback_refit)
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))
             if self.inputs is not Inputs.QUANTIZED:

@@ -34,7 +34,7 @@ from ..core.refit import refit_scale
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
-from .config import check_feedback_use, check_p, check_sweeps, check_widen, translate_legacy
+from .config import check_feedback_use, check_p, check_refit, check_sweeps, check_widen, translate_legacy
 from .report import LayerReport
 
 __all__ = [
@@ -239,12 +239,12 @@ def refit_rounding(weight: torch.Tensor, gram: np.ndarray, rounding: WidenedRoun
 
 
 def configured_feedback_round(
-    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, widen: Sequence[float],
-    config: OutputSearchConfig, factors: Sequence[DampedFactor] | None = None,
+    weight: torch.Tensor, gram: np.ndarray, estimate: RangeEstimate, config: OutputSearchConfig,
+    factors: Sequence[DampedFactor] | None = None,
 ) -> WidenedRounding:
-    """:func:`widened_feedback_round` with the order, damping and sweeps of ``config``, then
+    """:func:`widened_feedback_round` with the wider grids, order, damping and sweeps of ``config``, then
     :func:`refit_rounding` where ``config.feedback_refit``."""
-    rounded = widened_feedback_round(weight, gram, estimate, widen, order=config.feedback_order,
+    rounded = widened_feedback_round(weight, gram, estimate, config.feedback_widen, order=config.feedback_order,
                                      damp=config.feedback_damp, factors=factors, sweeps=config.feedback_sweeps)
     return refit_rounding(weight, gram, rounded) if config.feedback_refit else rounded
 
@@ -292,7 +292,7 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
-        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, self.feedback_refit)
+        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, check_refit(self.feedback_refit))
         if self.feedback_order not in FEEDBACK_ORDERS:
             raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
                              f"{list(FEEDBACK_ORDERS)}")
@@ -355,7 +355,7 @@ def search_layer_output(
     est = _estimate(obj, alpha, row_mse, evaluations, symmetric=cfg.symmetric, convention=cfg.convention.value,
                     device=weight.device)
     if cfg.rounding is Rounding.FEEDBACK:
-        wq, est, ch_mse = configured_feedback_round(weight, gram, est, cfg.feedback_widen, cfg, factors)
+        wq, est, ch_mse = configured_feedback_round(weight, gram, est, cfg, factors)
     else:
         w_hat = obj.dequantize(alpha)
         wq = torch.as_tensor(w_hat.reshape(weight.shape), dtype=weight.dtype, device=weight.device)

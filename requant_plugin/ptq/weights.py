@@ -58,8 +58,6 @@ __all__ = ["WIDEN_MIN_ROWS_PER_INPUT", "quantize_beyond", "quantize_weights"]
 #: least this many calibration rows per input feature; with fewer, the candidate of lowest ``e^T G e`` fits the
 #: calibration rows rather than the layer's inputs (measured: random-weight MobileNetV3/ShuffleNet on 8 images).
 WIDEN_MIN_ROWS_PER_INPUT = 4
-#: the feedback rounding's damping and column order (the output search's defaults)
-_FEEDBACK = OutputSearchConfig()
 
 #: One layer's float and quantized inputs, per calibration batch (from a :class:`GraphStream`).
 LayerInputs = tuple[list[torch.Tensor], list[torch.Tensor]] | None
@@ -275,10 +273,17 @@ def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> R
     return best
 
 
-def _widen(cfg: QuantizeConfig, stats: LayerStatistics | None) -> tuple[float, ...]:
-    """``cfg.feedback_widen`` where ``stats`` has >= WIDEN_MIN_ROWS_PER_INPUT Gram rows per input, else ``(1.0,)``."""
+def _search_config(cfg: QuantizeConfig, plan: LayerPlan, stats: LayerStatistics | None) -> OutputSearchConfig:
+    """The layer's output search and feedback rounding (the output search's damping and order): ``cfg``'s wider
+    grids only where ``stats`` has >= WIDEN_MIN_ROWS_PER_INPUT Gram rows per input; widening and the refit only
+    with the feedback rounding (a recipe's values stay unused when the user picks ``rounding="nearest"``)."""
+    feedback = cfg.rounding is Rounding.FEEDBACK
     enough = stats is not None and stats.gram_count >= WIDEN_MIN_ROWS_PER_INPUT * stats.n
-    return cfg.feedback_widen if enough and cfg.rounding is Rounding.FEEDBACK else (1.0,)
+    return OutputSearchConfig(
+        symmetric=plan.symmetric, granularity=granularity(plan.per_channel),
+        p=1.0 if plan.space is Space.UNIFORM else plan.p, convention=cfg.convention, search=cfg.search,
+        rounding=cfg.rounding, feedback_widen=cfg.feedback_widen if enough and feedback else (1.0,),
+        feedback_sweeps=cfg.feedback_sweeps, feedback_refit=cfg.feedback_refit and feedback)
 
 
 def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatistics | None,
@@ -289,27 +294,21 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     wanted = paired is not None or cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK
     use = stats is not None and stats.with_gram and plan.ch_axis == 0 and wanted
     gram, rows = (stats.gram, stats.gram_count) if use and stats is not None else (None, None)  # read out once
+    sc = _search_config(cfg, plan, stats)
     factors = None  # one factorisation of the damped Gram matrix for the target and the feedback rounding
     if paired is not None and gram is not None:
-        if cfg.rounding is Rounding.FEEDBACK and _FEEDBACK.feedback_damp == TARGET_DAMP:
-            factors = [DampedFactor.of(g, TARGET_DAMP, _FEEDBACK.feedback_order) for g in gram]
+        if cfg.rounding is Rounding.FEEDBACK and sc.feedback_damp == TARGET_DAMP:
+            factors = [DampedFactor.of(g, TARGET_DAMP, sc.feedback_order) for g in gram]
         w = paired.target(w, factors, gram=gram)
     if cfg.objective is Objective.OUTPUT and gram is not None:
-        p: float | tuple[float, ...] = 1.0 if plan.space is Space.UNIFORM else plan.p
-        sol = search_layer_output(
-            w, gram, plan.bits, symmetric=plan.symmetric, per_channel=plan.per_channel, p=p, factors=factors,
-            convention=cfg.convention, search=cfg.search, rounding=cfg.rounding, feedback_widen=_widen(cfg, stats),
-            feedback_sweeps=cfg.feedback_sweeps, gram_rows=rows,
-            feedback_refit=cfg.feedback_refit and cfg.rounding is Rounding.FEEDBACK)
+        sol = search_layer_output(w, gram, plan.bits, sc, factors=factors, gram_rows=rows)
         return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram, searched_mse=False)
     est = _weight_estimate(w, plan, cfg)
     new_w = est.fake_quantize(w.detach())
     float_stats = state.float_stats.get(plan.name)
     report_gram = float_stats.gram if float_stats is not None and float_stats.with_gram else None
     if cfg.rounding is Rounding.FEEDBACK and gram is not None:
-        fb = OutputSearchConfig(rounding=cfg.rounding, feedback_sweeps=cfg.feedback_sweeps,
-                                feedback_refit=cfg.feedback_refit)  # _FEEDBACK's damping and order
-        (new_w, est, _), report_gram = configured_feedback_round(w, gram, est, _widen(cfg, stats), fb, factors), gram
+        (new_w, est, _), report_gram = configured_feedback_round(w, gram, est, sc, factors), gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", report_gram,
                     searched_mse=cfg.rounding is Rounding.NEAREST)
 

@@ -100,5 +100,6 @@ def test_quantize_weights_option_and_report() -> None:
 def test_refit_without_the_feedback_rounding_is_refused_where_it_would_be_ignored() -> None:
     with pytest.raises(ValueError, match="rounding='feedback'"):
         OutputSearchConfig(feedback_refit=True)
-    with pytest.raises(ValueError, match="feedback_refit must be True or False"):
-        QuantizeConfig(rounding="feedback", feedback_refit="yes")  # type: ignore[arg-type]
+    for make in (QuantizeConfig, OutputSearchConfig):
+        with pytest.raises(ValueError, match="feedback_refit must be True or False"):
+            make(rounding="feedback", feedback_refit="yes")  # type: ignore[arg-type]
