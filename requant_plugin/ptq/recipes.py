@@ -11,8 +11,9 @@ ResNets in ``docs/results-beyond.md``:
 * ``"paper+"``: the paper's grid with the output objective and bias correction (data).
 * ``"beyond"``: the recommended mode: per-channel asymmetric UNIFORM ranges (integer zero
   points, expressible by the observers, pt2e and ONNX Q/DQ), output objective, error-feedback
-  rounding on that grid, each layer matched to the float output from the partly quantized
-  model's inputs (``inputs="quantized"``) with sequential bias correction (data).
+  rounding on that grid (candidate ranges up to 1.4x wider, then each channel's grid refitted by
+  least squares), each layer matched to the float output from the partly quantized model's
+  inputs (``inputs="quantized"``) with sequential bias correction (data).
 * ``"beyond-tensorrt"``: ``"beyond"`` on the symmetric TensorRT grid (zero point 0).
 * ``"beyond-codebook"``: ``"beyond"`` on the transform grid with ``p = 0.75`` per channel
   (non-uniform codebook; storage / fake-quant only).
@@ -54,8 +55,8 @@ RECIPES: dict[str, QuantizeConfig] = {
                              recipe="paper+"),
     "beyond": QuantizeConfig(space=Space.UNIFORM, granularity=PerChannel(), symmetric=False,
                              objective=Objective.OUTPUT, bias_correction=BiasCorrection.SEQUENTIAL,
-                             rounding=Rounding.FEEDBACK, feedback_widen=FEEDBACK_WIDEN, inputs=Inputs.QUANTIZED,
-                             recipe="beyond"),
+                             rounding=Rounding.FEEDBACK, feedback_widen=FEEDBACK_WIDEN, feedback_refit=True,
+                             inputs=Inputs.QUANTIZED, recipe="beyond"),
     "beyond-tensorrt": QuantizeConfig(space=Space.UNIFORM, granularity=PerChannel(), symmetric=True,
                                       convention=Convention.TENSORRT, objective=Objective.OUTPUT,
                                       bias_correction=BiasCorrection.SEQUENTIAL, rounding=Rounding.FEEDBACK,
