@@ -25,7 +25,8 @@ columns.
 - **REQuant paper**: `quantize_weights(model, bits, recipe="paper")`: per-tensor asymmetric alpha on
   sign(w)|w|^0.5 (first/last layers uniform), weight MSE, no data.
 - **REQuant beyond**: `quantize_weights(model, bits, recipe="beyond", calibration_data=cal)`: per-channel
-  asymmetric uniform, output objective, error-feedback rounding, sequential bias correction, each layer
+  asymmetric uniform, output objective, error-feedback rounding (on the searched grid and 1.1-1.4x wider ones,
+  then each channel's grid rescaled by least squares, `feedback_refit`), sequential bias correction, each layer
   matched to the float output from the partly quantized model's inputs (`inputs="quantized"`).
 - **REQuant pt2e integer graph** (W4A8 / W4A4 only): `quantize_weights(model, bits, recipe="beyond-tensorrt",
   calibration_data=cal, fold_bn=True, act_bits=act_bits)` (per-channel symmetric, BN folded, the beyond modes,
