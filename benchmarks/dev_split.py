@@ -47,7 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rows8k": {"calibration_rows": 8192},  # "auto" at 3 bits and more before it became per layer
     "rows32k": {"calibration_rows": 32_768},  # "auto" at 2 bits
     "rows-all": {"calibration_rows": None},
-    "refit": {"feedback_refit": True},
+    "refit": {"feedback_refit": True},  # the recipe's since it joined ``beyond``
+    "no-refit": {"feedback_refit": False},
     "cd1": {"feedback_sweeps": 1},
     "cd2": {"feedback_sweeps": 2},
     "cd4": {"feedback_sweeps": 4},
@@ -119,18 +120,27 @@ def score(ref: torch.Tensor, out: torch.Tensor, labels: torch.Tensor) -> dict[st
     return {"kl": kl, "agree": agree, "top1": top1}
 
 
-def calibration(x_train: torch.Tensor, seed: int) -> list[torch.Tensor]:
-    """:data:`IMAGES` images drawn with ``seed`` from the first :data:`CAL_POOL`, in batches of :data:`BATCH`."""
-    idx = torch.randperm(CAL_POOL, generator=torch.Generator().manual_seed(seed))[:IMAGES]
-    return [x_train[idx[i:i + BATCH]] for i in range(0, IMAGES, BATCH)]
+def calibration(x_train: torch.Tensor, seed: int, images: int = IMAGES) -> list[torch.Tensor]:
+    """``images`` images drawn with ``seed`` from the first :data:`CAL_POOL`, in batches of :data:`BATCH` (two
+    batches when that leaves fewer than two)."""
+    idx = torch.randperm(CAL_POOL, generator=torch.Generator().manual_seed(seed))[:images]
+    batch = BATCH if images >= 2 * BATCH else max(1, images // 2)
+    return [x_train[idx[i:i + batch]] for i in range(0, images, batch)]
+
+
+def cache_key(model: str, bits: int, seed: int, variant: str, digest: str, images: int = IMAGES) -> dict[str, Any]:
+    """The cache key of one run (``images`` only when it is not the default, so older entries stay valid)."""
+    key: dict[str, Any] = dict(model=model, bits=bits, seed=seed, variant=variant, code=digest)
+    return key if images == IMAGES else {**key, "images": images}
 
 
 def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, variant: str,
-            dev: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
-    """Quantize a copy of ``model`` with the variant and score it on the dev images."""
+            dev: tuple[torch.Tensor, torch.Tensor, torch.Tensor], images: int = IMAGES) -> dict[str, float]:
+    """Quantize a copy of ``model`` with the variant on ``images`` calibration images and score it on the dev
+    images."""
     from requant_plugin.ptq import quantize_weights
 
-    cal = calibration(x_train, seed)
+    cal = calibration(x_train, seed, images)
     t0 = time.perf_counter()
     if variant in PT2E_VARIANTS:
         q = _pt2e(model, bits, cal, **PT2E_VARIANTS[variant])
@@ -171,14 +181,14 @@ def _fx(model: nn.Module, cal: list[torch.Tensor], **refine: Any) -> nn.Module:
 
 
 def table(cache: ResultCache, digest: str, models: Sequence[str], bits: Sequence[int], seeds: Sequence[int],
-          variants: Sequence[str]) -> str:
+          variants: Sequence[str], images: int = IMAGES) -> str:
     """One row per (model, bits, variant): KL and agreement averaged over the seeds, KL per seed."""
     rows = []
     for m in models:
         for b in bits:
             base: float | None = None
             for v in variants:
-                got = [cache.get(dict(model=m, bits=b, seed=s, variant=v, code=digest)) for s in seeds]
+                got = [cache.get(cache_key(m, b, s, v, digest, images)) for s in seeds]
                 done = [r for r in got if r is not None]
                 if not done:
                     continue
@@ -201,9 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=["recipe", "no-widen"],
                     choices=sorted({**VARIANTS, **PT2E_VARIANTS, **FX_VARIANTS}))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=IMAGES, help=f"calibration images (default {IMAGES})")
     ap.add_argument("--section", default=None, help="section name in docs/dev-split.md (default: from the arguments)")
     ap.add_argument("--no-write", action="store_true", help="print the table instead of writing the page")
     args = ap.parse_args(argv)
+    if not 1 <= args.images <= CAL_POOL:
+        ap.error(f"--images must be within 1..{CAL_POOL}, got {args.images}")
     from requant_plugin.data import load_cifar10
 
     setup(0, args.threads)
@@ -215,18 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = [(m, b, s, v) for m in args.models for b in args.bits for s in args.seeds for v in args.variants]
     models: dict[str, tuple[nn.Module, torch.Tensor]] = {}
     for m, b, s, v in progress(jobs, "dev split"):
-        key = dict(model=m, bits=b, seed=s, variant=v, code=digest)
+        key = cache_key(m, b, s, v, digest, args.images)
         if cache.get(key) is not None:
             continue
         if m not in models:
             net = load(m)
             models[m] = (net, logits(net, x_dev))
         net, ref = models[m]
-        result = run_one(net, ds.x_train, b, s, v, (x_dev, y_dev, ref))
+        result = run_one(net, ds.x_train, b, s, v, (x_dev, y_dev, ref), args.images)
         if not all(math.isfinite(x) for x in result.values()):
             raise SystemExit(f"non-finite result for {key}: {result}")
         cache.put(key, result)
-    body = table(cache, digest, args.models, args.bits, args.seeds, args.variants)
+    body = table(cache, digest, args.models, args.bits, args.seeds, args.variants, args.images)
     argv_text = command("dev_split", argv if argv is not None else sys.argv[1:])
     body += f"\n\nLibrary digest {digest}. Command: `{argv_text}`\n\nMachine: {environment()}\n"
     if args.no_write:

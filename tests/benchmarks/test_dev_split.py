@@ -19,6 +19,15 @@ def test_calibration_draws_from_the_calibration_pool_only() -> None:
     assert drawn.unique().numel() == dev_split.IMAGES and float(drawn.max()) < dev_split.CAL_POOL
 
 
+def test_a_few_images_come_in_two_batches_under_their_own_cache_key() -> None:
+    x = torch.arange(50_000, dtype=torch.float32)[:, None]
+    batches = dev_split.calibration(x, seed=5, images=8)
+    assert [len(b) for b in batches] == [4, 4]
+    assert torch.equal(torch.cat(batches), torch.cat(dev_split.calibration(x, seed=5))[:8])  # the same draw, cut
+    assert "images" not in dev_split.cache_key("m", 2, 0, "recipe", "d")
+    assert dev_split.cache_key("m", 2, 0, "recipe", "d", images=8)["images"] == 8
+
+
 def test_score_is_the_closed_form_kl_and_agreement() -> None:
     ref = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     out = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
