@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from benchmarks import dev_split
@@ -70,3 +71,11 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
             # the name says which are the defaults
             assert same == (name.endswith("-half-tol02") or "pooled" in name or "res8" in name
                             or "observed" in name or "rows" in name or "refit" in name), name
+
+
+def test_images_outside_the_calibration_pool_are_refused_before_any_work(capsys) -> None:
+    for bad in ("0", str(dev_split.CAL_POOL + 1)):
+        with pytest.raises(SystemExit) as exc:
+            dev_split.main(["--images", bad, "--no-write"])
+        assert exc.value.code == 2
+        assert f"--images must be within 1..{dev_split.CAL_POOL}, got {bad}" in capsys.readouterr().err
