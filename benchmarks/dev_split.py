@@ -53,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cd2": {"feedback_sweeps": 2},
     "cd4": {"feedback_sweeps": 4},
     "ends8": {"end_bits": 8},  # first and last layer at 8 bits (the BRECQ / QDrop convention)
+    "cle-0.25": {"equalize": 0.25},  # benchmarks.equalization before the search (the model's float parts rescaled)
+    "cle-0.5": {"equalize": 0.5},
+    "cle-1": {"equalize": 1.0},
 }
 #: Refinement settings (:class:`requant_plugin.refine.RefineConfig` fields) compared: the 512 calibration images
 #: with ``tol=0.01`` (the defaults before the choice), the first half of them (``images=256``: 8 of the 16
@@ -147,7 +150,12 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
     elif variant in FX_VARIANTS:
         q = _fx(model, cal, **FX_VARIANTS[variant])
     else:
-        q, _ = quantize_weights(model, "beyond", bits=bits, calibration_data=cal, **VARIANTS[variant])
+        options = dict(VARIANTS[variant])
+        if "equalize" in options:
+            from benchmarks.equalization import equalize
+
+            model = equalize(model, options.pop("equalize"))
+        q, _ = quantize_weights(model, "beyond", bits=bits, calibration_data=cal, **options)
     secs = time.perf_counter() - t0
     x_dev, y_dev, ref = dev
     q.eval()  # an exported graph's patched eval() returns None
