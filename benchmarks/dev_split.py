@@ -211,6 +211,18 @@ def table(cache: ResultCache, digest: str, models: Sequence[str], bits: Sequence
                      "KL per seed", "s"], rows)
 
 
+def split(threads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Set the run up (seed 0, ``threads`` torch threads) and return the CIFAR-10 training images (the calibration
+    pool is their first :data:`CAL_POOL`) and the dev images and labels (the rest)."""
+    from requant_plugin.data import load_cifar10
+
+    setup(0, threads)
+    ds = load_cifar10()
+    if len(ds.y_train) <= CAL_POOL:
+        raise SystemExit(f"need more than {CAL_POOL} training images, found {len(ds.y_train)}")
+    return ds.x_train, ds.x_train[CAL_POOL:], ds.y_train[CAL_POOL:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dev_split", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2"])
@@ -225,13 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.images <= CAL_POOL:
         ap.error(f"--images must be within 1..{CAL_POOL}, got {args.images}")
-    from requant_plugin.data import load_cifar10
-
-    setup(0, args.threads)
-    ds = load_cifar10()
-    if len(ds.y_train) <= CAL_POOL:
-        raise SystemExit(f"need more than {CAL_POOL} training images, found {len(ds.y_train)}")
-    x_dev, y_dev = ds.x_train[CAL_POOL:], ds.y_train[CAL_POOL:]
+    x_train, x_dev, y_dev = split(args.threads)
     digest, cache = code_digest(), ResultCache(CACHE)
     jobs = [(m, b, s, v) for m in args.models for b in args.bits for s in args.seeds for v in args.variants]
     models: dict[str, tuple[nn.Module, torch.Tensor]] = {}
@@ -243,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             net = load(m)
             models[m] = (net, logits(net, x_dev))
         net, ref = models[m]
-        result = run_one(net, ds.x_train, b, s, v, (x_dev, y_dev, ref), args.images)
+        result = run_one(net, x_train, b, s, v, (x_dev, y_dev, ref), args.images)
         if not all(math.isfinite(x) for x in result.values()):
             raise SystemExit(f"non-finite result for {key}: {result}")
         cache.put(key, result)

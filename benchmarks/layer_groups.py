@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from benchmarks.dev_split import CAL_POOL, DOC, calibration, load, logits, score
+from benchmarks.dev_split import DOC, calibration, load, logits, score, split
 from benchmarks.harness.cache import ResultCache, code_digest
 from benchmarks.harness.markdown import fmt, md_table, write_section
 from benchmarks.harness.paths import RESULTS
-from benchmarks.harness.runtime import command, environment, progress, setup
+from benchmarks.harness.runtime import command, environment, progress
 
 CACHE = RESULTS / "layer_groups.json"
 
@@ -88,14 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--section", default=None, help="section name in docs/dev-split.md")
     args = ap.parse_args(argv)
-    from requant_plugin.data import load_cifar10
     from requant_plugin.ptq import quantize_weights
 
-    setup(0, args.threads)
-    ds = load_cifar10()
-    if len(ds.y_train) <= CAL_POOL:
-        raise SystemExit(f"need more than {CAL_POOL} training images, found {len(ds.y_train)}")
-    x_dev, y_dev = ds.x_train[CAL_POOL:], ds.y_train[CAL_POOL:]
+    x_train, x_dev, y_dev = split(args.threads)
     digest, cache = code_digest(), ResultCache(CACHE)
     nets = {m: load(m) for m in args.models}
     groups = {m: layer_groups(net) for m, net in nets.items()}
@@ -109,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if m not in refs:
             refs[m] = logits(net, x_dev)
         names = groups[m][g]
-        q, _ = quantize_weights(net, "beyond", bits=b, calibration_data=calibration(ds.x_train, s),
+        q, _ = quantize_weights(net, "beyond", bits=b, calibration_data=calibration(x_train, s),
                                 overrides={n: {"bits": 8} for n in names})
         layers = [(n, mod) for n, mod in net.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
         sizes = {n: mod.weight.numel() for n, mod in layers}
