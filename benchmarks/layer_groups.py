@@ -7,8 +7,9 @@ The groups: ``first`` (the stem convolution), ``classifier`` (the last Linear), 
 convolution), ``depthwise`` (grouped convolutions), and by role inside the blocks: on MobileNetV2 ``expand``
 (the 1x1 convolution opening an inverted residual) and ``project`` (the 1x1 convolution closing it, whose
 output joins the residual stream without an activation); on the ResNets ``conv1`` / ``conv2`` (each basic
-block's first / second convolution) and ``shortcut`` (the projection shortcuts). The table's "KL / none" is
-the share of the development KL left when that group is 8-bit.
+block's first / second convolution). The layers are those ``quantize_weights`` quantizes
+(:func:`~requant_plugin.ptq.quantizable_layers`). The table's "KL / none" is the share of the development KL
+left when that group is 8-bit.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from benchmarks.harness.cache import ResultCache, code_digest
 from benchmarks.harness.markdown import fmt, md_table, write_section
 from benchmarks.harness.paths import RESULTS
 from benchmarks.harness.runtime import command, environment, progress
+from requant_plugin.ptq import quantizable_layers, quantize_weights
+from requant_plugin.ptq.plan import layer_weight
 
 CACHE = RESULTS / "layer_groups.json"
 
 Rule = Callable[[str, nn.Module], bool]
 
-#: Role rules on the module name (the zoo's MobileNetV2 and ResNets, the VGG-SiLU of benchmarks.heldout_vgg).
+#: Role rules on the module name (the zoo's MobileNetV2 and CIFAR ResNets).
 ROLES: dict[str, Rule] = {
     "depthwise": lambda n, m: isinstance(m, nn.Conv2d) and m.groups > 1,
     "expand": lambda n, m: n.endswith("conv.0.0") and isinstance(m, nn.Conv2d) and m.groups == 1,
@@ -39,13 +42,12 @@ ROLES: dict[str, Rule] = {
         n.endswith("conv.2.0") or n.endswith("conv.1.0")),  # features.1 has no expansion: its conv.1.0 projects
     "conv1": lambda n, m: n.endswith(".conv1") and n.startswith("layer"),
     "conv2": lambda n, m: n.endswith(".conv2") and n.startswith("layer"),
-    "shortcut": lambda n, m: isinstance(m, nn.Conv2d) and ("shortcut" in n or "downsample" in n),
 }
 
 
 def layer_groups(model: nn.Module) -> dict[str, list[str]]:
-    """The non-empty groups of ``model``'s Conv2d/Linear layers (see the module docstring); ``none`` is empty."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """The non-empty groups of ``model``'s quantized layers (see the module docstring); ``none`` is empty."""
+    layers = quantizable_layers(model)
     convs = [n for n, m in layers if isinstance(m, nn.Conv2d)]
     groups: dict[str, list[str]] = {"none": [], "first": [layers[0][0]]}
     if isinstance(layers[-1][1], nn.Linear):
@@ -88,12 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--section", default=None, help="section name in docs/dev-split.md")
     args = ap.parse_args(argv)
-    from requant_plugin.ptq import quantize_weights
-
     x_train, x_dev, y_dev = split(args.threads)
     digest, cache = code_digest(), ResultCache(CACHE)
     nets = {m: load(m) for m in args.models}
     groups = {m: layer_groups(net) for m, net in nets.items()}
+    sizes = {m: {n: layer_weight(mod).numel() for n, mod in quantizable_layers(net)} for m, net in nets.items()}
     jobs = [(m, b, s, g) for m in args.models for b in args.bits for s in args.seeds for g in groups[m]]
     refs = {}
     for m, b, s, g in progress(jobs, "layer groups"):
@@ -106,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = groups[m][g]
         q, _ = quantize_weights(net, "beyond", bits=b, calibration_data=calibration(x_train, s),
                                 overrides={n: {"bits": 8} for n in names})
-        layers = [(n, mod) for n, mod in net.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
-        sizes = {n: mod.weight.numel() for n, mod in layers}
-        result = {**score(refs[m], logits(q, x_dev), y_dev), "weights": float(sum(sizes[n] for n in names))}
+        result = {**score(refs[m], logits(q, x_dev), y_dev), "weights": float(sum(sizes[m][n] for n in names))}
         if not all(math.isfinite(x) for x in result.values()):
             raise SystemExit(f"non-finite result for {key}: {result}")
         cache.put(key, result)

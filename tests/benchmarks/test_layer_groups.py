@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from benchmarks.layer_groups import layer_groups
+from requant_plugin.ptq import quantizable_layers
 from requant_plugin.zoo import build_model
 
 
 def _layers(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return [n for n, _ in quantizable_layers(model)]
 
 
 def test_mobilenetv2_groups_cover_every_layer_by_role() -> None:
