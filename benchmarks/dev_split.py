@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cle-0.25": {"equalize": 0.25},  # benchmarks.equalization before the search (the model's float parts rescaled)
     "cle-0.5": {"equalize": 0.5},
     "cle-1": {"equalize": 1.0},
+    "damp-0.01": {"target_damp": 0.01},  # the fixed target damp, the recipe's before it was cross-validated
 }
 #: Refinement settings (:class:`requant_plugin.refine.RefineConfig` fields) compared: the 512 calibration images
 #: with ``tol=0.01`` (the defaults before the choice), the first half of them (``images=256``: 8 of the 16
@@ -85,6 +86,8 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 #: the weight calibration's Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" was 8,192,
 #: now 32,768 on every layer of up to 576 inputs)
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
+#: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
+PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
 

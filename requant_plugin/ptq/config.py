@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.target import TARGET_DAMP
 from ..options import (
     BiasCorrection,
     Convention,
@@ -38,7 +39,7 @@ from ..options import (
 
 __all__ = [
     "AUTO_GRAM_COST", "AUTO_ROWS", "AUTO_ROWS_2BIT", "OVERRIDE_KEYS", "LayerOverride", "QuantizeConfig", "check_p",
-    "check_sweeps", "first_last", "layer_space", "translate_legacy",
+    "check_sweeps", "check_target_damp", "first_last", "layer_space", "translate_legacy",
 ]
 
 #: ``calibration_rows="auto"`` at 3 bits and more: the fewest im2col rows a layer's Gram matrices get
@@ -103,6 +104,16 @@ def check_widen(factors: Any) -> tuple[float, ...]:
     if any(isinstance(v, bool) for v in values) or not all(math.isfinite(v) and v >= 1.0 for v in out):
         raise ValueError(f"feedback_widen factors must be finite and >= 1 (1 = the searched range), got {factors!r}")
     return out
+
+
+def check_target_damp(damp: Any) -> float | tuple[float, ...]:
+    """``damp`` as a float ``> 0``, or as a sorted tuple of distinct such floats (candidates chosen per layer)."""
+    values = (damp,) if isinstance(damp, (int, float)) else damp
+    ok = isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
+    if not ok or isinstance(damp, bool):
+        raise ValueError(f"target_damp must be a number > 0 or a non-empty sequence of them, got {damp!r}")
+    return float(damp) if isinstance(damp, (int, float)) else tuple(sorted({float(v) for v in values}))
 
 
 def check_sweeps(sweeps: Any) -> int:
@@ -246,6 +257,9 @@ class QuantizeConfig:
         end_bits: the first and last weighted layers at this many bits, their weights and (with
             ``act_bits``) their inputs; per-layer overrides win (``None``: the config's bits). The
             W4A4 tables of BRECQ, QDrop and PD-Quant keep both at 8 bits.
+        target_damp: with ``inputs="quantized"``, the ridge ``lambda = damp * mean(diag G)`` that pulls ``W*``
+            towards ``W``; or candidates, each layer taking the one whose ``W*`` fitted on the even calibration
+            batches predicts the float output of the odd ones best, and vice versa (two-fold cross-validation).
         calibration_rows: im2col rows per layer for the Gram matrices (``None``: all), ``>= 1``, or
             ``"auto"``: :data:`AUTO_ROWS_2BIT` at 2 bits; at 3 bits and more :data:`AUTO_GRAM_COST` over the
             layer's Gram entries, within [:data:`AUTO_ROWS`, :data:`AUTO_ROWS_2BIT`] (:meth:`rows_budget`).
@@ -274,6 +288,7 @@ class QuantizeConfig:
     inputs: Inputs = Inputs.FLOAT
     act_bits: int | None = None
     end_bits: int | None = None
+    target_damp: float | tuple[float, ...] = TARGET_DAMP
     calibration_rows: int | str | None = "auto"
     seed: int = 0
     input_shape: tuple[int, ...] | None = None
@@ -302,6 +317,7 @@ class QuantizeConfig:
                                  "or 'beyond-tensorrt')")
         if self.end_bits is not None:
             put(self, "end_bits", check_bits(self.end_bits))
+        put(self, "target_damp", check_target_damp(self.target_damp))
         rows = self.calibration_rows
         if rows is not None and rows != "auto" and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
             raise ValueError(f"calibration_rows must be positive, None (all) or 'auto', got {rows!r}")
@@ -321,6 +337,11 @@ class QuantizeConfig:
     def per_channel(self) -> bool:
         """True for ``PerChannel`` granularity (the legacy flag)."""
         return isinstance(self.granularity, PerChannel)
+
+    @property
+    def cross_validates(self) -> bool:
+        """True when each layer chooses its target damp among several candidates (two-fold CV)."""
+        return isinstance(self.target_damp, tuple) and len(self.target_damp) > 1
 
     def override(self, name: str) -> LayerOverride:
         """The override of layer ``name`` (an empty one when it has none)."""
@@ -369,7 +390,7 @@ class QuantizeConfig:
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
             rounding=self.rounding.value, feedback_widen=self.feedback_widen, feedback_sweeps=self.feedback_sweeps,
             feedback_refit=self.feedback_refit, inputs=self.inputs.value,
-            act_bits=self.act_bits, end_bits=self.end_bits,
+            act_bits=self.act_bits, end_bits=self.end_bits, target_damp=self.target_damp,
             calibration_rows=self.calibration_rows,
             seed=self.seed, recipe=self.recipe,
         )

@@ -9,6 +9,7 @@ inside): their token or category ids reach the layers as float embeddings.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -82,13 +83,21 @@ def check_one_input(model: nn.Module) -> None:
         )
 
 
-def calibration_inputs(data: Any, model: nn.Module) -> list[Tensor]:
+def calibration_inputs(data: Any, model: nn.Module, *, min_batches: int = 1) -> list[Tensor]:
     """The batches of ``data`` (:func:`iter_calibration_inputs`) for ``model``, at least one, each
     checked by :func:`check_calibration_batches` (integer ids allowed where ``model`` embeds them);
-    ``model`` must take one input (:func:`check_one_input`)."""
+    ``model`` must take one input (:func:`check_one_input`). A single batch of two or more samples is split
+    into two halves where ``min_batches = 2`` (the folds of the cross-validated target damp; one sample: a
+    warning)."""
     check_one_input(model)
     batches = list(iter_calibration_inputs(data))
     if not batches:
         raise ValueError("calibration_data yielded no batch")
     check_calibration_batches(batches, integer_ok=takes_indices(model))
+    if len(batches) < min_batches and batches[0].shape[0] >= 2:
+        half = batches[0].shape[0] // 2
+        batches = [batches[0][:half], batches[0][half:]]
+    elif len(batches) < min_batches:
+        warnings.warn("calibration_data is a single sample: the target damp cannot be cross-validated, every layer "
+                      "takes the first of target_damp's candidates; give two or more samples", stacklevel=3)
     return batches

@@ -30,7 +30,7 @@ from ..core.coordinate import coordinate_descent_round, nearest_level
 from ..core.damped import FEEDBACK_ORDERS, DampedFactor
 from ..core.gram_factor import factor_gram
 from ..core.output_objective import OutputObjective, error_feedback_round, output_mse
-from ..core.refit import refit_scale
+from ..core.refit import refit_terms
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
@@ -80,6 +80,7 @@ class OutputLayerReport(LayerReport):
         rel_output_mse: ``output_mse`` divided by the mean squared float output (bias excluded).
         p: transform exponent used (1 = uniform grid).
         bias_shift: mean ``|delta|`` added to the bias by bias correction (0 without).
+        target_damp: the damp of the compensated target ``W*`` (``inputs="quantized"``; else ``None``).
         estimate: the grid of this layer (uniform ranges when ``p = 1``).
     """
 
@@ -88,6 +89,7 @@ class OutputLayerReport(LayerReport):
     rel_output_mse: float | None = None
     p: float = 1.0
     bias_shift: float = 0.0
+    target_damp: float | None = None
     estimate: RangeEstimate | None = field(default=None, repr=False, compare=False)
 
 
@@ -226,14 +228,15 @@ def _scaled(estimate: RangeEstimate, factor: np.ndarray, channel_mse: np.ndarray
 
 def refit_rounding(weight: torch.Tensor, gram: np.ndarray, rounding: WidenedRounding) -> WidenedRounding:
     """``rounding`` (of ``weight``, output channels on axis 0) with each channel's grid, per tensor the tensor's,
-    scaled by the least-squares factor of its codes (:func:`~requant_plugin.core.refit.refit_scale`): the same
+    scaled by the least-squares factor of its codes (:func:`~requant_plugin.core.refit.refit_terms`): the same
     codes on the grid of scale ``lambda**p s``; its errors ``e_c^T G e_c`` never higher."""
     est = rounding.estimate
     w2 = weight.detach().double().reshape(weight.shape[0], -1).cpu().numpy()
     wq = rounding.weight.detach().double().reshape(w2.shape).cpu().numpy()
-    lam = refit_scale(w2, wq, gram, per_channel=est.per_channel)
+    terms = refit_terms(w2, wq, gram)
+    lam = terms.scale(est.per_channel)
     wq = wq * lam[:, None]
-    err = output_mse(w2, wq, np.asarray(gram, dtype=np.float32), single=True)
+    err = terms.error(rounding.channel_output_mse, lam)
     new = torch.as_tensor(wq.reshape(weight.shape), dtype=rounding.weight.dtype, device=rounding.weight.device)
     return WidenedRounding(new, _scaled(est, (lam if est.per_channel else lam[:1]) ** est.p, err), err)
 

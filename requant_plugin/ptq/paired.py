@@ -1,5 +1,6 @@
 """One layer's input statistics in the partly quantized model, paired row by row with the float
-model's (for ``inputs="quantized"``): the Gram matrix and mean of ``x_q`` and ``E[x_q x_f^T]``."""
+model's (for ``inputs="quantized"``): the Gram matrix and mean of ``x_q`` and ``E[x_q x_f^T]``, and, for the
+cross-validated target damp, the same over the even and the odd batches."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.damped import DampedFactor
-from ..core.target import compensated_weight
+from ..core.ridge_cv import DampChoice, TargetFold, cross_validated_damp
+from ..core.target import TARGET_DAMP, compensated_weight
 from .calibration import LayerStatistics, _eval_forward, _Stop, accumulate_products, im2col_rows, input_row_sum
 
 __all__ = ["PairedStatistics", "collect_paired_statistics", "first_input", "paired_statistics"]
@@ -24,26 +26,37 @@ class PairedStatistics:
     """``stats``: the quantized model's input statistics of the layer; over the same sampled rows as
     ``stats.gram``, either ``cross``: ``(groups, n, n)`` ``E[x_q x_f^T]``, or ``cross_out``:
     ``(groups, n, C/groups)`` ``E[x_q y_f^T]`` with the float layer's outputs ``y_f = W x_f`` (the other
-    one is ``None``)."""
+    one is ``None``); ``folds``: the same statistics over the even and over the odd batches (``None``: not
+    accumulated, or fewer than two batches)."""
 
     stats: LayerStatistics
     cross: np.ndarray | None = None
     cross_out: np.ndarray | None = None
+    folds: tuple[TargetFold, TargetFold] | None = None
 
     def compensated(self, weight2d: np.ndarray, factors: Sequence[DampedFactor] | None = None, *,
-                    gram: np.ndarray | None = None) -> np.ndarray:
+                    gram: np.ndarray | None = None, damp: float = TARGET_DAMP) -> np.ndarray:
         """``W*`` of :func:`~requant_plugin.core.target.compensated_weight` for the ``(C, n)`` weight (with
-        ``cross_out``: the weight it was accumulated with); ``factors``: the groups' damped factors of
-        ``stats.gram`` made with :data:`~requant_plugin.core.target.TARGET_DAMP`, if the caller has them;
-        ``gram``: ``stats.gram`` where the caller has read it out already."""
+        ``cross_out``: the weight it was accumulated with) and ``damp``; ``factors``: the groups' damped factors
+        of ``stats.gram`` made with ``damp``, if the caller has them; ``gram``: ``stats.gram`` where the caller has
+        read it out already."""
         g = self.stats.gram if gram is None else gram
-        return compensated_weight(weight2d, g, self.cross, cross_out=self.cross_out, factors=factors)
+        return compensated_weight(weight2d, g, self.cross, damp, cross_out=self.cross_out, factors=factors)
 
     def target(self, weight: Tensor, factors: Sequence[DampedFactor] | None = None, *,
-               gram: np.ndarray | None = None) -> Tensor:
+               gram: np.ndarray | None = None, damp: float = TARGET_DAMP) -> Tensor:
         """:meth:`compensated` for a ``(C, ...)`` weight tensor, in its shape, dtype and device."""
         w2d = weight.detach().double().contiguous().reshape(weight.shape[0], -1).cpu().numpy()
-        return torch.from_numpy(self.compensated(w2d, factors, gram=gram)).reshape(weight.shape).to(weight)
+        return torch.from_numpy(self.compensated(w2d, factors, gram=gram, damp=damp)).reshape(weight.shape).to(weight)
+
+    def choose_damp(self, weight: Tensor, damp: float | tuple[float, ...]) -> DampChoice:
+        """``damp`` itself, or of its candidates the one :func:`~requant_plugin.core.ridge_cv.cross_validated_damp`
+        picks on :attr:`folds` (without folds: the first candidate)."""
+        if isinstance(damp, float) or self.folds is None:
+            first = damp if isinstance(damp, float) else damp[0]
+            return DampChoice(first, (first,), (0.0,))
+        w2d = weight.detach().double().contiguous().reshape(weight.shape[0], -1).cpu().numpy()
+        return cross_validated_damp(w2d, self.folds, damp)
 
 
 def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:
@@ -70,7 +83,7 @@ def first_input(module: nn.Module, call: Callable[[], object]) -> Tensor:
 
 def paired_statistics(
     module: nn.Module, name: str, pairs: Iterable[tuple[Tensor, Tensor]], *,
-    max_rows: int | None = 1024, seed: int = 0, weight: Tensor | None = None,
+    max_rows: int | None = 1024, seed: int = 0, weight: Tensor | None = None, folds: bool = False,
 ) -> PairedStatistics:
     """Accumulate, over the ``(x_f, x_q)`` input pairs of layer ``module`` (one per batch, in batch
     order), ``X_q^T X_q`` and the cross term on the same random im2col rows of both inputs (seeded by
@@ -78,11 +91,14 @@ def paired_statistics(
 
     The cross term is ``X_q^T X_f`` (``n x n`` per group), or with ``weight`` (the layer's float weight,
     ``(C, ...)``) ``X_q^T (X_f W^T)`` (``n x C/groups``) where that costs less (``2 C/groups < n``).
+    ``folds``: also the even batches' sums (the odd ones' are the rest) for :attr:`PairedStatistics.folds`.
     """
     st = LayerStatistics.of_layer(name, module)
     w = None if weight is None else weight.detach().float().reshape(st.groups, -1, st.n)  # (groups, C/g, n)
     project = w is not None and 2 * w.shape[1] < st.n
     cross: Tensor | None = None
+    even: list[Tensor | None] = [None, None]  # the even batches' sum x_q x_q^T and cross term
+    even_rows = 0
     for i, (xf, xq) in enumerate(pairs):
         if xf.shape != xq.shape:
             raise ValueError(f"layer {name!r}: float and quantized inputs differ in shape ({tuple(xf.shape)} "
@@ -96,15 +112,33 @@ def paired_statistics(
             assert w is not None
             rf = torch.bmm(rf, w.to(rf.device).transpose(1, 2))  # (groups, M, C/g): the float outputs
         cross = accumulate_products(cross, rq, rf)  # (groups, n, n or C/g): sum x_q x_f^T or x_q y_f^T
+        if folds and i % 2 == 0:
+            even = [accumulate_products(even[0], rq), accumulate_products(even[1], rq, rf)]
+            even_rows += int(rq.shape[1])
     st.check_finite(cross)
     assert cross is not None
     mean = (cross.double() / st.gram_count).cpu().numpy()
-    return PairedStatistics(st, None, mean) if project else PairedStatistics(st, mean)
+    pair = _folds(st, cross, even, even_rows, project) if 0 < even_rows < st.gram_count else None
+    return PairedStatistics(st, None, mean, pair) if project else PairedStatistics(st, mean, None, pair)
+
+
+def _folds(st: LayerStatistics, cross: Tensor, even: list[Tensor | None], rows: int,
+           project: bool) -> tuple[TargetFold, TargetFold]:
+    """The even and the odd batches' mean statistics; the odd sums are the totals less the even ones."""
+    assert even[0] is not None and even[1] is not None
+    assert st.sum_outer is not None
+    g_even, c_even = even[0].double().cpu(), even[1].double().cpu()
+    out = []
+    for g_sum, c_sum, n in ((g_even, c_even, rows), (st.sum_outer.double().cpu() - g_even,
+                                                     cross.double().cpu() - c_even, st.gram_count - rows)):
+        g_mean, c_mean = (g_sum / n).numpy(), (c_sum / n).numpy()
+        out.append(TargetFold(g_mean, None, c_mean, n) if project else TargetFold(g_mean, c_mean, None, n))
+    return out[0], out[1]
 
 
 def collect_paired_statistics(
     float_model: nn.Module, model: nn.Module, batches: Sequence[Tensor], name: str, *,
-    max_rows: int | None = 1024, seed: int = 0, weight: Tensor | None = None,
+    max_rows: int | None = 1024, seed: int = 0, weight: Tensor | None = None, folds: bool = False,
 ) -> PairedStatistics:
     """Feed every batch to both models up to layer ``name`` (one forward pass per model and batch)
     and accumulate :func:`paired_statistics` of its inputs."""
@@ -113,4 +147,4 @@ def collect_paired_statistics(
         raise ValueError(f"layer {name!r} is not in both the float and the quantized model")
     with _eval_forward(float_model) as feed_f, _eval_forward(model) as feed_q:
         pairs = ((first_input(fmod, partial(feed_f, x)), first_input(qmod, partial(feed_q, x))) for x in batches)
-        return paired_statistics(qmod, name, pairs, max_rows=max_rows, seed=seed, weight=weight)
+        return paired_statistics(qmod, name, pairs, max_rows=max_rows, seed=seed, weight=weight, folds=folds)

@@ -48,6 +48,7 @@ class Solution:
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
     bias_shift: float = 0.0
+    target_damp: float | None = None
 
 
 @dataclass
@@ -142,5 +143,5 @@ def layer_report(
         space=plan.space.value, alpha=float(est.alpha.double().mean()), mse=mse,
         rel_mse=mse / mean_sq if mean_sq > 0 else 0.0, evaluations=sol.evaluations, seconds=sol.seconds,
         note=", ".join(sol.notes), objective=sol.objective, output_mse=out_mse, rel_output_mse=rel_out,
-        p=sol.p, bias_shift=sol.bias_shift, estimate=est,
+        p=sol.p, bias_shift=sol.bias_shift, target_damp=sol.target_damp, estimate=est,
     )

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from ..core.damped import DampedFactor
-from ..core.target import TARGET_DAMP
 from ..options import BiasCorrection, Inputs, Objective, Rounding, Space, granularity
 from ..range import RangeEstimate, RangeSpec, estimate_range
 from .activation_sim import ActQParams, activation_qparams, fake_quant_activations
@@ -113,7 +112,8 @@ def quantize_weights(
         **options: :class:`~.config.QuantizeConfig` fields (``bits``, ``space``, ``symmetric``,
             ``granularity`` or the legacy ``per_channel``, ``fold_bn``, ``search``, ``p``,
             ``loss_space``, ``convention``, ``transform_first_last``, ``objective``,
-            ``bias_correction``, ``rounding``, ``inputs``, ``act_bits``, ``end_bits``, ``calibration_rows``,
+            ``bias_correction``, ``rounding``, ``inputs``, ``act_bits``, ``end_bits``, ``target_damp``,
+            ``calibration_rows``,
             ``seed``, ``input_shape``, ``overrides``), or ``recipe=`` (a recipe name): written options
             always win over the recipe, except one it cannot honour (ValueError naming both).
 
@@ -131,7 +131,8 @@ def quantize_weights(
     cfg = make_config(config, **options)
     _check_data(cfg, calibration_data)
     check_model(model, cfg)
-    batches = None if calibration_data is None else calibration_inputs(calibration_data, model)
+    batches = None if calibration_data is None else calibration_inputs(
+        calibration_data, model, min_batches=2 if cfg.cross_validates else 1)
     out = model if inplace else copy.deepcopy(model)
     layers = quantizable_layers(out)
     bake_computed_weights([(n, m) for n, m in layers if not _skipped(cfg, n)])  # else the write-back is lost
@@ -253,14 +254,10 @@ def _skipped(cfg: QuantizeConfig, name: str) -> bool:
     return cfg.override(name).skip
 
 
-def _p_values(p: float | tuple[float, ...]) -> list[float]:
-    return [p] if isinstance(p, float) else list(p)
-
-
 def _weight_estimate(w: torch.Tensor, plan: LayerPlan, cfg: QuantizeConfig) -> RangeEstimate:
     """The weight-MSE estimate of ``plan`` (the best over the candidate exponents ``p``)."""
     best: RangeEstimate | None = None
-    for pv in ([1.0] if plan.space is Space.UNIFORM else _p_values(plan.p)):
+    for pv in [1.0] if plan.space is Space.UNIFORM else [plan.p] if isinstance(plan.p, float) else plan.p:
         spec = RangeSpec(
             bits=plan.bits, symmetric=plan.symmetric, granularity=granularity(plan.per_channel, plan.ch_axis),
             space=Space.UNIFORM if pv == 1.0 else plan.space, search=cfg.search, p=pv,
@@ -295,14 +292,16 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     use = stats is not None and stats.with_gram and plan.ch_axis == 0 and wanted
     gram, rows = (stats.gram, stats.gram_count) if use and stats is not None else (None, None)  # read out once
     sc = _search_config(cfg, plan, stats)
-    factors = None  # one factorisation of the damped Gram matrix for the target and the feedback rounding
+    factors, damp = None, None  # one factorisation of the damped Gram matrix for the target and the rounding
     if paired is not None and gram is not None:
-        if cfg.rounding is Rounding.FEEDBACK and sc.feedback_damp == TARGET_DAMP:
-            factors = [DampedFactor.of(g, TARGET_DAMP, sc.feedback_order) for g in gram]
-        w = paired.target(w, factors, gram=gram)
+        damp = paired.choose_damp(w, cfg.target_damp).damp
+        if cfg.rounding is Rounding.FEEDBACK and sc.feedback_damp == damp:
+            factors = [DampedFactor.of(g, damp, sc.feedback_order) for g in gram]
+        w = paired.target(w, factors, gram=gram, damp=damp)
     if cfg.objective is Objective.OUTPUT and gram is not None:
         sol = search_layer_output(w, gram, plan.bits, sc, factors=factors, gram_rows=rows)
-        return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram, searched_mse=False)
+        return Solution(sol.estimate, sol.weight, sol.p, sol.estimate.evaluations, "output", gram,
+                        searched_mse=False, target_damp=damp)
     est = _weight_estimate(w, plan, cfg)
     new_w = est.fake_quantize(w.detach())
     float_stats = state.float_stats.get(plan.name)
@@ -310,7 +309,7 @@ def _solve(state: RunState, plan: LayerPlan, w: torch.Tensor, stats: LayerStatis
     if cfg.rounding is Rounding.FEEDBACK and gram is not None:
         (new_w, est, _), report_gram = configured_feedback_round(w, gram, est, sc, factors), gram
     return Solution(est, new_w, est.p, est.evaluations, "weight", report_gram,
-                    searched_mse=cfg.rounding is Rounding.NEAREST)
+                    searched_mse=cfg.rounding is Rounding.NEAREST, target_damp=damp)
 
 
 def _layer_statistics(state: RunState, name: str,
@@ -324,12 +323,13 @@ def _layer_statistics(state: RunState, name: str,
         module = state.model.get_submodule(name)
         state.fill_float_means(name, module, inputs[0])
         paired = paired_statistics(module, name, zip(*inputs, strict=True), max_rows=state.rows_per_batch[name],
-                                   seed=cfg.seed, weight=layer_weight(module))
+                                   seed=cfg.seed, weight=layer_weight(module), folds=cfg.cross_validates)
         return paired.stats, paired
     if cfg.inputs is Inputs.QUANTIZED and stats is not None and state.float_model is not None:
         paired = collect_paired_statistics(state.float_model, state.model, state.batches or [], name,
                                            max_rows=state.rows_per_batch[name], seed=cfg.seed,
-                                           weight=layer_weight(state.model.get_submodule(name)))
+                                           weight=layer_weight(state.model.get_submodule(name)),
+                                           folds=cfg.cross_validates)
         return paired.stats, paired
     if cfg.bias_correction is BiasCorrection.SEQUENTIAL and stats is not None:
         with_gram = cfg.objective is Objective.OUTPUT or cfg.rounding is Rounding.FEEDBACK

@@ -70,7 +70,7 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
             same = all(getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg))
             # the name says which are the defaults
             assert same == (name.endswith("-half-tol02") or "pooled" in name or "res8" in name
-                            or "observed" in name or "rows" in name or "refit" in name), name
+                            or "observed" in name or "rows" in name or "refit" in name or "damp" in name), name
 
 
 def test_images_outside_the_calibration_pool_are_refused_before_any_work(capsys) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from requant_plugin.core.refit import REFIT_BOUNDS, refit_scale
+from requant_plugin.core.refit import REFIT_BOUNDS, refit_scale, refit_terms
 
 
 def problem(seed: int, c: int, n: int, groups: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,3 +66,24 @@ def test_zero_rounding_keeps_one_and_bounds_hold() -> None:
 def test_mismatched_shapes_raise() -> None:
     with pytest.raises(ValueError, match="do not match"):
         refit_scale(np.ones((4, 3)), np.ones((4, 3)), np.ones((3, 3, 3)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), lam=st.floats(0.5, 2.0), groups=st.sampled_from([1, 2]))
+def test_refitted_error_in_closed_form_is_the_direct_one(seed: int, lam: float, groups: int) -> None:
+    rng = np.random.default_rng(seed)
+    c, n = 4, 5
+    w, q = rng.normal(size=(c, n)), rng.normal(size=(c, n))
+    a = rng.normal(size=(groups, 2 * n, n))
+    g = np.einsum("gmi,gmj->gij", a, a) / (2 * n)
+    per = c // groups
+
+    def err(v: np.ndarray) -> np.ndarray:
+        e = w - v
+        return np.array([e[i] @ g[i // per] @ e[i] for i in range(c)])
+
+    terms = refit_terms(w, q, g[0] if groups == 1 else g)
+    lams = np.full(c, lam)
+    np.testing.assert_allclose(terms.error(err(q), lams), err(lams[:, None] * q), rtol=1e-5, atol=1e-6)
+    best = terms.scale()
+    assert np.all(terms.error(err(q), best) <= err(q) + 1e-6)  # the least-squares factor never loses
