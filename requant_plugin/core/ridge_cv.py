@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from .target import compensated_weight
 
-__all__ = ["TIE", "DampChoice", "TargetFold", "cross_validated_damp", "held_out_error"]
+__all__ = ["TIE", "DampChoice", "TargetFold", "cross_validated_damp", "held_out_error", "projected"]
 
 #: held-out errors this close (relative to the largest magnitude) are a tie, won by the earlier candidate
 TIE = 1e-9
@@ -44,23 +44,32 @@ class DampChoice:
     errors: tuple[float, ...]
 
 
+def projected(fold: TargetFold, weight: NDArray[np.floating]) -> TargetFold:
+    """``fold`` with ``cross`` replaced by ``cross_out = C W_g^T`` per group (as is when it has ``cross_out``): the
+    only form of the cross term the fit and the score read, made once instead of once per candidate."""
+    if fold.cross is None:
+        return fold
+    w = np.asarray(weight, dtype=np.float64)
+    groups = fold.gram.shape[0]
+    per = w.shape[0] // groups
+    out = np.stack([fold.cross[gi] @ w[gi * per:(gi + 1) * per].T for gi in range(groups)])
+    return TargetFold(fold.gram, None, out, fold.rows)
+
+
 def held_out_error(weight: NDArray[np.floating], fit: TargetFold, score: TargetFold, damp: float) -> float:
     """``E_score||W x_f - W*_fit x_q||^2 - E_score||W x_f||^2`` summed over output channels, with ``W*_fit`` the
-    target of ``damp`` on fold ``fit``: ``tr(V G V^T) - 2 tr(W^T V C)`` per group (``C W^T = C_out``)."""
+    target of ``damp`` on fold ``fit``: ``tr(V G V^T) - 2 tr(V C_out)`` per group (``C_out = C W^T``)."""
     w = np.asarray(weight, dtype=np.float64)
-    v_all = compensated_weight(w, fit.gram, fit.cross, damp, cross_out=fit.cross_out)
+    fit, score = projected(fit, w), projected(score, w)
+    assert score.cross_out is not None
+    v_all = compensated_weight(w, fit.gram, None, damp, cross_out=fit.cross_out)
     groups = score.gram.shape[0]
     per = w.shape[0] // groups
     total = 0.0
     for gi in range(groups):
-        part = slice(gi * per, (gi + 1) * per)
-        v = v_all[part]
-        total += float(np.einsum("ij,ij->", v @ score.gram[gi], v))
-        if score.cross is not None:
-            total -= 2.0 * float(np.einsum("ij,ij->", v @ score.cross[gi], w[part]))
-        else:
-            assert score.cross_out is not None
-            total -= 2.0 * float(np.einsum("ij,ji->", v, score.cross_out[gi]))
+        v = v_all[gi * per:(gi + 1) * per]
+        total += float(np.einsum("ij,ij->", v @ score.gram[gi], v)) - 2.0 * float(np.einsum("ij,ji->", v,
+                                                                                             score.cross_out[gi]))
     return total
 
 
@@ -74,7 +83,7 @@ def cross_validated_damp(weight: NDArray[np.floating], folds: tuple[TargetFold, 
         raise ValueError("damps must hold at least one candidate")
     if len(candidates) == 1:
         return DampChoice(candidates[0], candidates, (0.0,))
-    a, b = folds
+    a, b = projected(folds[0], weight), projected(folds[1], weight)
     errors = tuple(held_out_error(weight, a, b, d) + held_out_error(weight, b, a, d) for d in candidates)
     if not all(np.isfinite(errors)):
         raise ValueError(f"the held-out errors of damps {candidates} are not all finite ({errors}): the folds' "
