@@ -205,6 +205,11 @@ class LayerStatistics:
         self.sum_outer = accumulate_products(self.sum_outer, rows.detach().permute(1, 0, 2))
         self.gram_count += int(rows.shape[0])
 
+    def add_gram(self, sum_outer: Tensor, rows: int) -> None:
+        """Add ``X^T X`` ``(groups, n, n)`` summed over ``rows`` sampled rows elsewhere."""
+        self.sum_outer = sum_outer.clone() if self.sum_outer is None else self.sum_outer + sum_outer
+        self.gram_count += int(rows)
+
     def update(self, rows: Tensor) -> None:
         """Add rows ``(M, groups, n)`` to both statistics."""
         self.update_mean(rows.detach().double().sum(dim=0), rows.shape[0])

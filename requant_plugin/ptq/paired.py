@@ -91,14 +91,13 @@ def paired_statistics(
 
     The cross term is ``X_q^T X_f`` (``n x n`` per group), or with ``weight`` (the layer's float weight,
     ``(C, ...)``) ``X_q^T (X_f W^T)`` (``n x C/groups``) where that costs less (``2 C/groups < n``).
-    ``folds``: also the even batches' sums (the odd ones' are the rest) for :attr:`PairedStatistics.folds`.
+    ``folds``: the even and the odd batches' sums apart (the totals are their sums) for
+    :attr:`PairedStatistics.folds`.
     """
     st = LayerStatistics.of_layer(name, module)
     w = None if weight is None else weight.detach().float().reshape(st.groups, -1, st.n)  # (groups, C/g, n)
     project = w is not None and 2 * w.shape[1] < st.n
-    cross: Tensor | None = None
-    even: list[Tensor | None] = [None, None]  # the even batches' sum x_q x_q^T and cross term
-    even_rows = 0
+    parts = [_Part(), _Part()] if folds else [_Part()]  # the even and the odd batches' sums, or one for all
     for i, (xf, xq) in enumerate(pairs):
         if xf.shape != xq.shape:
             raise ValueError(f"layer {name!r}: float and quantized inputs differ in shape ({tuple(xf.shape)} "
@@ -106,34 +105,43 @@ def paired_statistics(
         rows_q = im2col_rows(module, xq, max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
         rows_f = im2col_rows(module, xf.to(xq.device), max_rows, torch.Generator().manual_seed(seed * 1_000_003 + i))
         st.update_mean(*input_row_sum(module, xq))
-        st.update_gram(rows_q)
         rq, rf = rows_q.detach().float().permute(1, 0, 2), rows_f.detach().float().permute(1, 0, 2)
         if project:
             assert w is not None
             rf = torch.bmm(rf, w.to(rf.device).transpose(1, 2))  # (groups, M, C/g): the float outputs
-        cross = accumulate_products(cross, rq, rf)  # (groups, n, n or C/g): sum x_q x_f^T or x_q y_f^T
-        if folds and i % 2 == 0:
-            even = [accumulate_products(even[0], rq), accumulate_products(even[1], rq, rf)]
-            even_rows += int(rq.shape[1])
+        parts[i % len(parts)].add(rq, rf)
+    live = [pt for pt in parts if pt.rows]
+    cross = None
+    for pt in live:  # the totals: the sums of the parts (one product per row and term, folds or not)
+        assert pt.gram is not None and pt.cross is not None
+        st.add_gram(pt.gram, pt.rows)
+        cross = pt.cross.clone() if cross is None else cross + pt.cross
     st.check_finite(cross)
     assert cross is not None
     mean = (cross.double() / st.gram_count).cpu().numpy()
-    pair = _folds(st, cross, even, even_rows, project) if 0 < even_rows < st.gram_count else None
+    pair = (live[0].fold(project), live[1].fold(project)) if len(live) == 2 else None
     return PairedStatistics(st, None, mean, pair) if project else PairedStatistics(st, mean, None, pair)
 
 
-def _folds(st: LayerStatistics, cross: Tensor, even: list[Tensor | None], rows: int,
-           project: bool) -> tuple[TargetFold, TargetFold]:
-    """The even and the odd batches' mean statistics; the odd sums are the totals less the even ones."""
-    assert even[0] is not None and even[1] is not None
-    assert st.sum_outer is not None
-    g_even, c_even = even[0].double().cpu(), even[1].double().cpu()
-    out = []
-    for g_sum, c_sum, n in ((g_even, c_even, rows), (st.sum_outer.double().cpu() - g_even,
-                                                     cross.double().cpu() - c_even, st.gram_count - rows)):
-        g_mean, c_mean = (g_sum / n).numpy(), (c_sum / n).numpy()
-        out.append(TargetFold(g_mean, None, c_mean, n) if project else TargetFold(g_mean, c_mean, None, n))
-    return out[0], out[1]
+@dataclass
+class _Part:
+    """The sums ``X_q^T X_q`` and ``X_q^T X_f`` (or ``X_q^T Y_f``) of some of the batches, per group."""
+
+    gram: Tensor | None = None
+    cross: Tensor | None = None
+    rows: int = 0
+
+    def add(self, rq: Tensor, rf: Tensor) -> None:
+        self.gram = accumulate_products(self.gram, rq)
+        self.cross = accumulate_products(self.cross, rq, rf)
+        self.rows += int(rq.shape[1])
+
+    def fold(self, project: bool) -> TargetFold:
+        """The mean statistics, with the cross term as ``cross_out`` where ``project``."""
+        assert self.gram is not None and self.cross is not None
+        g_mean = (self.gram.double().cpu() / self.rows).numpy()
+        c_mean = (self.cross.double().cpu() / self.rows).numpy()
+        return TargetFold(g_mean, None, c_mean, self.rows) if project else TargetFold(g_mean, c_mean, None, self.rows)
 
 
 def collect_paired_statistics(

@@ -48,9 +48,10 @@ RECIPE_FIELDS: tuple[str, ...] = (
 FEEDBACK_WIDEN: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4)
 
 #: The target damps each layer of the ``"beyond"`` recipes chooses from by two-fold cross-validation
-#: (``target_damp``): on the development split the choice lowered the KL to the float network against the fixed
-#: 0.01 at W2 by 13 / 3 / 0 / 6 % (MobileNetV2 / ResNet-20 / ResNet-56 / held-out VGG, four seeds), at W3 by
-#: 12 / 1 / 1 / 6 % and in the pt2e W4A4 graph by 12 / 5 / 7 % (two seeds).
+#: (``target_damp``): on the development split (docs/dev-split.md, sections dev-w2-damp-cv, dev-w4-damp-cv and
+#: dev-w4a4-damp-cv, two seeds) the choice lowered the KL to the float network against the fixed 0.01 at W2 by
+#: 13 / 3 / 8 / 2 % (MobileNetV2 / ResNet-20 / VGG / ResNet-56), at W4 by 15 / 2 / 5 / 3 % and in the pt2e W4A4
+#: graph by 12 / 5 / 7 % (MobileNetV2 / ResNet-20 / ResNet-56).
 TARGET_DAMPS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
 
 #: Every recipe, by name: the full config it stands for (``bits`` is the run's, default 4).
