@@ -127,3 +127,31 @@ def test_non_finite_statistics_are_a_clear_error() -> None:
     bad = TargetFold(good.gram, good.cross * np.nan, None, 9)
     with pytest.raises(ValueError, match="not all finite"):
         cross_validated_damp(w, (good, bad), (0.01, 0.1))
+
+
+def with_rows(f: TargetFold, xf: np.ndarray, xq: np.ndarray, w: np.ndarray | None = None) -> TargetFold:
+    """``f`` with its rows kept: the float inputs (``w is None``) or outputs (``x_f W^T``)."""
+    return TargetFold(f.gram, f.cross, f.cross_out, f.rows, xq[None], (xf if w is None else xf @ w.T)[None])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(4, 12), c=st.integers(1, 6), damp=st.floats(1e-3, 3.0),
+       projected=st.booleans(), dead=st.booleans(), keep=st.sampled_from(["both", "fit", "score"]))
+def test_rows_of_a_rank_deficient_fold_give_the_errors_of_its_statistics(
+        seed: int, n: int, c: int, damp: float, projected: bool, dead: bool, keep: str) -> None:
+    """Woodbury in the row space (fewer rows than inputs) against the LU solve of the same fold's means."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(c, n))
+    (xf_a, xq_a), (xf_b, xq_b) = rows(rng, n // 2 + 1, n, 0.3), rows(rng, n - 1, n, 0.3)
+    if dead:  # an input every quantized row has at zero
+        xq_a[:, 0], xq_b[:, 0] = 0.0, 0.0
+    wp = w if projected else None
+    a, b = fold(xf_a, xq_a, wp), fold(xf_b, xq_b, wp)
+    ra = with_rows(a, xf_a, xq_a, wp) if keep in ("both", "fit") else a
+    rb = with_rows(b, xf_b, xq_b, wp) if keep in ("both", "score") else b
+    want = held_out_error(w, a, b, damp)
+    scale = direct_error(w, 0 * w, xf_b, 0 * xq_b)
+    assert held_out_error(w, ra, rb, damp) == pytest.approx(want, rel=1e-7, abs=1e-9 * scale)
+    damps = (0.01, 0.1, 1.0)
+    got, ref = cross_validated_damp(w, (ra, rb), damps), cross_validated_damp(w, (a, b), damps)
+    np.testing.assert_allclose(got.errors, ref.errors, rtol=1e-7, atol=1e-9 * scale)
