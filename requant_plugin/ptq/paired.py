@@ -125,23 +125,32 @@ def paired_statistics(
 
 @dataclass
 class _Part:
-    """The sums ``X_q^T X_q`` and ``X_q^T X_f`` (or ``X_q^T Y_f``) of some of the batches, per group."""
+    """The sums ``X_q^T X_q`` and ``X_q^T X_f`` (or ``X_q^T Y_f``) of some of the batches, per group, and, while
+    they are fewer than the inputs, their rows (a rank-deficient fold's fits solve in the row space)."""
 
     gram: Tensor | None = None
     cross: Tensor | None = None
     rows: int = 0
+    kept: list[tuple[Tensor, Tensor]] | None = None
 
     def add(self, rq: Tensor, rf: Tensor) -> None:
         self.gram = accumulate_products(self.gram, rq)
         self.cross = accumulate_products(self.cross, rq, rf)
         self.rows += int(rq.shape[1])
+        self.kept = [*(self.kept or []), (rq, rf)] if self.rows < rq.shape[2] else None
 
     def fold(self, project: bool) -> TargetFold:
         """The mean statistics, with the cross term as ``cross_out`` where ``project``."""
         assert self.gram is not None and self.cross is not None
         g_mean = (self.gram.double().cpu() / self.rows).numpy()
         c_mean = (self.cross.double().cpu() / self.rows).numpy()
-        return TargetFold(g_mean, None, c_mean, self.rows) if project else TargetFold(g_mean, c_mean, None, self.rows)
+        row_q = row_f = None
+        if self.kept:
+            row_q = torch.cat([q for q, _ in self.kept], dim=1).double().cpu().numpy()
+            row_f = torch.cat([f for _, f in self.kept], dim=1).double().cpu().numpy()
+        if project:
+            return TargetFold(g_mean, None, c_mean, self.rows, row_q, row_f)
+        return TargetFold(g_mean, c_mean, None, self.rows, row_q, row_f)
 
 
 def collect_paired_statistics(

@@ -12,7 +12,7 @@ from refs.nets import make_depthwise_net as model
 from refs.nets import random_batches as data
 
 from requant_plugin import quantize_weights
-from requant_plugin.core.ridge_cv import cross_validated_damp
+from requant_plugin.core.ridge_cv import TargetFold, cross_validated_damp
 from requant_plugin.ptq.config import QuantizeConfig
 from requant_plugin.ptq.paired import collect_paired_statistics
 from requant_plugin.ptq.recipes import RECIPES, TARGET_DAMPS
@@ -48,6 +48,28 @@ def test_folds_are_the_even_and_the_odd_batches(name: str) -> None:
     np.testing.assert_allclose(whole, paired.stats.gram, rtol=1e-5, atol=1e-6)
     w2 = w.double().reshape(w.shape[0], -1).numpy()
     assert paired.choose_damp(w, CANDIDATES) == cross_validated_damp(w2, paired.folds, CANDIDATES)
+
+
+@pytest.mark.parametrize(("name", "project"), [("3", False), ("3", True), ("20", False)])
+def test_a_fold_with_fewer_rows_than_inputs_keeps_them_and_chooses_as_its_statistics(name: str,
+                                                                                      project: bool) -> None:
+    m, q = half_quantized(0)
+    cal = data(0, batches=5)
+    w = dict(m.named_modules())[name].weight.detach()
+    w2 = w.double().reshape(w.shape[0], -1).numpy()
+    paired = collect_paired_statistics(m, q, cal, name, max_rows=4, weight=w if project else None, folds=True)
+    assert paired.folds is not None
+    for f in paired.folds:  # 12 and 8 sampled rows, fewer than the inputs (144, 16)
+        assert f.row_q is not None and f.row_f is not None
+        assert f.row_q.shape == (1, f.rows, w2.shape[1])
+        assert f.row_f.shape == (1, f.rows, w2.shape[0] if f.cross_out is not None else w2.shape[1])
+        np.testing.assert_allclose(f.row_q[0].T @ f.row_q[0] / f.rows, f.gram[0], rtol=1e-5, atol=1e-6)
+    plain = tuple(TargetFold(f.gram, f.cross, f.cross_out, f.rows) for f in paired.folds)
+    got, want = paired.choose_damp(w, CANDIDATES), cross_validated_damp(w2, plain, CANDIDATES)
+    assert got.damp == want.damp
+    np.testing.assert_allclose(got.errors, want.errors, rtol=1e-4)  # the Gram is summed in float32, the rows not
+    many = collect_paired_statistics(m, q, cal, name, max_rows=None, weight=w if project else None, folds=True)
+    assert many.folds is not None and all(f.row_q is None for f in many.folds)  # 2,304 or 16 rows a batch
 
 
 def test_no_folds_unless_asked_or_with_one_batch() -> None:
