@@ -242,7 +242,7 @@ development-split KL -2 to -15 % on every measured network at W2, W4 and W4A4, d
 digest d02d649f9e (the cross-validation made cheaper: the even and the odd batches' sums kept apart instead of a
 second product per even batch, LU solves instead of damped Cholesky-of-inverse factors, rank-deficient folds
 solved in their row space) the beyond cells of seeds 0-2, the pt2e row at W4A8 (seed 0) and W4A4 (seeds 0-2), the
-paper row and the variant rows named in VARIANTS_STATUS were re-measured on an AMD EPYC, one process at a time for
+paper row and the variant rows named below were re-measured on an AMD EPYC, one process at a time for
 the beyond / pt2e / paper cells (`--refresh-stale`). The change is numerical only (the same objective and
 candidates; the float32 sums in another order move a few layers' choices and, through the rounding, every layer
 after them), yet the three-seed means moved against the previous library by +0.12 / -0.04 / -0.06 at W4, +0.00 / -0.10
@@ -251,7 +251,10 @@ after them), yet the three-seed means moved against the previous library by +0.1
 and the W4 goal (-0.1) is within it (ResNet-20 -0.10 and ResNet-56 -0.13 fall just short of it now, -0.22 and
 -0.09 before). Calibration is faster (ResNet-56 pt2e W4A8 33 s, 43 s on the previous page; beyond W4 20 s, was
 25 s): every cell now takes at least 10x less time than the learned round (the time table; ResNet-56 W4A8 11.9x,
-was 9.2x). VARIANTS_STATUS
+was 9.2x). The variant rows re-measured with d02d649f9e: first and last layers 8-bit, residual adds' operands
+8-bit and both (W4A4 seeds 0-2, W4A8 seed 0) and the float-activations row (seed 0), timed beside one other
+one-thread benchmark; the per-observer rows (pt2e-layers seed 0, pt2e-ends8-layers seeds 0-2) are from older
+libraries (9b6d3eae34).
 The peers' cells are cached from an Intel Xeon.
 Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
