@@ -20,8 +20,9 @@ and the W4 goal (-0.1) is within it (ResNet-20 -0.10 and ResNet-56 -0.13 fall ju
 25 s): every cell now takes at least 10x less time than the learned round (the time table; ResNet-56 W4A8 11.9x,
 was 9.2x). The variant rows re-measured with d02d649f9e: first and last layers 8-bit, residual adds' operands
 8-bit and both (W4A4 seeds 0-2, W4A8 seed 0) and the float-activations row (seed 0), timed beside one other
-one-thread benchmark; the per-observer rows (pt2e-layers seed 0, pt2e-ends8-layers seeds 0-2) are from older
-libraries (9b6d3eae34).
+one-thread benchmark, and the per-observer rows (pt2e-layers seed 0, pt2e-ends8-layers seeds 0-2): their seed-0
+cells were timed beside a fresh clone's demo and test suite (two more processes), so those times are inflated
+(ResNet-56 / MobileNetV2 pt2e-layers 198 / 270 s, 126 / 100 s alone with library 9b6d3eae34).
 The peers' cells are cached from an Intel Xeon.
 Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
