@@ -59,7 +59,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "damp-0.01": {"target_damp": 0.01},  # the fixed target damp, the recipe's before it was cross-validated
     # the cross-validated candidates extended above the recipe's largest (0.3), which many layers choose
     "damps-to-1": {"target_damp": (0.01, 0.03, 0.1, 0.3, 1.0)},
-    "damps-to-3": {"target_damp": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)},
 }
 #: Refinement settings (:class:`requant_plugin.refine.RefineConfig` fields) compared: the 512 calibration images
 #: with ``tol=0.01`` (the defaults before the choice), the first half of them (``images=256``: 8 of the 16
@@ -91,7 +90,6 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
-PT2E_VARIANTS["pt2e-a4-damps-to-1"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": VARIANTS["damps-to-1"]}
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
 HEADER = """# Development split
 
