@@ -33,7 +33,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="recompute this run's cached results")
+    p.add_argument("--fresh", action="store_true", help="recompute the cells this run reads (other cached cells stay)")
     p.add_argument("--refresh-stale", action="store_true",
                    help="recompute cached results recorded with other versions of the library sources")
     p.add_argument("--refresh", nargs="+", default=[], metavar="CELL",

@@ -35,8 +35,6 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
     key_base = f"{name}|test={args.test_limit}|calib={args.calib_batches}x{args.batch_size}|seed={args.seed}"
     task = load_task(name, test_limit=args.test_limit, calib_batches=args.calib_batches,
                      batch_size=args.batch_size, seed=args.seed, eval_batch_size=500)
-    if args.fresh:  # this model and calibration sample only; other cached runs stay
-        cache.pop(key_base, None)
     out: dict[str, Any] = cache.setdefault(key_base, {})
     out["dataset"] = task.dataset
     out["test_images"] = sum(len(b[1]) for b in task.test)
@@ -44,9 +42,13 @@ def run_model(name: str, args: argparse.Namespace, cache: dict[str, Any]) -> dic
     codes: dict[str, str] = out.setdefault("codes", {})  # key -> code_digest() it was computed with
     reused: list[str | None] = []
 
+    fresh: set[str] = set()  # with --fresh: the cells this run computes again (the others it does not touch stay)
+
     def cached(key: str, fn: Any) -> Any:
         stale = key in out and codes.get(key) not in (None, CODE)
-        if key not in out or (stale and getattr(args, "refresh_stale", False)) or key in getattr(args, "refresh", ()):
+        if (key not in out or (stale and getattr(args, "refresh_stale", False)) or key in getattr(args, "refresh", ())
+                or (args.fresh and key not in fresh)):
+            fresh.add(key)
             t0 = time.perf_counter()
             out[key] = fn()
             codes[key] = CODE
