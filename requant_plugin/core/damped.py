@@ -16,12 +16,23 @@ from numpy.typing import NDArray
 
 from .linalg import upper_cholesky_of_inverse
 
-__all__ = ["FEEDBACK_ORDERS", "DampedFactor"]
+__all__ = ["FEEDBACK_ORDERS", "DampedFactor", "live_gram"]
 
 #: column orders of the feedback rounding: ``"energy"`` (largest ``G_jj`` first) or ``"input"`` (as stored)
 FEEDBACK_ORDERS: tuple[str, ...] = ("input", "energy")
 #: added to ``damp`` (relative to the mean live diagonal) when the damped matrix is still not positive definite
 _RETRY_DAMP = 0.1
+
+
+def live_gram(gram: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[np.bool_], float]:
+    """``(h, dead, scale)``: a float64 copy of ``gram`` with each dead input's (``G_jj <= 0``) row and column
+    replaced by ``e_j``, the dead mask, and ``scale`` = the mean live diagonal (1 when no input is live)."""
+    h = np.array(gram, dtype=np.float64)
+    diag = np.diag(h).copy()
+    dead = diag <= 0
+    h[dead, :], h[:, dead] = 0.0, 0.0
+    h[dead, dead] = 1.0
+    return h, dead, float(np.mean(diag[~dead])) if (~dead).any() else 1.0
 
 
 @dataclass(frozen=True)
@@ -55,14 +66,9 @@ class DampedFactor:
         n = g.shape[0]
         if g.shape != (n, n):
             raise ValueError(f"gram must be square, got {g.shape}")
-        diag = np.diag(g).copy()
-        perm = np.argsort(-diag, kind="stable") if order == "energy" else np.arange(n)
-        dead = diag <= 0
-        h = g[np.ix_(perm, perm)]
-        dead_p = dead[perm]
-        h[dead_p, :], h[:, dead_p] = 0.0, 0.0
-        h[dead_p, dead_p] = 1.0
-        mean_diag = float(np.mean(diag[~dead])) if (~dead).any() else 1.0
+        perm = np.argsort(-np.diag(g), kind="stable") if order == "energy" else np.arange(n)
+        live, dead, mean_diag = live_gram(g)
+        h = live[np.ix_(perm, perm)]
         lam = damp * mean_diag
         h[np.diag_indices(n)] += lam
         try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from .damped import live_gram
+
 __all__ = ["TIE", "DampChoice", "TargetFold", "cross_validated_damp", "held_out_error", "projected"]
 
 #: held-out errors this close (relative to the largest magnitude) are a tie, won by the earlier candidate
@@ -65,7 +67,8 @@ def projected(fold: TargetFold, weight: NDArray[np.floating]) -> TargetFold:
 @dataclass(frozen=True)
 class _Ready:
     """One group of a projected fold, made ready for the fits of every candidate: ``base`` the Gram matrix with
-    each dead input's (``G_jj <= 0``) row and column replaced by ``e_j`` (as :class:`~.damped.DampedFactor` does),
+    each dead input's (``G_jj <= 0``) row and column replaced by ``e_j`` (:func:`~.damped.live_gram`, as
+    :class:`~.damped.DampedFactor` does),
     ``rhs`` the cross term ``C W_g^T`` with a dead input's row replaced by its float weight, ``scale`` the mean
     live diagonal (``lam = damp * scale``); ``x``, ``y``: the fold's rows ``(r, n)`` and float outputs
     ``(r, C/g)`` where it kept them."""
@@ -88,13 +91,9 @@ class _Ready:
         for gi in range(groups):
             gram = np.asarray(fold.gram[gi], dtype=np.float64)
             w_t = w[gi * per:(gi + 1) * per].T
-            diag = np.diag(gram)
-            dead = diag <= 0
-            base, rhs = gram.copy(), np.array(fold.cross_out[gi], dtype=np.float64)
-            base[dead, :], base[:, dead] = 0.0, 0.0
-            base[dead, dead] = 1.0
+            base, dead, scale = live_gram(gram)
+            rhs = np.array(fold.cross_out[gi], dtype=np.float64)
             rhs[dead] = w_t[dead]
-            scale = float(np.mean(diag[~dead])) if (~dead).any() else 1.0
             x = y = None
             if fold.row_q is not None and fold.row_f is not None:
                 x, y = np.asarray(fold.row_q[gi], dtype=np.float64), np.asarray(fold.row_f[gi], dtype=np.float64)

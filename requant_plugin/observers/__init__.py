@@ -17,9 +17,11 @@ Drop-in replacements for torch's observers in a ``QConfig``::
 
 All accept torch's observer arguments (``dtype``, ``qscheme``, ``quant_min``, ``quant_max``,
 ``eps``, ...) plus ``search="golden"|"grid"|"minmax"`` and ``alpha`` (pin the range factor;
-``search="minmax"`` reproduces ``MinMaxObserver`` exactly). The weight observers also take
-``space="uniform"|"sqrt"``, ``p`` and ``input_mean_ratio`` (the coherent output-error term, 0 =
-REQuant's plain weight MSE; the factories use 0.467); the activation observer takes ``bins``.
+``search="minmax"`` reproduces ``MinMaxObserver`` exactly). An activation range too small for the
+smallest scale ``eps`` (pt2e's default ``2**-12``) gets a :class:`ScaleFloorWarning` with the fix.
+The weight observers also take ``space="uniform"|"sqrt"``, ``p`` and ``input_mean_ratio`` (the
+coherent output-error term, 0 = REQuant's plain weight MSE; the factories use 0.467); the activation
+observer takes ``bins``.
 
 Layout, by role: :mod:`.base` (what every observer shares), :mod:`.weight`, :mod:`.activation`,
 :mod:`.pinned` (the adapters over :mod:`requant_plugin.calib`'s calibrators), :mod:`.ao` (the
@@ -32,6 +34,7 @@ optional), :mod:`.refine` (network-level range refinement), :mod:`.flows` (the f
 from __future__ import annotations
 
 from ..calib.sampling import DEFAULT_SAMPLE_SIZE
+from .activation import ScaleFloorWarning
 from .ao import PerChannelREQuantObserver, PinnedWeightObserver, REQuantObserver, REQuantWeightObserver
 from .base import RELU_MEAN_RATIO
 from .fx import get_requant_qconfig, get_requant_qconfig_mapping
@@ -40,6 +43,7 @@ from .spec import ObserverSpec
 
 __all__ = [
     "DEFAULT_SAMPLE_SIZE", "RELU_MEAN_RATIO", "ObserverSpec", "PerChannelREQuantObserver", "PinnedWeightObserver",
-    "REQuantObserver", "REQuantWeightObserver", "get_requant_qconfig", "get_requant_qconfig_mapping",
+    "REQuantObserver", "REQuantWeightObserver", "ScaleFloorWarning",
+    "get_requant_qconfig", "get_requant_qconfig_mapping",
     "pinned_grids", "pinned_weight_args",
 ]

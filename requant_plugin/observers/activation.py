@@ -15,6 +15,7 @@ existed loads with 1.0).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -26,7 +27,15 @@ from ..core import StreamingHistogram
 from ..options import Search
 from .base import PER_TENSOR, ObserverMixinBase
 
-__all__ = ["DEFAULT_SAMPLE_SIZE", "ActivationObserverMixin"]
+__all__ = ["DEFAULT_SAMPLE_SIZE", "SCALE_FLOOR_LOSS", "ActivationObserverMixin", "ScaleFloorWarning"]
+
+#: a calibrated range is reported when the smallest scale (``eps``) is at least this many times the scale the
+#: range needs: its values then get at most 1/SCALE_FLOOR_LOSS of the codes (more than 2 bits lost)
+SCALE_FLOOR_LOSS = 4.0
+
+
+class ScaleFloorWarning(UserWarning):
+    """An activation range so small that the observer's minimum scale ``eps`` leaves it few codes."""
 
 
 class ActivationObserverMixin(ObserverMixinBase):
@@ -104,7 +113,26 @@ class ActivationObserverMixin(ObserverMixinBase):
         rng = self.calibrator.compute_range()
         if rng is None:
             return self._default_qparams()
+        self._check_scale_floor()
         return self._qparams_for_range(rng.lo.to(self.eps.device), rng.hi.to(self.eps.device))
+
+    def _check_scale_floor(self) -> None:
+        """Warn (:class:`ScaleFloorWarning`) when the observed ``[min, max]`` needs a scale of at most
+        ``eps / SCALE_FLOOR_LOSS``: ``need = (max(max, 0) - min(min, 0)) / (quant_max - quant_min)`` (symmetric:
+        ``2 max(|min|, |max|)`` over the same), the scale that torch's rule then raises to ``eps``."""
+        lo, hi = float(self.min_val), float(self.max_val)
+        neg, pos = min(lo, 0.0), max(hi, 0.0)
+        steps = int(self.quant_max) - int(self.quant_min)
+        need = (2.0 * max(-neg, pos) if self.symmetric else pos - neg) / steps
+        eps = float(self.eps)
+        if need > 0.0 and need * SCALE_FLOOR_LOSS <= eps:
+            warnings.warn(
+                f"{type(self).__name__}: the observed activation range [{lo:.3g}, {hi:.3g}] needs a scale of "
+                f"{need:.3g}, but this observer's smallest scale (eps) is {eps:.3g}, so these values get about "
+                f"{max(1, round(steps * need / eps))} of the {steps + 1} codes (values within {eps / 2:.3g} of "
+                "the zero point round to it). If they matter (e.g. a near-zero branch of a randomly initialised "
+                "or heavily down-scaled network), pass a smaller eps: get_requant_quantizer(..., eps=1e-7) or "
+                "ObserverSpec(eps=...)", ScaleFloorWarning, stacklevel=3)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], strict: bool,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from requant_plugin.core.damped import DampedFactor
+from requant_plugin.core.damped import DampedFactor, live_gram
 from requant_plugin.core.output_objective import error_feedback_round
 from requant_plugin.core.target import compensated_weight
 
@@ -45,6 +45,18 @@ def test_solve_is_the_dense_solve_of_the_damped_matrix(seed: int, n: int, dead: 
     assert np.allclose(u, np.triu(u))
     if order == "energy":
         assert np.all(np.diff(np.diag(g)[fac.perm]) <= 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 30), dead=st.integers(0, 30))
+def test_live_gram_neutralises_dead_inputs_and_leaves_the_input_alone(seed: int, n: int, dead: int) -> None:
+    g = gram(seed, n, min(dead, n))
+    before = g.copy()
+    h, mask, scale = live_gram(g)
+    np.testing.assert_array_equal(g, before)
+    np.testing.assert_array_equal(mask, np.diag(g) <= 0)
+    np.testing.assert_array_equal(h, dense_damped(g, 0.0) if (~mask).any() else np.eye(n))
+    assert scale == (float(np.mean(np.diag(g)[~mask])) if (~mask).any() else 1.0)
 
 
 @pytest.mark.parametrize("order", ["input", "energy"])
