@@ -90,9 +90,10 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
-FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": v for k, v in REFINE.items()}
+#: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
+FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7 / 0.8 / 0.9 / 1.1 times the shared factor
-#: (``RefineConfig.layer_factors``, opt-in), on the defaults' settings
+#: (``RefineConfig.layer_factors``; the FX default since section dev-fx-layers), on the defaults' settings
 FX_VARIANTS["fx-a8-layers"] = {**REFINE["-half-tol02"], "layer_factors": (0.7, 0.8, 0.9, 1.1)}
 #: the factory defaults without the refinement, and torch's own default qconfig mapping (x86)
 FX_VARIANTS["fx-a8-plain"] = {"refine": False}

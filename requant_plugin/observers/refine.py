@@ -19,7 +19,7 @@ evaluation otherwise). Each observer's own alpha search runs once, before the fi
 The chosen ``beta`` is stored in each observer's ``range_factor`` buffer, so ``convert_fx`` /
 ``convert_pt2e`` and ``state_dict`` carry it.
 
-Optionally (``layer_factors``) a second stage then gives each observer its own factor
+Then (``layer_factors``; by default for FX, opt-in for pt2e) a second stage gives each observer its own factor
 ``beta_i = min(1, c * beta)`` with ``c`` from ``layer_factors``, by one sweep of coordinate descent
 in graph order on the output error of a simulation over the first ``layer_batches`` of those batches
 (:func:`simulated`: every observer of the prepared model fake-quantizes what it sees with its current
@@ -174,7 +174,10 @@ class RefineConfig:
             (``None``: all); 256 of 512 gave the same dev-split error within seed noise at half the time
             (sections dev-refine-*).
         layer_factors: multiples of the shared factor each observer tries in the second stage
-            (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`.
+            (module docstring; empty: no second stage), e.g. :data:`LAYER_FACTORS`; ``None`` (the default):
+            :data:`LAYER_FACTORS` for ``"fx"`` (W8A8 on the development split: KL to the float network
+            lower than with the shared factor alone on each measured network, section dev-fx-layers), none for
+            ``"pt2e"`` (mixed there at W4A4: opt-in).
         layer_batches: batches the second stage's simulation runs on, ``>= 1``.
     """
 
@@ -182,7 +185,7 @@ class RefineConfig:
     lower: float = 0.8
     tol: float = 0.02
     images: int | None = 256
-    layer_factors: tuple[float, ...] = ()
+    layer_factors: tuple[float, ...] | None = None
     layer_batches: int = 2
 
     def __post_init__(self) -> None:
@@ -193,11 +196,18 @@ class RefineConfig:
             raise ValueError(f"images must be an integer >= 1 or None (all batches), got {self.images!r}")
         if not (0.0 < self.lower < 1.0):
             raise ValueError(f"lower must be in (0, 1), got {self.lower!r}")
-        factors = tuple(float(c) for c in self.layer_factors)
-        if any(not c > 0.0 for c in factors) or self.layer_batches < 1:
+        factors = None if self.layer_factors is None else tuple(float(c) for c in self.layer_factors)
+        if any(not c > 0.0 for c in factors or ()) or self.layer_batches < 1:
             raise ValueError(f"layer_factors must be positive and layer_batches >= 1, got {factors!r} "
                              f"and {self.layer_batches!r}")
         object.__setattr__(self, "layer_factors", factors)
+
+    @property
+    def factors(self) -> tuple[float, ...]:
+        """The second stage's multiples for this flow: ``layer_factors``, or its default when ``None``."""
+        if self.layer_factors is None:
+            return LAYER_FACTORS if self.flow == "fx" else ()
+        return self.layer_factors
 
 
 def refine_activation_ranges(
@@ -266,9 +276,9 @@ def refine_activation_ranges(
     at_one = next(fx for x, fx in res.points if x == 1.0)
     shared = RangeRefinement(res.x, res.fx, at_one, len(observers), res.points,
                              images=sum(_count(x) for x in batches))
-    if not cfg.layer_factors:
+    if not cfg.factors:
         return shared
-    chosen = _layer_stage(prepared, observers, res.x, cfg.layer_factors, batches[:cfg.layer_batches],
+    chosen = _layer_stage(prepared, observers, res.x, cfg.factors, batches[:cfg.layer_batches],
                           target[:cfg.layer_batches])
     for name, m in observers.items():
         m.set_range_factor(chosen[name])

@@ -62,15 +62,19 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
 
     from requant_plugin.refine import RefineConfig
 
-    default = RefineConfig()
-    for table in (dev_split.PT2E_VARIANTS, dev_split.FX_VARIANTS):
+    for flow, table in (("pt2e", dev_split.PT2E_VARIANTS), ("fx", dev_split.FX_VARIANTS)):
+        default = RefineConfig(flow=flow)
         for name, variant in table.items():
-            graph_options = ("act_bits", "pooled_input", "residual_bits", "act_ranges", "weights")
-            cfg = RefineConfig(**{k: v for k, v in variant.items() if k not in graph_options})
-            same = all(getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg))
-            # the name says which are the defaults
-            assert same == (name.endswith("-half-tol02") or "pooled" in name or "res8" in name
-                            or "observed" in name or "rows" in name or "refit" in name or "damp" in name), name
+            graph_options = ("act_bits", "pooled_input", "residual_bits", "act_ranges", "weights", "mapping", "refine")
+            if variant.get("refine") is False:
+                continue  # no refinement at all
+            cfg = RefineConfig(flow=flow, **{k: v for k, v in variant.items() if k not in graph_options})
+            same = all(getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg)
+                       if f.name != "layer_factors") and cfg.factors == default.factors
+            # the name says which are the defaults (FX: per-observer factors since section dev-fx-layers)
+            defaults = ("-layers",) if flow == "fx" else ("-half-tol02", "pooled", "res8", "observed", "rows", "refit",
+                                                          "damp")
+            assert same == any(d in name for d in defaults), name
 
 
 def test_images_outside_the_calibration_pool_are_refused_before_any_work(capsys) -> None:

@@ -4,6 +4,7 @@ checked against an independent convert-and-measure of the same prepared model.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 
 import pytest
@@ -13,7 +14,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from requant_plugin import get_requant_qconfig_mapping
 from requant_plugin.observers import REQuantObserver
-from requant_plugin.refine import RefineConfig, activation_observers, refine_activation_ranges
+from requant_plugin.refine import LAYER_FACTORS, RefineConfig, activation_observers, refine_activation_ranges
 
 
 class Net(nn.Module):
@@ -62,7 +63,7 @@ def test_fx_refinement_matches_an_independent_measurement() -> None:
     prep = _prepared(net, batches)
     plain = convert_fx(copy.deepcopy(prep))
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    res = refine_activation_ranges(prep, net, batches, lower=0.5, tol=0.02)
+    res = refine_activation_ranges(prep, net, batches, lower=0.5, tol=0.02, layer_factors=())  # shared stage only
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # reference untouched
     assert 0.5 <= res.factor <= 1.0 and res.observers == len(activation_observers(prep)) > 0
     assert all(float(m.range_factor) == res.factor for m in activation_observers(prep).values())
@@ -292,6 +293,20 @@ def test_layer_stage_arguments_are_checked() -> None:
         refine_activation_ranges(prep, net, batches, layer_factors=(0.0, 0.9))
     with pytest.raises(ValueError, match="layer_batches >= 1"):
         refine_activation_ranges(prep, net, batches, layer_factors=(0.9,), layer_batches=0)
+
+
+def test_fx_refines_per_observer_by_default_and_pt2e_on_request() -> None:
+    assert RefineConfig().factors == LAYER_FACTORS and RefineConfig().layer_factors is None
+    assert RefineConfig(flow="pt2e").factors == ()
+    assert dataclasses.replace(RefineConfig(), flow="pt2e").factors == ()  # the flows pass flow= as an option
+    assert RefineConfig(layer_factors=()).factors == ()  # what the user writes wins
+    assert RefineConfig(flow="pt2e", layer_factors=LAYER_FACTORS).factors == LAYER_FACTORS
+    net, batches = Net().eval(), _batches(4)
+    prep = _prepared(net, batches)
+    res = refine_activation_ranges(prep, net, batches, layer_batches=2)  # FX: the second stage runs
+    assert res.error_shared is not None and res.error <= res.error_shared
+    plain = refine_activation_ranges(_prepared(net, batches), net, batches, layer_factors=())
+    assert plain.error_shared is None  # no second stage
 
 
 def test_refine_config_is_frozen_data_and_options_win() -> None:
