@@ -35,6 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="docs folder (default: docs/, --quick: a temp folder)")
     ap.add_argument("--cached-only", action="store_true",
                     help="measure nothing: write the doc from the cells already cached (the others are left out)")
+    ap.add_argument("--refresh", nargs="+", default=[], metavar="FLOW:METHOD",
+                    help="recompute these cells whatever their digest, e.g. fx:requant_refined (METHOD: every flow)")
     ap.add_argument("--refresh-stale", action="store_true",
                     help="recompute cached results recorded with other versions of the library sources")
     return ap.parse_args(argv)
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> tuple[dict[Cell, dict[str, Any]], int]:
     for cell in progress(plan(tuple(args.models), args.quick), "cells"):
         key = cell.key(images.n, args.n_cal) | {"seed": args.seed}
         rec = cache.get(key)
-        if rec is not None and not (args.refresh_stale and rec.get("code") != CODE):
+        asked = cell.method in args.refresh or f"{cell.flow}:{cell.method}" in args.refresh
+        if rec is not None and not (args.refresh_stale and rec.get("code") != CODE) and not asked:
             reused.append(rec.get("code"))
         elif args.cached_only:
             continue
