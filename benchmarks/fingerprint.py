@@ -103,7 +103,7 @@ def compare(store: dict[str, dict[str, str]], current: str) -> list[str]:
         shared = [k for k in hashes if k in mine]
         same = [k for k in shared if hashes[k] == mine[k]]
         verdict = "identical" if shared and len(same) == len(shared) else "differs"
-        lines.append(f"{current} vs {digest}: {verdict} on {len(same)} of {len(shared)} shared configurations"
+        lines.append(f"{current} vs {digest}: {verdict} ({len(same)} of {len(shared)} shared configurations match)"
                      + ("" if verdict == "identical" else f" (differ: {sorted(set(shared) - set(same))})"))
     return lines
 
