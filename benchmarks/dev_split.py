@@ -32,6 +32,7 @@ from benchmarks.harness.cache import ResultCache, code_digest
 from benchmarks.harness.markdown import fmt, md_table, write_section
 from benchmarks.harness.paths import DOCS, RESULTS
 from benchmarks.harness.runtime import command, environment, progress, setup
+from requant_plugin.refine import LAYER_FACTORS
 
 CACHE = RESULTS / "dev_split.json"
 DOC = DOCS / "dev-split.md"
@@ -94,7 +95,7 @@ PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "we
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7 / 0.8 / 0.9 / 1.1 times the shared factor
 #: (``RefineConfig.layer_factors``; the FX default since section dev-fx-layers), on the defaults' settings
-FX_VARIANTS["fx-a8-layers"] = {**REFINE["-half-tol02"], "layer_factors": (0.7, 0.8, 0.9, 1.1)}
+FX_VARIANTS["fx-a8-layers"] = {**REFINE["-half-tol02"], "layer_factors": LAYER_FACTORS}
 #: the factory defaults without the refinement, and torch's own default qconfig mapping (x86)
 FX_VARIANTS["fx-a8-plain"] = {"refine": False}
 FX_VARIANTS["fx-a8-torch-default"] = {"mapping": "torch", "refine": False}

@@ -13,6 +13,7 @@ Calibration: 512 images drawn per seed from those 45,000; top-1 on the 10,000 te
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None, net: Heldout = VGG) -> int:
         f"FX: REQuant - default {sum(diffs) / len(diffs):+.3f} points on average, at or above the default on "
         f"{sum(d >= 0 for d in diffs)} of {len(diffs)} seeds. pt2e: {sum(pt2e_diffs) / len(pt2e_diffs):+.3f}, at "
         f"or above on {sum(d >= 0 for d in pt2e_diffs)} of {len(pt2e_diffs)}.",
-        f"Command: `{command(net.name, list(argv) if argv is not None else [])}`",
+        f"Command: `{command(net.name, sys.argv[1:] if argv is None else argv)}`",
         f"Machine: {environment()}",
     ])
     if args.no_write:

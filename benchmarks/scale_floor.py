@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.coverage.cells import compare
 from benchmarks.coverage.models import build_model, make_inputs
 from benchmarks.harness.cache import code_digest
 from benchmarks.harness.markdown import fmt, md_table, write_section
@@ -57,9 +58,8 @@ def measure(arch: str, observers: str, eps: float) -> dict[str, Any]:
             y = q(inputs.test)
     seconds = time.perf_counter() - t0
     floored = len({str(w.message) for w in rec if issubclass(w.category, ScaleFloorWarning)})
-    return {"error": float((y - ref).abs().max() / ref.abs().max()),
-            "agree": 100.0 * float((y.argmax(1) == ref.argmax(1)).float().mean()),
-            "floored": floored, "seconds": seconds}
+    cmp = compare(y, ref)
+    return {"error": cmp["max_norm"], "agree": cmp["agree"], "floored": floored, "seconds": seconds}
 
 
 def table(results: dict[tuple[str, str, float], dict[str, Any]], archs: Sequence[str], small: float) -> str:
