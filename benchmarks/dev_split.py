@@ -91,6 +91,9 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
+#: the weight calibration's activation simulation quantizing the layer inputs only, not their other reads (the
+#: residual shortcut; ``act_shortcuts=False``, the simulation before section dev-act-shortcuts)
+PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7 / 0.8 / 0.9 / 1.1 times the shared factor
