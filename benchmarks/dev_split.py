@@ -79,7 +79,8 @@ PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} 
 #: default before ``ObserverSpec.pooled_input``), against its own observer after the pool (the default below A8)
 PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
 #: the operands of residual adds (the shortcut) on their own 8-bit observers (``ObserverSpec.residual_bits``)
-PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8}
+PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8,
+                                 "weights": {"act_shortcuts": False}}
 #: the layer inputs searching their own ranges on the graph (``ObserverSpec.act_ranges="observed"``) instead of
 #: taking the ranges the weight calibration simulated (``"report"``, the default)
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}

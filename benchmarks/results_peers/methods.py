@@ -87,7 +87,8 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
     one range factor per activation observer (``layer_factors=LAYER_FACTORS``). ``end_bits``: the first and
     last layers' weights and inputs at this width (the W4A4 convention of BRECQ, QDrop and PD-Quant).
     ``residual_bits``: the operands of the residual adds (the shortcut) on their own observers at this width
-    (``ObserverSpec.residual_bits``)."""
+    (``ObserverSpec.residual_bits``); the weight calibration then simulates the shortcut unquantized
+    (``act_shortcuts=False``: the graph reads it at ``residual_bits``)."""
 
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         act_bits = opts.get("act_bits")
@@ -100,7 +101,8 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
 
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
-                                      fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits)
+                                      fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits,
+                                      act_shortcuts=residual_bits is None)
         quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, residual_bits=residual_bits)
         q, _ = quantize_pt2e(qw, quantizer, list(cal),
                              refine=RefineConfig(layer_factors=LAYER_FACTORS if per_observer else ()))

@@ -17,6 +17,7 @@ pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed
 
 from refs.graphs import layer_input_qparams, levels, returned
 from refs.nets import PoolNet as Net
+from refs.nets import Residual, residual_integer_logits
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from requant_plugin import quantize_weights
@@ -211,6 +212,20 @@ def test_the_graph_computes_the_act_bits_simulation(backend: str) -> None:
     for name, qp in rep.act_qparams.items():
         assert qparams[name].scale == pytest.approx(qp.scale, rel=1e-5), name
         assert qparams[name].zero_point - qparams[name].quant_min == qp.zero_point - qp.quant_min, name
+
+
+def test_the_graph_computes_the_simulation_with_its_shortcuts() -> None:
+    """In a residual net at W4A4 (x86) the skip adds the block input's 4-bit codes, the tensor the next conv
+    reads: the converted graph equals that arithmetic written out, which ``act_shortcuts`` simulates."""
+    torch.manual_seed(0)
+    qw, rep = quantize_weights(Residual().eval(), 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4)
+    q = _converted(qw, get_requant_quantizer(4, 4, weight_ranges=rep))
+    qparams = layer_input_qparams(q)
+    assert sorted(qparams) == sorted(rep.act_qparams)
+    x = torch.randn(16, 3, 10, 10, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = residual_integer_logits(qw, qparams, x)
+    torch.testing.assert_close(q(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_act_ranges_observed_searches_on_the_graph() -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from refs.nets import Residual, residual_integer_logits
 from torch import nn
 
 import requant_plugin.ptq.stream as stream_mod
 from requant_plugin import quantize_weights
-from requant_plugin.ptq.activation_sim import ActQParams
 from requant_plugin.ptq.stream import GraphStream
 
 
@@ -147,34 +147,6 @@ def test_stream_refuses_what_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> No
     assert GraphStream.build(m, m, _layers(m), cal) is None
 
 
-def _simulated_logits(q: nn.Module, qps: dict[str, ActQParams], x: torch.Tensor) -> torch.Tensor:
-    """The W/A network as an integer graph computes it, written out: each tensor a layer reads is quantized
-    once on that layer's input range and the skip adds the quantized block input."""
-    h = torch.relu(q.stem(qps["stem"].quantize(x)))
-    for i, b in enumerate(q.blocks):
-        xq = qps[f"blocks.{i}.conv1"].quantize(h)
-        r = torch.relu(b.conv1(xq))
-        h = torch.relu(b.conv2(qps[f"blocks.{i}.conv2"].quantize(r)) + xq)
-    return q.fc(qps["fc"].quantize(h.mean((2, 3))))  # type: ignore[no-any-return]
-
-
-class Residual(nn.Module):
-    """A stem and ReLU residual blocks ``relu(conv2(relu(conv1(x))) + x)``, a pooled Linear head."""
-
-    def __init__(self, c: int = 8, blocks: int = 2) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, c, 3, padding=1)
-        self.blocks = nn.ModuleList(nn.ModuleDict({"conv1": nn.Conv2d(c, c, 3, padding=1),
-                                                   "conv2": nn.Conv2d(c, c, 3, padding=1)}) for _ in range(blocks))
-        self.fc = nn.Linear(c, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.stem(x))
-        for b in self.blocks:
-            h = torch.relu(b.conv2(torch.relu(b.conv1(h))) + h)
-        return self.fc(h.mean((2, 3)))  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_skip_reads_the_quantized_tensor_as_the_integer_graph_does(monkeypatch: pytest.MonkeyPatch,
                                                                        seed: int) -> None:
@@ -189,7 +161,7 @@ def test_the_skip_reads_the_quantized_tensor_as_the_integer_graph_does(monkeypat
     def gap() -> float:
         q, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4)
         with torch.no_grad():
-            out = torch.cat([_simulated_logits(q, rep.act_qparams, x) for x in cal]).double().mean(0)
+            out = torch.cat([residual_integer_logits(q, rep.act_qparams, x) for x in cal]).double().mean(0)
         return float((out - ref).abs().max() / ref.abs().max())
 
     streamed = gap()
