@@ -79,8 +79,7 @@ PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} 
 #: default before ``ObserverSpec.pooled_input``), against its own observer after the pool (the default below A8)
 PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
 #: the operands of residual adds (the shortcut) on their own 8-bit observers (``ObserverSpec.residual_bits``)
-PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8,
-                                 "weights": {"act_shortcuts": False}}
+PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8}
 #: the layer inputs searching their own ranges on the graph (``ObserverSpec.act_ranges="observed"``) instead of
 #: taking the ranges the weight calibration simulated (``"report"``, the default)
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
@@ -92,8 +91,10 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
-#: the weight calibration's activation simulation quantizing the layer inputs only, not their other reads (the
-#: residual shortcut; ``act_shortcuts=False``, the simulation before section dev-act-shortcuts)
+#: the weight calibration's activation simulation with the other reads of each layer's input (the residual
+#: shortcut) quantized too (``act_shortcuts=True``, opt-in), and without (the default; section dev-act-shortcuts
+#: ran with a library where True was the default: its ``pt2e-a4-half-tol02`` rows are ``pt2e-a4-shortcuts``)
+PT2E_VARIANTS["pt2e-a4-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": True}}
 PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}

@@ -7,7 +7,7 @@ picks on the float model's inputs (:class:`~requant_plugin.calib.HistogramCalibr
 calibrator of the activation observers). The paired statistics then see the activations a W/A
 deployment (pt2e, FX, TensorRT at ``b`` bits) computes with, so the compensated target
 ``W*`` and the sequential bias correction absorb the activation error as well as the upstream
-weight error. With ``act_shortcuts`` (the default), where the layers stream over the traced graph
+weight error. With ``act_shortcuts=True`` (opt-in), where the layers stream over the traced graph
 (:class:`~.stream.GraphStream`), the value a layer reads is itself replaced by its quantized
 version, so its other readers (a residual shortcut) see it quantized too, as an integer graph
 computes it (pt2e and TensorRT quantize the tensor once, for every reader); the per-layer fallback

@@ -310,6 +310,16 @@ def test_residual_bits_are_checked() -> None:
         get_requant_qconfig(4, 4, residual_bits=8)
 
 
+def test_residual_bits_warn_on_weights_calibrated_with_quantized_shortcuts() -> None:
+    torch.manual_seed(0)
+    _, rep = quantize_weights(Residual().eval(), 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4,
+                              act_shortcuts=True)
+    with pytest.warns(UserWarning, match=r"residual_bits=8 gives the shortcuts their own observers: calibrate "
+                                         r"with act_shortcuts=False"):
+        get_requant_quantizer(4, 4, weight_ranges=rep, residual_bits=8)
+    get_requant_quantizer(4, 4, weight_ranges=rep)  # the graph then reads them as simulated: no warning
+
+
 @pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])
 def test_an_own_width_input_reads_the_float_activation(backend: str) -> None:
     """A layer given its own input width quantizes the float activation, not the dequantized codes of the

@@ -118,6 +118,6 @@ def test_end_bits_and_override_act_bits_are_checked() -> None:
 
 
 def test_act_shortcuts_is_a_flag() -> None:
-    assert QuantizeConfig().act_shortcuts is True
+    assert QuantizeConfig().act_shortcuts is False
     with pytest.raises(ValueError, match="act_shortcuts must be True or False, got 'no'"):
         QuantizeConfig(act_shortcuts="no")  # type: ignore[arg-type]
