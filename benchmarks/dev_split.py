@@ -91,6 +91,11 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
+#: the weight calibration's activation simulation with the other reads of each layer's input (the residual
+#: shortcut) quantized too (``act_shortcuts=True``, opt-in), and without (the default; section dev-act-shortcuts
+#: ran with a library where True was the default: its ``pt2e-a4-half-tol02`` rows are ``pt2e-a4-shortcuts``)
+PT2E_VARIANTS["pt2e-a4-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": True}}
+PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7 / 0.8 / 0.9 / 1.1 times the shared factor

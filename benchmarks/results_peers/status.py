@@ -25,8 +25,11 @@ cells were timed beside a fresh clone's demo and test suite (two more processes)
 (ResNet-56 / MobileNetV2 pt2e-layers 198 / 270 s, 126 / 100 s alone with library 9b6d3eae34).
 The peers' cells are cached from an Intel Xeon.
 The library has changed since d02d649f9e only where no cell of this page reads it (an activation observer warning,
-a shared helper, the FX refinement's default): `python -m benchmarks.fingerprint` reproduces d02d649f9e's weight
-(beyond, paper) and pt2e W4A4 results bit for bit, so the cells stand.
+a shared helper, the FX refinement's default, the opt-in `act_shortcuts`): `python -m benchmarks.fingerprint`
+reproduces d02d649f9e's weight (beyond, paper) and pt2e W4A4 results bit for bit, so the cells stand. The row
+"+ shortcut reads quantized in the weight calibration" (W4A4, seeds 0-2, library 5d7af4430d, two benchmark
+processes side by side) calibrates the weights with the residual shortcut's copy of each block input quantized as
+the graph reads it (`act_shortcuts=True`, opt-in; docs/dev-split.md, section dev-act-shortcuts).
 Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' runtime-statistics
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
 drift off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20

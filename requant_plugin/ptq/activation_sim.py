@@ -7,8 +7,12 @@ picks on the float model's inputs (:class:`~requant_plugin.calib.HistogramCalibr
 calibrator of the activation observers). The paired statistics then see the activations a W/A
 deployment (pt2e, FX, TensorRT at ``b`` bits) computes with, so the compensated target
 ``W*`` and the sequential bias correction absorb the activation error as well as the upstream
-weight error. The hooks live only for the call; :func:`fake_quant_activations` removes them (the CLI
-pipeline evaluates its W/A rows with the same hook).
+weight error. With ``act_shortcuts=True`` (opt-in), where the layers stream over the traced graph
+(:class:`~.stream.GraphStream`), the value a layer reads is itself replaced by its quantized
+version, so its other readers (a residual shortcut) see it quantized too, as an integer graph
+computes it (pt2e and TensorRT quantize the tensor once, for every reader); the per-layer fallback
+quantizes only the layer's own input. The hooks live only for the call;
+:func:`fake_quant_activations` removes them (the CLI pipeline evaluates its W/A rows with the same hook).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class ActQParams:
     quant_min: int
     quant_max: int
     alpha: float
+
+    def quantize(self, x: Tensor) -> Tensor:
+        """``x`` fake-quantized on this range (:func:`~requant_plugin.range.fake_quant.fake_quant_per_tensor`)."""
+        return fake_quant_per_tensor(x, self.scale, self.zero_point, self.quant_min, self.quant_max)
 
     @property
     def bits(self) -> int:
@@ -86,8 +94,7 @@ def fake_quant_activations(model: nn.Module, qparams: dict[str, ActQParams] | No
 
     def hook(qp: ActQParams) -> Any:
         def fake_quantize(_m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-            x = fake_quant_per_tensor(args[0], qp.scale, qp.zero_point, qp.quant_min, qp.quant_max)
-            return (x, *args[1:])
+            return (qp.quantize(args[0]), *args[1:])
 
         return fake_quantize
 

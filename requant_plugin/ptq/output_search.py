@@ -34,7 +34,7 @@ from ..core.refit import refit_terms
 from ..core.search import minmax_search, scan_points
 from ..options import Convention, Granularity, PerChannel, PerTensor, Rounding, Search, check_bits
 from ..range import RangeEstimate
-from .config import check_feedback_use, check_p, check_refit, check_sweeps, check_widen, translate_legacy
+from .config import check_feedback_use, check_flag, check_p, check_sweeps, check_widen, translate_legacy
 from .report import LayerReport
 
 __all__ = [
@@ -295,7 +295,7 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
-        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, check_refit(self.feedback_refit))
+        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, check_flag(self.feedback_refit))
         if self.feedback_order not in FEEDBACK_ORDERS:
             raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
                              f"{list(FEEDBACK_ORDERS)}")

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ class GraphStream:
     model: nn.Module
     layers: dict[str, fx.Node]
     batches: Sequence[Tensor]
+    #: values the deployment quantizes once for every reader: the quantized walk replaces them by ``fn(value)``
+    node_quant: dict[fx.Node, Callable[[Tensor], Tensor]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, float_model: nn.Module, model: nn.Module, layers: Sequence[str],
@@ -104,6 +106,14 @@ class GraphStream:
         if 2 * peak * total / first > MEMORY_FRACTION * available_memory(device):
             return None
         return stream
+
+    def share_input_quantization(self, quantizers: dict[str, Callable[[Tensor], Tensor]]) -> None:
+        """Quantize each named layer's input value itself in the quantized walk, so every other reader
+        (a residual shortcut) sees it quantized too, as a deployment that quantizes the tensor once."""
+        for name, fn in quantizers.items():
+            inp = self.layers[name].args[0] if name in self.layers else None
+            if isinstance(inp, fx.Node):
+                self.node_quant.setdefault(inp, fn)
 
     def _probe(self) -> int:
         """Run the first sample of the first batch through the float graph; the peak bytes of its live
@@ -174,7 +184,8 @@ class GraphStream:
         return None  # output
 
     def _walk(self, root: nn.Module, batches: Sequence[Tensor],
-              visit: Callable[[str, list[Tensor]], None]) -> Any:
+              visit: Callable[[str, list[Tensor]], None],
+              after: Callable[[fx.Node, list[Any]], list[Any]] | None = None) -> Any:
         """Execute the graph on ``root`` for ``batches``; yields the live values (node -> one per batch)
         after each node."""
         env: dict[fx.Node, list[Any]] = {}
@@ -189,6 +200,8 @@ class GraphStream:
                 mod = root.get_submodule(str(node.target))
                 visit(names[node], [first_input(mod, functools.partial(mod, *a, **k)) for a, k in per_batch])
             env[node] = [self._fetch(root, node, a, k, x) for (a, k), x in zip(per_batch, batches, strict=True)]
+            if after is not None:
+                env[node] = after(node, env[node])
             for value in frees.get(node, []):
                 env.pop(value, None)
             yield env
@@ -204,6 +217,10 @@ class GraphStream:
         def take_quant(name: str, xs: list[Tensor]) -> None:
             visit(name, pending.pop(name), xs)
 
+        def quantize_shared(node: fx.Node, values: list[Any]) -> list[Any]:
+            fn = self.node_quant.get(node)
+            return values if fn is None else [fn(v) for v in values]
+
         walks = zip(self._walk(self.float_model, self.batches, take_float),
-                    self._walk(self.model, self.batches, take_quant), strict=True)
+                    self._walk(self.model, self.batches, take_quant, quantize_shared), strict=True)
         yield from walks

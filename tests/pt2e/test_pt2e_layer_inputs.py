@@ -17,6 +17,7 @@ pytest.importorskip("torchao", reason="the pt2e extra (torchao) is not installed
 
 from refs.graphs import layer_input_qparams, levels, returned
 from refs.nets import PoolNet as Net
+from refs.nets import Residual, residual_integer_logits
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from requant_plugin import quantize_weights
@@ -213,6 +214,20 @@ def test_the_graph_computes_the_act_bits_simulation(backend: str) -> None:
         assert qparams[name].zero_point - qparams[name].quant_min == qp.zero_point - qp.quant_min, name
 
 
+def test_the_graph_computes_the_simulation_with_its_shortcuts() -> None:
+    """In a residual net at W4A4 (x86) the skip adds the block input's 4-bit codes, the tensor the next conv
+    reads: the converted graph equals that arithmetic written out, which ``act_shortcuts`` simulates."""
+    torch.manual_seed(0)
+    qw, rep = quantize_weights(Residual().eval(), 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4)
+    q = _converted(qw, get_requant_quantizer(4, 4, weight_ranges=rep))
+    qparams = layer_input_qparams(q)
+    assert sorted(qparams) == sorted(rep.act_qparams)
+    x = torch.randn(16, 3, 10, 10, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = residual_integer_logits(qw, qparams, x)
+    torch.testing.assert_close(q(x), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_act_ranges_observed_searches_on_the_graph() -> None:
     """``act_ranges="observed"``: the layer inputs search their own ranges on the graph's calibration
     data (the ``quantize_weights`` model, quantized weights), which differ from the simulated ones."""
@@ -293,6 +308,16 @@ def test_residual_bits_are_checked() -> None:
         get_requant_quantizer(4, 4, residual_bits=1)
     with pytest.raises(ValueError, match="residual_bits=8 is a pt2e option"):
         get_requant_qconfig(4, 4, residual_bits=8)
+
+
+def test_residual_bits_warn_on_weights_calibrated_with_quantized_shortcuts() -> None:
+    torch.manual_seed(0)
+    _, rep = quantize_weights(Residual().eval(), 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4,
+                              act_shortcuts=True)
+    with pytest.warns(UserWarning, match=r"residual_bits=8 gives the shortcuts their own observers: calibrate "
+                                         r"with act_shortcuts=False"):
+        get_requant_quantizer(4, 4, weight_ranges=rep, residual_bits=8)
+    get_requant_quantizer(4, 4, weight_ranges=rep)  # the graph then reads them as simulated: no warning
 
 
 @pytest.mark.parametrize("backend", ["x86_inductor", "xnnpack"])

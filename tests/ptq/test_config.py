@@ -78,8 +78,8 @@ def test_settings_view_has_the_report_keys() -> None:
     s = QuantizeConfig(bias_correction="bn", granularity=PerChannel()).settings()  # type: ignore[arg-type]
     assert list(s) == ["bits", "space", "symmetric", "per_channel", "fold_bn", "search", "p", "loss_space",
                        "objective", "bias_correction", "rounding", "feedback_widen", "feedback_sweeps",
-                       "feedback_refit", "inputs", "act_bits", "end_bits", "target_damp", "calibration_rows", "seed",
-                       "recipe"]
+                       "feedback_refit", "inputs", "act_bits", "act_shortcuts", "end_bits", "target_damp",
+                       "calibration_rows", "seed", "recipe"]
     assert s["bias_correction"] == "bn" and s["per_channel"] is True and type(s["space"]) is str
     assert QuantizeConfig().settings()["bias_correction"] is None
 
@@ -115,3 +115,9 @@ def test_end_bits_and_override_act_bits_are_checked() -> None:
         QuantizeConfig(overrides={"conv": {"act_bits": 8}})
     cfg = QuantizeConfig(inputs="quantized", act_bits=4, overrides={"conv": {"act_bits": 8}})  # type: ignore[arg-type]
     assert cfg.override("conv").act_bits == 8
+
+
+def test_act_shortcuts_is_a_flag() -> None:
+    assert QuantizeConfig().act_shortcuts is False
+    with pytest.raises(ValueError, match="act_shortcuts must be True or False, got 'no'"):
+        QuantizeConfig(act_shortcuts="no")  # type: ignore[arg-type]

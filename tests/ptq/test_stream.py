@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from refs.nets import Residual, residual_integer_logits
 from torch import nn
 
 import requant_plugin.ptq.stream as stream_mod
@@ -16,24 +17,26 @@ from requant_plugin.ptq.stream import GraphStream
 class Block(nn.Module):
     """conv/ReLU/conv plus a skip, then a concatenation with a 1x1 branch and a call_method."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, skip: bool = True) -> None:
         super().__init__()
+        self.skip = skip
         self.conv1 = nn.Conv2d(c, c, 3, padding=1)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, groups=c)
         self.branch = nn.Conv2d(c, c, 1)
         self.merge = nn.Conv2d(2 * c, c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(torch.relu(self.conv1(x))) + x
+        y = self.conv2(torch.relu(self.conv1(x)))
+        y = y + x if self.skip else y
         z = torch.cat([y, self.branch(x).clamp(min=0)], dim=1)
         return self.merge(z).relu()
 
 
 class Net(nn.Module):
-    def __init__(self, blocks: int = 3) -> None:
+    def __init__(self, blocks: int = 3, skip: bool = True) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.blocks = nn.Sequential(*[Block(8) for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[Block(8, skip) for _ in range(blocks)])
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,18 +69,21 @@ def _data(n: int = 3) -> list[torch.Tensor]:
     return [torch.randn(6, 3, 10, 10, generator=g) for _ in range(n)]
 
 
-def _net(cls: type[Net] = Net) -> nn.Module:
+def _net(cls: type[Net] = Net, **kwargs: bool) -> nn.Module:
     torch.manual_seed(0)
-    return cls().eval()
+    return cls(**kwargs).eval()
 
 
-@pytest.mark.parametrize("act_bits", [None, 4])
-def test_stream_gives_the_per_layer_passes_weights(monkeypatch: pytest.MonkeyPatch, act_bits: int | None) -> None:
-    m, cal = _net(), _data()
+# with act_bits, the skip reads the quantized block input in the stream only (act_shortcuts; the last test)
+@pytest.mark.parametrize(("act_bits", "skip", "shortcuts"), [(None, True, True), (4, False, True), (4, True, False)])
+def test_stream_gives_the_per_layer_passes_weights(monkeypatch: pytest.MonkeyPatch, act_bits: int | None,
+                                                   skip: bool, shortcuts: bool) -> None:
+    m, cal = _net(skip=skip), _data()
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    q1, r1 = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, act_bits=act_bits)
+    options = {"act_bits": act_bits, "act_shortcuts": shortcuts}
+    q1, r1 = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, **options)
     monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 0)  # the stream never fits
-    q0, r0 = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, act_bits=act_bits)
+    q0, r0 = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, **options)
     s0, s1 = q0.state_dict(), q1.state_dict()
     assert all(torch.equal(s0[k], s1[k]) for k in s0)
     assert [x.name for x in r0.layers] == [x.name for x in r1.layers]  # registration order either way
@@ -139,3 +145,26 @@ def test_stream_refuses_what_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> No
     assert GraphStream.build(m, m, _layers(m), cal) is not None
     monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 10**4)
     assert GraphStream.build(m, m, _layers(m), cal) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_skip_reads_the_quantized_tensor_as_the_integer_graph_does(monkeypatch: pytest.MonkeyPatch,
+                                                                       seed: int) -> None:
+    # the sequential bias correction makes the last layer's mean output equal the float network's on the
+    # calibration data, in the arithmetic the calibration simulated: the written-out integer-graph arithmetic
+    # (skips adding the quantized tensor) only where the stream simulated it
+    torch.manual_seed(seed)
+    m, cal = Residual().eval(), _data(4)
+    with torch.no_grad():
+        ref = torch.cat([m(x) for x in cal]).double().mean(0)
+
+    def gap() -> float:
+        q, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, act_shortcuts=True)
+        with torch.no_grad():
+            out = torch.cat([residual_integer_logits(q, rep.act_qparams, x) for x in cal]).double().mean(0)
+        return float((out - ref).abs().max() / ref.abs().max())
+
+    streamed = gap()
+    monkeypatch.setattr(stream_mod, "available_memory", lambda _device: 0)  # the per-layer passes
+    per_layer = gap()
+    assert streamed < 1e-6 and per_layer > 1e-4, (streamed, per_layer)

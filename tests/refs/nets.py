@@ -21,9 +21,14 @@ the same weights.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from requant_plugin.ptq.activation_sim import ActQParams
 
 __all__ = ["CALIB", "DATA", "Net", "PoolNet", "Reused", "SharedBN", "Tied", "UpNet", "make_depthwise_net", "make_net",
            "make_seq_bn_net", "make_seq_net", "random_batches"]
@@ -189,3 +194,31 @@ class UpNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.o(self.t(torch.relu(self.c(x))))  # type: ignore[no-any-return]
+
+
+def residual_integer_logits(q: nn.Module, qps: dict[str, ActQParams], x: torch.Tensor) -> torch.Tensor:
+    """The W/A network as an integer graph computes it, written out: each tensor a layer reads is quantized
+    once on that layer's input range and the skip adds the quantized block input."""
+    h = torch.relu(q.stem(qps["stem"].quantize(x)))
+    for i, b in enumerate(q.blocks):
+        xq = qps[f"blocks.{i}.conv1"].quantize(h)
+        r = torch.relu(b.conv1(xq))
+        h = torch.relu(b.conv2(qps[f"blocks.{i}.conv2"].quantize(r)) + xq)
+    return q.fc(qps["fc"].quantize(h.mean((2, 3))))  # type: ignore[no-any-return]
+
+
+class Residual(nn.Module):
+    """A stem and ReLU residual blocks ``relu(conv2(relu(conv1(x))) + x)``, a pooled Linear head."""
+
+    def __init__(self, c: int = 8, blocks: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.ModuleDict({"conv1": nn.Conv2d(c, c, 3, padding=1),
+                                                   "conv2": nn.Conv2d(c, c, 3, padding=1)}) for _ in range(blocks))
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        for b in self.blocks:
+            h = torch.relu(b.conv2(torch.relu(b.conv1(h))) + h)
+        return self.fc(h.mean((2, 3)))  # type: ignore[no-any-return]
