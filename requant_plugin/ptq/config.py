@@ -251,9 +251,8 @@ class QuantizeConfig:
             per tensor to this many bits (REQuant's activation range on the float inputs), so
             ``W*`` and the sequential bias correction absorb the activation error of a W/A
             deployment at those bits (``None``: activations stay float).
-        act_shortcuts: with ``act_bits``, where the layers stream over the traced graph, the other reads of a
-            layer's input tensor (a residual shortcut) read it quantized too, as an integer graph computes it
-            (opt-in: development split W4A4 KL -7.5 % on ResNet-56, +1.4 % / +3.2 % on ResNet-20 / MobileNetV2).
+        act_shortcuts: with ``act_bits``, the other reads of a layer's input (a residual shortcut) read it quantized
+            too, as an integer graph computes it (opt-in; needs the traced-graph stream, else it warns).
         end_bits: the first and last weighted layers at this many bits, their weights and (with
             ``act_bits``) their inputs; per-layer overrides win (``None``: the config's bits). The
             W4A4 tables of BRECQ, QDrop and PD-Quant keep both at 8 bits.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,18 @@ class RunState:
     float_model: nn.Module | None = None  # inputs="quantized": the float (BN-folded) model to match
     act_qparams: dict[str, ActQParams] = field(default_factory=dict)  # act_bits: per layer input
     stream: GraphStream | None = None  # inputs="quantized": both models' layer inputs in one pass
+
+    def simulate_shortcuts(self) -> None:
+        """``act_shortcuts``: the stream quantizes each simulated layer input for all its readers (warns where
+        the layers do not stream)."""
+        if not (self.cfg.act_shortcuts and self.act_qparams):
+            return
+        if self.stream is None:
+            warnings.warn("act_shortcuts=True: the layers do not stream over the model's traced graph (it does not "
+                          "trace, calls a layer twice, or its activations do not fit in memory), so the simulation "
+                          "quantizes each layer's own input only, not the residual shortcuts", stacklevel=4)
+            return
+        self.stream.share_input_quantization({n: qp.quantize for n, qp in self.act_qparams.items()})
 
     def fill_float_means(self, name: str, module: nn.Module, float_inputs: list[torch.Tensor]) -> None:
         """Sum the float input mean of ``name`` from the stream's float inputs (every batch) where the

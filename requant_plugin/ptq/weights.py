@@ -237,8 +237,7 @@ def _prepare(out: nn.Module, cfg: QuantizeConfig, batches: list[torch.Tensor] | 
             state.act_qparams = _activation_ranges(out, plans, data_layers, batches)
             state.report.act_bits = {n: qp.bits for n, qp in state.act_qparams.items()}
             state.report.act_qparams = dict(state.act_qparams)
-            if state.stream is not None and cfg.act_shortcuts:  # a deployment quantizes such a tensor once
-                state.stream.share_input_quantization({n: qp.quantize for n, qp in state.act_qparams.items()})
+            state.simulate_shortcuts()
     return state
 
 
