@@ -96,6 +96,9 @@ PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "we
 #: ran with a library where True was the default: its ``pt2e-a4-half-tol02`` rows are ``pt2e-a4-shortcuts``)
 PT2E_VARIANTS["pt2e-a4-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": True}}
 PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
+#: the refinement's opt-in per-observer stage at W4A4 (``layer_factors``), alone and with ``act_shortcuts``
+PT2E_VARIANTS["pt2e-a4-layers"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "layer_factors": LAYER_FACTORS}
+PT2E_VARIANTS["pt2e-a4-shortcuts-layers"] = {**PT2E_VARIANTS["pt2e-a4-shortcuts"], "layer_factors": LAYER_FACTORS}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7 / 0.8 / 0.9 / 1.1 times the shared factor
