@@ -172,9 +172,12 @@ def main(argv: Sequence[str] | None = None, net: Heldout = VGG) -> int:
         table.append([methods[key].label, setting, " / ".join(fmt(t) for t in tops), fmt(mean),
                       f"{mean - fp32:+.2f}", f"{sum(secs) / len(secs):.1f}"])
     w8 = {seed: w8a8_row(model, ds, seed) for seed in progress(args.fx_seeds, "W8A8 seeds")}
-    diffs = [r[0] - r[2] for r in w8.values()]
-    pt2e_diffs = [r[3] - r[4] for r in w8.values()]
-    refined_diffs = [r[1] - r[2] for r in w8.values()]
+    def versus(ours: int, default: int) -> tuple[str, str]:
+        """Mean of column ``ours`` - column ``default`` over the seeds, and on how many seeds it is >= 0."""
+        d = [r[ours] - r[default] for r in w8.values()]
+        return f"{sum(d) / len(d):+.3f}", f"{sum(x >= 0 for x in d)} of {len(d)}"
+
+    (fx_mean, fx_at), (ref_mean, ref_at), (pt2e_mean, pt2e_at) = versus(0, 2), versus(1, 2), versus(3, 4)
     fx_table = [[str(seed), *(fmt(v) for v in r[:3]), f"{r[0] - r[2]:+.2f}", f"{r[1] - r[2]:+.2f}",
                  *(fmt(v) for v in r[3:]), f"{r[3] - r[4]:+.2f}"] for seed, r in w8.items()]
     body = "\n\n".join([
@@ -190,11 +193,8 @@ def main(argv: Sequence[str] | None = None, net: Heldout = VGG) -> int:
         md_table(["seed", "FX REQuant", "FX REQuant + refined act. ranges", "FX torch default", "FX REQuant - default",
                   "FX refined - default", "pt2e REQuant", "pt2e torchao default", "pt2e REQuant - default"],
                  fx_table, "lrrrrrrrr"),
-        f"FX: REQuant - default {sum(diffs) / len(diffs):+.3f} points on average, at or above the default on "
-        f"{sum(d >= 0 for d in diffs)} of {len(diffs)} seeds; refined - default "
-        f"{sum(refined_diffs) / len(refined_diffs):+.3f}, at or above on {sum(d >= 0 for d in refined_diffs)} of "
-        f"{len(refined_diffs)}. pt2e: {sum(pt2e_diffs) / len(pt2e_diffs):+.3f}, at "
-        f"or above on {sum(d >= 0 for d in pt2e_diffs)} of {len(pt2e_diffs)}.",
+        f"FX: REQuant - default {fx_mean} points on average, at or above the default on {fx_at} seeds; refined - "
+        f"default {ref_mean}, at or above on {ref_at}. pt2e: {pt2e_mean}, at or above on {pt2e_at}.",
         f"Command: `{command(net.name, sys.argv[1:] if argv is None else argv)}`",
         f"Machine: {environment()}",
     ])

@@ -124,7 +124,7 @@ def check_sweeps(sweeps: Any) -> int:
     return n
 
 
-def check_flag(value: Any, name: str = "feedback_refit") -> bool:
+def check_flag(value: Any, name: str) -> bool:
     """``value`` if it is a bool (option ``name``), else ``ValueError``."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -308,7 +308,7 @@ class QuantizeConfig:
         put(self, "feedback_widen", check_widen(self.feedback_widen))
         put(self, "feedback_sweeps", check_sweeps(self.feedback_sweeps))
         check_feedback_use(self.rounding, self.feedback_sweeps)
-        check_flag(self.feedback_refit)
+        check_flag(self.feedback_refit, "feedback_refit")
         check_flag(self.act_shortcuts, "act_shortcuts")
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))

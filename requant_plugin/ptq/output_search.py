@@ -295,7 +295,8 @@ class OutputSearchConfig:
             raise ValueError(f"granularity must be PerTensor() or PerChannel(), got {self.granularity!r}")
         put(self, "p", check_p(self.p))
         put(self, "feedback_widen", check_widen(self.feedback_widen))
-        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, check_flag(self.feedback_refit))
+        refit = check_flag(self.feedback_refit, "feedback_refit")
+        check_feedback_use(self.rounding, self.feedback_sweeps, self.feedback_widen, refit)
         if self.feedback_order not in FEEDBACK_ORDERS:
             raise ValueError(f"unknown feedback_order {self.feedback_order!r}: valid values are "
                              f"{list(FEEDBACK_ORDERS)}")

@@ -69,6 +69,7 @@ class RunState:
     float_model: nn.Module | None = None  # inputs="quantized": the float (BN-folded) model to match
     act_qparams: dict[str, ActQParams] = field(default_factory=dict)  # act_bits: per layer input
     stream: GraphStream | None = None  # inputs="quantized": both models' layer inputs in one pass
+    shared_inputs: set[str] = field(default_factory=set)  # act_shortcuts: inputs the stream itself quantizes
 
     def simulate_shortcuts(self) -> None:
         """``act_shortcuts``: the stream quantizes each simulated layer input for all its readers (warns where
@@ -80,7 +81,12 @@ class RunState:
                           "trace, calls a layer twice, or its activations do not fit in memory), so the simulation "
                           "quantizes each layer's own input only, not the residual shortcuts", stacklevel=4)
             return
-        self.stream.share_input_quantization({n: qp.quantize for n, qp in self.act_qparams.items()})
+        quantizers = {n: qp.quantize for n, qp in self.act_qparams.items()}
+        self.shared_inputs = self.stream.share_input_quantization(quantizers)
+
+    def input_hooks(self) -> dict[str, ActQParams]:
+        """The simulated layer inputs a forward pre-hook quantizes (those the stream does not already)."""
+        return {n: qp for n, qp in self.act_qparams.items() if n not in self.shared_inputs}
 
     def fill_float_means(self, name: str, module: nn.Module, float_inputs: list[torch.Tensor]) -> None:
         """Sum the float input mean of ``name`` from the stream's float inputs (every batch) where the

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,13 +107,22 @@ class GraphStream:
             return None
         return stream
 
-    def share_input_quantization(self, quantizers: dict[str, Callable[[Tensor], Tensor]]) -> None:
+    def share_input_quantization(self, quantizers: Mapping[str, Callable[[Tensor], Tensor]]) -> set[str]:
         """Quantize each named layer's input value itself in the quantized walk, so every other reader
-        (a residual shortcut) sees it quantized too, as a deployment that quantizes the tensor once."""
-        for name, fn in quantizers.items():
+        (a residual shortcut) sees it quantized too, as a deployment that quantizes the tensor once; a value
+        read by layers with different quantizers (own input widths) is left to them. Returns the layers
+        whose input the walk now quantizes (their own input quantization would repeat it)."""
+        readers: dict[fx.Node, list[str]] = {}
+        for name in quantizers:
             inp = self.layers[name].args[0] if name in self.layers else None
             if isinstance(inp, fx.Node):
-                self.node_quant.setdefault(inp, fn)
+                readers.setdefault(inp, []).append(name)
+        shared: set[str] = set()
+        for node, names in readers.items():
+            if len({quantizers[n] for n in names}) == 1:
+                self.node_quant[node] = quantizers[names[0]]
+                shared.update(names)
+        return shared
 
     def _probe(self) -> int:
         """Run the first sample of the first batch through the float graph; the peak bytes of its live

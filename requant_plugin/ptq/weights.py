@@ -145,7 +145,7 @@ def quantize_weights(
     from tqdm.auto import tqdm  # a dependency; imported on first use only
 
     with (tqdm(total=len(plans), desc=f"REQuant W{cfg.bits}", unit="layer", disable=not progress) as bar,
-          fake_quant_activations(out, state.act_qparams)):  # act_bits: the layers see quantized activations
+          fake_quant_activations(out, state.input_hooks())):  # act_bits: the layers see quantized activations
         stream = state.stream
         streamed = stream.layers if stream is not None else {}
         for plan, module in plans:  # the streamed layers are quantized as the stream reaches them

@@ -172,3 +172,22 @@ def test_the_skip_reads_the_quantized_tensor_as_the_integer_graph_does(monkeypat
     with pytest.warns(UserWarning, match="act_shortcuts=True: the layers do not stream over the model's traced graph"):
         per_layer = gap()
     assert streamed < 1e-6 and per_layer > 1e-4, (streamed, per_layer)
+
+
+def test_a_value_is_shared_only_where_its_layers_agree_on_the_quantizer() -> None:
+    m, cal = _net(), _data(1)
+    s = GraphStream.build(m, m, _layers(m), cal)
+    assert s is not None
+
+    def q4(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def q8(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    # blocks.0.conv1 and blocks.0.branch read the block input (so does the skip); blocks.0.merge reads the concat
+    assert s.share_input_quantization({"blocks.0.conv1": q4, "blocks.0.branch": q8, "blocks.0.merge": q4}) == {
+        "blocks.0.merge"}
+    assert s.share_input_quantization({"blocks.0.conv1": q4, "blocks.0.branch": q4}) == {
+        "blocks.0.conv1", "blocks.0.branch"}
+    assert len(s.node_quant) == 2
