@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     by_seed: dict[int, dict[tuple[str, str, str], dict[str, Any]]] = {args.seed: res}
     for sd in [sd for sd in args.summary_seeds if sd != args.seed]:
         cells = {(m, k, s): hit for m in models for k in keys for s in args.settings
-                 if BY_KEY[k].system == "ours"
-                 and (hit := cache.get(dict(base, seed=sd, model=m, method=k, setting=s))) is not None}
+                 if (hit := cache.get(dict(base, seed=sd, model=m, method=k, setting=s,
+                                           **({"lr_iters": args.lr_iters} if k == "brevitas-lr" else {})))) is not None}
         if cells:
             by_seed[sd] = cells
     doc = write(out, res=res, fp32=fp32, models=models, keys=keys, settings=args.settings, by_seed=by_seed,

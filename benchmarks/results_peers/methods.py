@@ -76,7 +76,7 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
 
 
 def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int | None = None,
-               residual_bits: int | None = None, shortcuts: bool = False,
+               residual_bits: int | None = None, shortcuts: bool = False, weight_bits: int | None = None,
                ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
@@ -88,7 +88,8 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
     last layers' weights and inputs at this width (the W4A4 convention of BRECQ, QDrop and PD-Quant).
     ``residual_bits``: the operands of the residual adds (the shortcut) on their own observers at this width
     (``ObserverSpec.residual_bits``). ``shortcuts``: the weight calibration's simulation quantizes the other
-    reads of each layer's input (the shortcut) too (``act_shortcuts=True``, opt-in)."""
+    reads of each layer's input (the shortcut) too (``act_shortcuts=True``, opt-in). ``weight_bits``: the weights at
+    this width instead of the cell's (8: what the cell's activations alone cost, the weights nearly exact)."""
 
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         act_bits = opts.get("act_bits")
@@ -99,6 +100,7 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
         from requant_plugin.pt2e import get_requant_quantizer
         from requant_plugin.refine import LAYER_FACTORS, RefineConfig
 
+        bits = weight_bits or bits
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
                                       fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits,
@@ -192,6 +194,8 @@ METHODS: list[Method] = [
            _ours_pt2e(residual_bits=8), acts=True, weights=False, same_setting=False),
     Method("pt2e-ends8-res8", "REQuant pt2e, first and last layer and residual adds' operands 8-bit", "ours",
            "per-channel sym", _ours_pt2e(end_bits=8, residual_bits=8), acts=True, weights=False, same_setting=False),
+    Method("pt2e-w8", "REQuant pt2e, 8-bit weights, the cell's activations (what the activations alone cost)",
+           "ours", "per-channel sym", _ours_pt2e(weight_bits=8), acts=True, weights=False, same_setting=False),
     Method("pt2e-float-acts", "REQuant pt2e, weights calibrated on float activations (act_bits ablation)", "ours",
            "per-channel sym", _ours_pt2e(simulate=False), acts=True, weights=False),
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),

@@ -85,3 +85,30 @@ def test_ours_integer_graph_row_runs_activation_settings_only(key: str) -> None:
     assert not torch.allclose(y, ref)  # quantized, and the user's model is untouched by it
     graph_ops = {str(n.target) for n in q.graph.nodes if n.op == "call_function"}
     assert any("quantize_per_tensor" in t for t in graph_ops)  # 4-bit activations in the integer graph
+
+
+def test_eight_bit_weight_row_keeps_eight_bit_weights_in_a_four_bit_cell() -> None:
+    pytest.importorskip("torchao")
+    model = tiny()
+    q4, _ = BY_KEY["pt2e"].run(model, 4, cal(), {"act_bits": 4})
+    q8, _ = BY_KEY["pt2e-w8"].run(model, 4, cal(), {"act_bits": 4})
+    assert not BY_KEY["pt2e-w8"].same_setting  # another setting: never a peer comparison
+
+    def weight_levels(q: nn.Module) -> set[int]:  # quant_max - quant_min + 1 of every weight quantize node
+        return {int(n.args[5]) - int(n.args[4]) + 1 for n in q.graph.nodes  # type: ignore[call-overload]
+                if n.op == "call_function" and "quantize_per_channel" in str(n.target)}
+
+    assert max(weight_levels(q4)) <= 16 and min(weight_levels(q8)) >= 255
+
+
+def test_peer_seeds_table_compares_on_the_same_seeds() -> None:
+    from benchmarks.results_peers.doc import peer_seeds_table
+
+    by_seed = {0: {("r", "brevitas-gpfq", "W4"): {"acc": 86.0}, ("r", "beyond", "W4"): {"acc": 86.5}},
+               1: {("r", "brevitas-gpfq", "W4"): {"acc": 87.0}, ("r", "beyond", "W4"): {"acc": 86.7}},
+               2: {("r", "beyond", "W4"): {"acc": 80.0}}}  # no peer cell: seed 2 is left out of both means
+    text = peer_seeds_table(by_seed, ["r"], ["beyond", "brevitas-gpfq"])
+    row = next(line for line in text.splitlines() if "GPFQ" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-4:] == ["86.50", "86.60", "+0.10", "1 of 2"]
+    assert "GPFQ" not in peer_seeds_table({0: by_seed[0]}, ["r"], ["beyond", "brevitas-gpfq"])  # one seed: no row
