@@ -41,4 +41,11 @@ layer 8-bit" (W4A4, three seeds) is the setting of the W4A4 results of BRECQ, QD
 quotes, not the setting of the other rows: compare it with the all-4-bit pt2e row above it, not with the peers.
 The rows "residual adds' operands 8-bit" (three seeds) keep the residual stream's copy into each add at 8 bits
 (`ObserverSpec.residual_bits=8`), another setting again: on ResNet-56 the 4-bit shortcut is about half of the
-graph's output error (docs/dev-split.md, section dev-residual)."""
+graph's output error (docs/dev-split.md, section dev-residual).
+The row "8-bit weights, the cell's activations" (W4A4, seeds 0-2, library b980ca71ff, one benchmark process) is a
+diagnostic: the all-4-bit graph with the weights at 8 bits gives FP32 -1.38 / -2.24 / -1.82 (ResNet-20 / ResNet-56 /
+MobileNetV2), so the 4-bit activations of that graph alone are past the -1.5 goal on ResNet-56 and MobileNetV2
+whatever the weights; REQuant's 4-bit weights add 0.02 / 0.17 / 0.15 to it (0.00 / -0.01 / 0.20 with
+`act_shortcuts`). The peers within reach of REQuant on seed 0 at W4 (Brevitas GPTQ and GPFQ on ResNet-20 and
+ResNet-56, GPFQ on MobileNetV2) were re-run on seeds 1 and 2 (same command, `--seed N --methods ...`; on an AMD
+EPYC beside one other benchmark process): the table "Peers over calibration seeds"."""
