@@ -164,14 +164,18 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
     return md_table(head, rows, align="lll" + "r" * (len(seeds) + 3) + "l")
 
 
+#: the settings of the peers-over-seeds table: the goal cells and W4A8, where a peer led on seed 0
+PEER_SEED_SETTINGS = ("W4", "W3", "W2", "W4A8", "W4A4")
+
+
 def peer_seeds_table(by_seed: dict[int, Res], models: list[str], keys: list[str]) -> str:
-    """The peers' goal cells measured on two or more calibration seeds, beside REQuant's row of the setting
-    (beyond weights-only, the pt2e integer graph at W4A4) on the same seeds: per seed and mean, and the difference."""
+    """The peers' cells measured on two or more calibration seeds, beside REQuant's row of the setting (beyond
+    weights-only, the pt2e integer graph with activations) on the same seeds: per seed, the means, the difference."""
     seeds = sorted(by_seed)
     rows = []
     for m in models:
         for k in [k for k in keys if BY_KEY[k].system != "ours"]:
-            for s in [s for s in GOALS if applies(k, s)]:
+            for s in [s for s in PEER_SEED_SETTINGS if applies(k, s)]:
                 ours_key = "beyond" if bits_of(s)[1] is None else "pt2e"
                 pairs = [(by_seed[sd].get((m, k, s), {}).get("acc"), by_seed[sd].get((m, ours_key, s), {}).get("acc"))
                          for sd in seeds]
@@ -213,7 +217,8 @@ def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], key
                   "### Peers over calibration seeds",
                   "The peers' cells re-run on more calibration seeds where one of them was within reach of "
                   "REQuant's row on seed 0 (the same command with `--seed N --methods ...`), compared on the "
-                  "same seeds with REQuant's row of the setting (beyond weights-only; the pt2e integer graph at W4A4).",
+                  "same seeds with REQuant's row of the setting (beyond weights-only; the pt2e integer graph "
+                  "with activations).",
                   peer_seeds_table(by_seed, models, keys)]
     parts += ["## Calibration time against the gradient-based peers",
               "REQuant's row of each setting (beyond weights-only; the pt2e integer graph at W4A8/W4A4, which "
