@@ -78,6 +78,11 @@ def max_distinct(model: torch.nn.Module) -> int:
     return most
 
 
+def cell_options(key: str, lr_iters: int) -> dict[str, Any]:
+    """The method options that are part of a cell's cache key (the learned round's iterations)."""
+    return {"lr_iters": lr_iters} if key == "brevitas-lr" else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the doc."""
     args = parse(argv)
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:  # method-major: the fast rows of every setting come first
         for key in keys:
             for setting in [s for s in args.settings if BY_KEY[key].applies(bits_of(s)[1])]:
-                opts = {"lr_iters": args.lr_iters} if key == "brevitas-lr" else {}
+                opts = cell_options(key, args.lr_iters)
                 cfg = dict(base, model=m, method=key, setting=setting, **opts)
                 hit = cache.get(cfg)
                 stale = hit is not None and hit.get("code") not in (None, code) and BY_KEY[key].system == "ours"
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for sd in [sd for sd in args.summary_seeds if sd != args.seed]:
         cells = {(m, k, s): hit for m in models for k in keys for s in args.settings
                  if (hit := cache.get(dict(base, seed=sd, model=m, method=k, setting=s,
-                                           **({"lr_iters": args.lr_iters} if k == "brevitas-lr" else {})))) is not None}
+                                           **cell_options(k, args.lr_iters)))) is not None}
         if cells:
             by_seed[sd] = cells
     doc = write(out, res=res, fp32=fp32, models=models, keys=keys, settings=args.settings, by_seed=by_seed,

@@ -14,6 +14,12 @@ from benchmarks.results_peers.status import STATUS
 Res = dict[tuple[str, str, str], dict[str, Any]]
 
 
+def ours_row(setting: str) -> str:
+    """REQuant's row compared with the peers at ``setting``: beyond weights-only, the pt2e integer graph with
+    activations."""
+    return "beyond" if bits_of(setting)[1] is None else "pt2e"
+
+
 def applies(key: str, setting: str) -> bool:
     """Whether method ``key`` has a cell at ``setting`` (weights-only rows have none at W4A8, ...)."""
     return BY_KEY[key].applies(bits_of(setting)[1])
@@ -82,7 +88,7 @@ def time_ratios(res: Res, models: list[str], keys: list[str], settings: list[str
     rows = []
     for m in models:
         for s in settings:
-            ours_key = "beyond" if bits_of(s)[1] is None else "pt2e"
+            ours_key = ours_row(s)
             ours = res.get((m, ours_key, s), {})
             for peer in (k for k in GRADIENT_PEERS if k in keys):
                 cell = res.get((m, peer, s), {})
@@ -176,7 +182,7 @@ def peer_seeds_table(by_seed: dict[int, Res], models: list[str], keys: list[str]
     for m in models:
         for k in [k for k in keys if BY_KEY[k].system != "ours"]:
             for s in [s for s in PEER_SEED_SETTINGS if applies(k, s)]:
-                ours_key = "beyond" if bits_of(s)[1] is None else "pt2e"
+                ours_key = ours_row(s)
                 pairs = [(by_seed[sd].get((m, k, s), {}).get("acc"), by_seed[sd].get((m, ours_key, s), {}).get("acc"))
                          for sd in seeds]
                 both = [(p, o) for p, o in pairs if p is not None and o is not None]
