@@ -8,6 +8,7 @@ from typing import Any
 
 from benchmarks.harness.markdown import DASH, fmt, md_table
 from benchmarks.results_peers.methods import BY_KEY, INSTALL, bits_of
+from benchmarks.results_peers.plots import plot, plot_peer_seeds
 from benchmarks.results_peers.prose import HEADER, SETUP
 from benchmarks.results_peers.status import STATUS
 
@@ -105,43 +106,6 @@ def time_ratios(res: Res, models: list[str], keys: list[str], settings: list[str
     return md_table(head, rows, align="lllrrrl")
 
 
-def plot(path: Path, res: Res, fp32: dict[str, float], models: list[str], keys: list[str],
-         settings: list[str]) -> bool:
-    """Top-1 against calibration seconds (log) per model, one marker per method, W-bits annotated."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
-        return False
-    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.6), squeeze=False)
-    markers = "os^vD<>pXh*"
-    for ax, m in zip(axes[0], models, strict=True):
-        for i, k in enumerate(keys):
-            pts = [(res[(m, k, s)]["seconds"], res[(m, k, s)]["acc"], s) for s in settings
-                   if "acc" in res.get((m, k, s), {})]
-            if not pts:
-                continue
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)], s=36,
-                       label=BY_KEY[k].label[:40])
-            for x, y, s in pts:
-                ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        if m in fp32:
-            ax.axhline(fp32[m], color="k", ls="--", lw=1, label=f"FP32 {fp32[m]:.2f}")
-        ax.set_xscale("log")
-        ax.set_xlabel("calibration wall time (s, log scale)")
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title(m)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 #: the issue's goals for REQuant's rows: least difference to FP32 (points) per setting
 GOALS = {"W4": -0.1, "W3": -0.5, "W2": -2.0, "W4A4": -1.5}
 
@@ -174,29 +138,35 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
 PEER_SEED_SETTINGS = ("W4", "W3", "W2", "W4A8", "W4A4")
 
 
-def peer_seeds_table(by_seed: dict[int, Res], models: list[str], keys: list[str]) -> str:
-    """The peers' cells measured on two or more calibration seeds, beside REQuant's row of the setting (beyond
-    weights-only, the pt2e integer graph with activations) on the same seeds: per seed, the means, the difference."""
-    seeds = sorted(by_seed)
-    rows = []
+def peer_seed_cells(by_seed: dict[int, Res], models: list[str], keys: list[str]
+                    ) -> list[tuple[str, str, str, list[tuple[float | None, float | None]]]]:
+    """``(model, peer, setting, [(peer top-1, REQuant top-1) per seed])`` for each peer cell measured on two or
+    more seeds where REQuant's row of the setting (:func:`ours_row`) was measured too."""
+    out = []
     for m in models:
         for k in [k for k in keys if BY_KEY[k].system != "ours"]:
             for s in [s for s in PEER_SEED_SETTINGS if applies(k, s)]:
-                ours_key = ours_row(s)
-                pairs = [(by_seed[sd].get((m, k, s), {}).get("acc"), by_seed[sd].get((m, ours_key, s), {}).get("acc"))
-                         for sd in seeds]
-                both = [(p, o) for p, o in pairs if p is not None and o is not None]
-                if len(both) < 2:
-                    continue
-                peer, ours = statistics.mean(p for p, _ in both), statistics.mean(o for _, o in both)
-                ahead = sum(o >= p for p, o in both)
-                rows.append([m, BY_KEY[k].label, s, *(fmt(p) for p, _ in pairs), f"{peer:.2f}", f"{ours:.2f}",
-                             f"{ours - peer:+.2f}", f"{ahead} of {len(both)}"])
+                pairs = [(by_seed[sd].get((m, k, s), {}).get("acc"),
+                          by_seed[sd].get((m, ours_row(s), s), {}).get("acc")) for sd in sorted(by_seed)]
+                if sum(p is not None and o is not None for p, o in pairs) >= 2:
+                    out.append((m, k, s, pairs))
+    return out
+
+
+def peer_seeds_table(by_seed: dict[int, Res], models: list[str], keys: list[str]) -> str:
+    """The peers' cells measured on two or more calibration seeds, beside REQuant's row of the setting (beyond
+    weights-only, the pt2e integer graph with activations) on the same seeds: per seed, the means, the difference."""
+    rows = []
+    for m, k, s, pairs in peer_seed_cells(by_seed, models, keys):
+        both = [(p, o) for p, o in pairs if p is not None and o is not None]
+        peer, ours = statistics.mean(p for p, _ in both), statistics.mean(o for _, o in both)
+        rows.append([m, BY_KEY[k].label, s, *(fmt(p) for p, _ in pairs), f"{peer:.2f}", f"{ours:.2f}",
+                     f"{ours - peer:+.2f}", f"{sum(o >= p for p, o in both)} of {len(both)}"])
     if not rows:
         return DASH
-    head = ["model", "peer", "setting", *(f"seed {sd}" for sd in seeds), "peer mean", "REQuant mean",
+    head = ["model", "peer", "setting", *(f"seed {sd}" for sd in sorted(by_seed)), "peer mean", "REQuant mean",
             "REQuant - peer", "seeds REQuant at or above"]
-    return md_table(head, rows, align="lll" + "r" * (len(seeds) + 3) + "l")
+    return md_table(head, rows, align="lll" + "r" * (len(by_seed) + 3) + "l")
 
 
 def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], keys: list[str], settings: list[str],
@@ -226,6 +196,10 @@ def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], key
                   "same seeds with REQuant's row of the setting (beyond weights-only; the pt2e integer graph "
                   "with activations).",
                   peer_seeds_table(by_seed, models, keys)]
+        if plot_peer_seeds(out / "img" / "results_peers_seeds.png", peer_seed_cells(by_seed, models, keys), fp32):
+            parts += ["![peers and REQuant per calibration seed](img/results_peers_seeds.png)",
+                      "Each calibration seed's top-1 minus FP32 (crosses: the peer, circles: REQuant's row; bars: "
+                      "the means), one line per cell of the table."]
     parts += ["## Calibration time against the gradient-based peers",
               "REQuant's row of each setting (beyond weights-only; the pt2e integer graph at W4A8/W4A4, which "
               "includes the pt2e calibration and the activation-range refinement) against the learned-rounding "

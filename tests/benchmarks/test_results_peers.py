@@ -112,3 +112,13 @@ def test_peer_seeds_table_compares_on_the_same_seeds() -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[-4:] == ["86.50", "86.60", "+0.10", "1 of 2"]
     assert "GPFQ" not in peer_seeds_table({0: by_seed[0]}, ["r"], ["beyond", "brevitas-gpfq"])  # one seed: no row
+
+
+def test_peer_seeds_plot_is_written(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from benchmarks.results_peers.plots import plot_peer_seeds
+
+    cells = [("r", "brevitas-gpfq", "W4", [(86.0, 86.5), (87.0, None)])]
+    assert plot_peer_seeds(tmp_path / "seeds.png", cells, {"r": 86.9})
+    assert (tmp_path / "seeds.png").stat().st_size > 1000
+    assert not plot_peer_seeds(tmp_path / "none.png", cells, {})  # no FP32 for the model: nothing to draw
