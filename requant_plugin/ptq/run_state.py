@@ -81,7 +81,9 @@ class RunState:
                           "trace, calls a layer twice, or its activations do not fit in memory), so the simulation "
                           "quantizes each layer's own input only, not the residual shortcuts", stacklevel=4)
             return
-        quantizers = {n: qp.quantize for n, qp in self.act_qparams.items()}
+        # one quantizer per distinct range: layers reading one value each get an equal (not the same) ActQParams
+        same: dict[ActQParams, ActQParams] = {}
+        quantizers = {n: same.setdefault(qp, qp).quantize for n, qp in self.act_qparams.items()}
         self.shared_inputs = self.stream.share_input_quantization(quantizers)
 
     def input_hooks(self) -> dict[str, ActQParams]:

@@ -191,3 +191,15 @@ def test_a_value_is_shared_only_where_its_layers_agree_on_the_quantizer() -> Non
     assert s.share_input_quantization({"blocks.0.conv1": q4, "blocks.0.branch": q4}) == {
         "blocks.0.conv1", "blocks.0.branch"}
     assert len(s.node_quant) == 2
+
+
+def test_act_shortcuts_shares_a_value_whose_layers_have_equal_input_ranges() -> None:
+    # each block input is read by conv1 and branch (each with its own, equal, range) and by the skip: with
+    # act_shortcuts the skip must read it quantized too, so the weights after it change
+    m, cal = _net(), _data()
+    off, _ = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, act_bits=4)
+    on, rep = quantize_weights(m, 3, recipe="beyond", calibration_data=cal, act_bits=4, act_shortcuts=True)
+    assert rep.act_qparams["blocks.0.conv1"] == rep.act_qparams["blocks.0.branch"]
+    assert rep.act_qparams["blocks.0.conv1"] is not rep.act_qparams["blocks.0.branch"]
+    assert torch.equal(on.blocks[0].conv1.weight, off.blocks[0].conv1.weight)  # before any skip: the same
+    assert not torch.equal(on.blocks[0].merge.weight, off.blocks[0].merge.weight)  # after the skip: changed
