@@ -17,11 +17,9 @@ from benchmarks.harness.data import load_calibration, load_fp32, load_test_image
 from benchmarks.harness.evaluate import Evaluator
 from benchmarks.harness.paths import DOCS, QUICK_OUT, RESULTS
 from benchmarks.harness.runtime import command, environment, setup
-from benchmarks.results_peers.methods import BY_KEY, METHODS, CellError, bits_of
+from benchmarks.results_peers.methods import BY_KEY, METHODS, W_ACTS, W_ONLY, CellError, bits_of
 
 #: weight-only settings and (weights, activations) settings
-W_ONLY = ("W4", "W3", "W2")
-W_ACTS = ("W4A8", "W4A4")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

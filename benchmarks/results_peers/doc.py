@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.markdown import DASH, fmt, md_table
-from benchmarks.results_peers.methods import BY_KEY, INSTALL, bits_of
+from benchmarks.results_peers.methods import BY_KEY, INSTALL, W_ACTS, W_ONLY, bits_of
 from benchmarks.results_peers.plots import plot, plot_peer_seeds
 from benchmarks.results_peers.prose import HEADER, SETUP
 from benchmarks.results_peers.status import STATUS
@@ -89,8 +89,7 @@ def time_ratios(res: Res, models: list[str], keys: list[str], settings: list[str
     rows = []
     for m in models:
         for s in settings:
-            ours_key = ours_row(s)
-            ours = res.get((m, ours_key, s), {})
+            ours = res.get((m, ours_row(s), s), {})
             for peer in (k for k in GRADIENT_PEERS if k in keys):
                 cell = res.get((m, peer, s), {})
                 if "seconds" not in cell or "seconds" not in ours or "acc" not in cell or "acc" not in ours:
@@ -134,10 +133,6 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
     return md_table(head, rows, align="lll" + "r" * (len(seeds) + 3) + "l")
 
 
-#: the settings of the peers-over-seeds table: the goal cells and W4A8, where a peer led on seed 0
-PEER_SEED_SETTINGS = ("W4", "W3", "W2", "W4A8", "W4A4")
-
-
 def peer_seed_cells(by_seed: dict[int, Res], models: list[str], keys: list[str]
                     ) -> list[tuple[str, str, str, list[tuple[float | None, float | None]]]]:
     """``(model, peer, setting, [(peer top-1, REQuant top-1) per seed])`` for each peer cell measured on two or
@@ -145,7 +140,7 @@ def peer_seed_cells(by_seed: dict[int, Res], models: list[str], keys: list[str]
     out = []
     for m in models:
         for k in [k for k in keys if BY_KEY[k].system != "ours"]:
-            for s in [s for s in PEER_SEED_SETTINGS if applies(k, s)]:
+            for s in [s for s in (*W_ONLY, *W_ACTS) if applies(k, s)]:
                 pairs = [(by_seed[sd].get((m, k, s), {}).get("acc"),
                           by_seed[sd].get((m, ours_row(s), s), {}).get("acc")) for sd in sorted(by_seed)]
                 if sum(p is not None and o is not None for p, o in pairs) >= 2:
@@ -153,20 +148,21 @@ def peer_seed_cells(by_seed: dict[int, Res], models: list[str], keys: list[str]
     return out
 
 
-def peer_seeds_table(by_seed: dict[int, Res], models: list[str], keys: list[str]) -> str:
-    """The peers' cells measured on two or more calibration seeds, beside REQuant's row of the setting (beyond
-    weights-only, the pt2e integer graph with activations) on the same seeds: per seed, the means, the difference."""
+def peer_seeds_table(cells: list[tuple[str, str, str, list[tuple[float | None, float | None]]]], seeds: list[int]
+                     ) -> str:
+    """The :func:`peer_seed_cells` (on ``seeds``) as a table: per seed the peer's top-1, both means over the seeds
+    where both were measured, their difference and on how many of them REQuant is at or above the peer."""
     rows = []
-    for m, k, s, pairs in peer_seed_cells(by_seed, models, keys):
+    for m, k, s, pairs in cells:
         both = [(p, o) for p, o in pairs if p is not None and o is not None]
         peer, ours = statistics.mean(p for p, _ in both), statistics.mean(o for _, o in both)
         rows.append([m, BY_KEY[k].label, s, *(fmt(p) for p, _ in pairs), f"{peer:.2f}", f"{ours:.2f}",
                      f"{ours - peer:+.2f}", f"{sum(o >= p for p, o in both)} of {len(both)}"])
     if not rows:
         return DASH
-    head = ["model", "peer", "setting", *(f"seed {sd}" for sd in sorted(by_seed)), "peer mean", "REQuant mean",
+    head = ["model", "peer", "setting", *(f"seed {sd}" for sd in seeds), "peer mean", "REQuant mean",
             "REQuant - peer", "seeds REQuant at or above"]
-    return md_table(head, rows, align="lll" + "r" * (len(by_seed) + 3) + "l")
+    return md_table(head, rows, align="lll" + "r" * (len(seeds) + 3) + "l")
 
 
 def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], keys: list[str], settings: list[str],
@@ -185,6 +181,7 @@ def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], key
         parts += ["![top-1 against calibration time](img/results_peers.png)",
                   "Top-1 against calibration wall time (log scale), one marker per method and setting."]
     if by_seed and len(by_seed) > 1:
+        cells = peer_seed_cells(by_seed, models, keys)
         parts += ["## REQuant over calibration seeds",
                   f"The goal cells of issue 18 re-run with calibration seeds {', '.join(map(str, sorted(by_seed)))} "
                   f"({meta['n_cal']} images each, drawn per seed; the same command with `--seed N`); the "
@@ -195,8 +192,8 @@ def write(out: Path, *, res: Res, fp32: dict[str, float], models: list[str], key
                   "REQuant's row on seed 0 (the same command with `--seed N --methods ...`), compared on the "
                   "same seeds with REQuant's row of the setting (beyond weights-only; the pt2e integer graph "
                   "with activations).",
-                  peer_seeds_table(by_seed, models, keys)]
-        if plot_peer_seeds(out / "img" / "results_peers_seeds.png", peer_seed_cells(by_seed, models, keys), fp32):
+                  peer_seeds_table(cells, sorted(by_seed))]
+        if plot_peer_seeds(out / "img" / "results_peers_seeds.png", cells, fp32):
             parts += ["![peers and REQuant per calibration seed](img/results_peers_seeds.png)",
                       "Each calibration seed's top-1 minus FP32 (crosses: the peer, circles: REQuant's row; bars: "
                       "the means), one line per cell of the table."]

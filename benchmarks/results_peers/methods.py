@@ -35,6 +35,11 @@ INSTALL = {
 Cal = Sequence[torch.Tensor]
 
 
+#: the settings: weights only, and weights with activations (the pt2e integer graph, Brevitas' fake quantization)
+W_ONLY = ("W4", "W3", "W2")
+W_ACTS = ("W4A8", "W4A4")
+
+
 def bits_of(setting: str) -> tuple[int, int | None]:
     """``"W4A8"`` -> ``(4, 8)``, ``"W3"`` -> ``(3, None)``."""
     w, _, a = setting[1:].partition("A")

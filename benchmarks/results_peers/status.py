@@ -25,7 +25,8 @@ cells were timed beside a fresh clone's demo and test suite (two more processes)
 (ResNet-56 / MobileNetV2 pt2e-layers 198 / 270 s, 126 / 100 s alone with library 9b6d3eae34).
 The peers' cells are cached from an Intel Xeon.
 The library has changed since d02d649f9e only where no cell of this page reads it (an activation observer warning,
-a shared helper, the FX refinement's default, the opt-in `act_shortcuts`): `python -m benchmarks.fingerprint`
+a shared helper, the FX refinement's default, the opt-in `act_shortcuts` and its sharing of a value two layers
+read, which none of these three networks has): `python -m benchmarks.fingerprint`
 reproduces d02d649f9e's weight (beyond, paper) and pt2e W4A4 results bit for bit, so the cells stand. The row
 "+ shortcut reads quantized in the weight calibration" (W4A4, seeds 0-2, library 5d7af4430d, two benchmark
 processes side by side) calibrates the weights with the residual shortcut's copy of each block input quantized as
@@ -45,7 +46,7 @@ graph's output error (docs/dev-split.md, section dev-residual).
 The row "8-bit weights, the cell's activations" (W4A4, seeds 0-2, library b980ca71ff, one benchmark process) is a
 diagnostic: the all-4-bit graph with the weights at 8 bits gives FP32 -1.38 / -2.24 / -1.82 (ResNet-20 / ResNet-56 /
 MobileNetV2), so the 4-bit activations of that graph alone are past the -1.5 goal on ResNet-56 and MobileNetV2
-whatever the weights; REQuant's 4-bit weights add 0.02 / 0.17 / 0.15 to it (0.00 / -0.01 / 0.20 with
+whatever the weights; REQuant's 4-bit weights add 0.02 / 0.17 / 0.15 to it (0.08 / -0.01 / 0.20 with
 `act_shortcuts`). The peers within reach of REQuant on seed 0 at W4 (Brevitas GPTQ and GPFQ on ResNet-20 and
 ResNet-56, GPFQ on MobileNetV2), and GPFQ with REQuant's pt2e row at W4A8 on ResNet-20, were re-run on seeds 1
 and 2 (same command, `--seed N --methods ...`; on an AMD EPYC beside one other benchmark process; pt2e W4A8 with

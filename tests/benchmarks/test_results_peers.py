@@ -102,16 +102,16 @@ def test_eight_bit_weight_row_keeps_eight_bit_weights_in_a_four_bit_cell() -> No
 
 
 def test_peer_seeds_table_compares_on_the_same_seeds() -> None:
-    from benchmarks.results_peers.doc import peer_seeds_table
+    from benchmarks.results_peers.doc import peer_seed_cells, peer_seeds_table
 
     by_seed = {0: {("r", "brevitas-gpfq", "W4"): {"acc": 86.0}, ("r", "beyond", "W4"): {"acc": 86.5}},
                1: {("r", "brevitas-gpfq", "W4"): {"acc": 87.0}, ("r", "beyond", "W4"): {"acc": 86.7}},
                2: {("r", "beyond", "W4"): {"acc": 80.0}}}  # no peer cell: seed 2 is left out of both means
-    text = peer_seeds_table(by_seed, ["r"], ["beyond", "brevitas-gpfq"])
+    text = peer_seeds_table(peer_seed_cells(by_seed, ["r"], ["beyond", "brevitas-gpfq"]), [0, 1, 2])
     row = next(line for line in text.splitlines() if "GPFQ" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[-4:] == ["86.50", "86.60", "+0.10", "1 of 2"]
-    assert "GPFQ" not in peer_seeds_table({0: by_seed[0]}, ["r"], ["beyond", "brevitas-gpfq"])  # one seed: no row
+    assert peer_seed_cells({0: by_seed[0]}, ["r"], ["beyond", "brevitas-gpfq"]) == []  # one seed: no row
 
 
 def test_peer_seeds_plot_is_written(tmp_path) -> None:
