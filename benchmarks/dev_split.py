@@ -60,6 +60,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "damp-0.01": {"target_damp": 0.01},  # the fixed target damp, the recipe's before it was cross-validated
     # the cross-validated candidates extended above the recipe's largest (0.3), which many layers choose
     "damps-to-1": {"target_damp": (0.01, 0.03, 0.1, 0.3, 1.0)},
+    # the same 512 images and their mirror images (horizontal flips) as calibration data: twice the rows, no
+    # new image; with every im2col row (the "auto" cap would keep the deep layers' rows at 32,768)
+    "flip": {"hflip": True},
+    "flip-rows-all": {"hflip": True, "calibration_rows": None},
 }
 #: Refinement settings (:class:`requant_plugin.refine.RefineConfig` fields) compared: the 512 calibration images
 #: with ``tol=0.01`` (the defaults before the choice), the first half of them (``images=256``: 8 of the 16
@@ -95,6 +99,8 @@ PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "we
 #: shortcut) quantized too (``act_shortcuts=True``, opt-in), and without (the default; section dev-act-shortcuts
 #: ran with a library where True was the default: its ``pt2e-a4-half-tol02`` rows are ``pt2e-a4-shortcuts``)
 PT2E_VARIANTS["pt2e-a4-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": True}}
+#: the calibration images and their mirror images (as ``flip``)
+PT2E_VARIANTS["pt2e-a4-flip"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "hflip": True}
 PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
 #: the refinement's opt-in per-observer stage at W4A4 (``layer_factors``), alone and with ``act_shortcuts``
 PT2E_VARIANTS["pt2e-a4-layers"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "layer_factors": LAYER_FACTORS}
@@ -168,13 +174,15 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
     from requant_plugin.ptq import quantize_weights
 
     cal = calibration(x_train, seed, images)
+    options = dict({**VARIANTS, **PT2E_VARIANTS, **FX_VARIANTS}[variant])
+    if options.pop("hflip", False):
+        cal = cal + [b.flip(-1) for b in cal]
     t0 = time.perf_counter()
     if variant in PT2E_VARIANTS:
-        q = _pt2e(model, bits, cal, **PT2E_VARIANTS[variant])
+        q = _pt2e(model, bits, cal, **options)
     elif variant in FX_VARIANTS:
-        q = _fx(model, cal, **FX_VARIANTS[variant])
+        q = _fx(model, cal, **options)
     else:
-        options = dict(VARIANTS[variant])
         if "equalize" in options:
             from benchmarks.equalization import equalize
 

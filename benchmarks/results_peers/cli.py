@@ -77,8 +77,8 @@ def max_distinct(model: torch.nn.Module) -> int:
 
 
 def cell_options(key: str, lr_iters: int) -> dict[str, Any]:
-    """The method options that are part of a cell's cache key (the learned round's iterations)."""
-    return {"lr_iters": lr_iters} if key == "brevitas-lr" else {}
+    """The method options that are part of a cell's cache key (the learned round's / AdaRound's iterations)."""
+    return {"lr_iters": lr_iters} if key in ("brevitas-lr", "aimet-adaround") else {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,10 @@ INSTALL = {
                 "nvidia-modelopt==0.47.0 requests huggingface_hub",
     "aimet": "python3 -m venv .peer-venvs/aimet && .peer-venvs/aimet/bin/pip install "
              "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl && .peer-venvs/aimet/bin/pip install "
-             "--no-deps aimet-torch==2.42.0",
+             "--no-deps aimet-torch==2.42.0 torchvision==0.28.0 && .peer-venvs/aimet/bin/pip install Jinja2 PyYAML "
+             "'bokeh<=3.6.3,>=3.3.0' cvxpy holoviews 'hvplot>=0.10.0' jsonschema matplotlib networkx numpy onnx "
+             "'onnx_ir>=0.1.16' 'onnxscript>=0.2.0' osqp pandas psutil pybind11 safetensors scikit-learn scipy "
+             "tensorboard tqdm pillow",
 }
 Cal = Sequence[torch.Tensor]
 
@@ -171,7 +174,7 @@ def _worker(venv: str, worker: str, algorithm: str
             ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         job = dict(model=model, cal=list(cal), bits=bits, algorithm=algorithm, threads=torch.get_num_threads(),
-                   act_bits=opts.get("act_bits"))
+                   act_bits=opts.get("act_bits"), iters=opts.get("lr_iters"))
         out = run_worker(venv, worker, job)
         if out.get("model") is not None:
             return out["model"], float(out["seconds"])
@@ -213,8 +216,9 @@ METHODS: list[Method] = [
            _worker("modelopt", "worker_modelopt.py", "local_hessian")),
     Method("modelopt-gptq", "ModelOpt gptq", "ModelOpt", "per-channel sym",
            _worker("modelopt", "worker_modelopt.py", "gptq")),
-    Method("aimet-adaround", "AIMET AdaRound", "AIMET", "per-channel", _worker("aimet", "worker_aimet.py", "adaround")),
-    Method("aimet-seqmse", "AIMET SeqMSE", "AIMET", "per-channel", _worker("aimet", "worker_aimet.py", "seqmse")),
+    Method("aimet-adaround", "AIMET AdaRound", "AIMET", "per-channel sym",
+           _worker("aimet", "worker_aimet.py", "adaround")),
+    Method("aimet-seqmse", "AIMET SeqMSE", "AIMET", "per-channel sym", _worker("aimet", "worker_aimet.py", "seqmse")),
 ]
 BY_KEY = {m.key: m for m in METHODS}
 QUICK_METHODS = tuple(m.key for m in METHODS)

@@ -66,10 +66,17 @@ columns.
   integer quantizer has no zero point; scale amax / (2^(b-1) - 1), so W2 is ternary), everything else
   disabled, `algorithm` = `mse` (39-point amax grid 0.25..4.0 x max), `local_hessian`
   (`fp8_scale_sweep=False`), `gptq`; then `mtq.fold_weight`.
-- **AIMET**: AdaRound and SeqMSE, through a worker in its own venv when it imports.
+- **AIMET 2.42** (`benchmarks/results_peers/worker_aimet.py`, its own venv): `prepare_model`, then
+  `Adaround.apply_adaround` (`post_training_tf` encodings, {lr_iters} iterations per layer, the learned
+  round's budget; AIMET's default below 8 bits is 15,000) with the AdaRound encodings frozen into a
+  `QuantizationSimModel`, or `QuantizationSimModel` + `apply_seq_mse(sim, cal, num_candidates=20)`; both with
+  AIMET's own `default_config_per_channel.json` (weights symmetric, per output channel). AIMET imports
+  torchvision, whose only wheel here is a CUDA build: its compiled ops do not load beside the CPU torch and its
+  import stops on a fake-kernel registration for `torchvision::nms`; the worker declares the schemas of
+  `torchvision::nms` / `qnms` (no kernel: detection ops these classifiers never call) and imports it again.
 
 Calibration: {n_cal} seeded training images (seed {seed}, batches of 64), the same tensors for every
 method. Seconds = wall time of the quantization call only (for the venv workers: measured inside the
-worker around `mtq.quantize`, so process start and imports are excluded), on a 2-core CPU shared with
+worker around `mtq.quantize` / AIMET's calls, so process start and imports are excluded), on a 2-core CPU shared with
 other jobs, {threads} torch thread(s): compare orders of magnitude, not small differences.
 """

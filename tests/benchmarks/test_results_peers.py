@@ -3,6 +3,10 @@ beyond) on a tiny model: each returns a model whose weights really are quantized
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -122,3 +126,32 @@ def test_peer_seeds_plot_is_written(tmp_path) -> None:
     assert plot_peer_seeds(tmp_path / "seeds.png", cells, {"r": 86.9})
     assert (tmp_path / "seeds.png").stat().st_size > 1000
     assert not plot_peer_seeds(tmp_path / "none.png", cells, {})  # no FP32 for the model: nothing to draw
+
+
+FAKE_TORCHVISION = '''
+import torch
+if {check}:
+    raise RuntimeError("operator torchvision::nms does not exist")
+'''
+PROBE = '''
+import torch
+from benchmarks.results_peers.worker_aimet import import_torchvision
+print(import_torchvision(), hasattr(torch.ops.torchvision, "nms"), hasattr(torch.ops.torchvision, "qnms"))
+'''
+
+
+@pytest.mark.parametrize(("fails", "expected"), [(True, "stand-in True True"), (False, "native False False")])
+def test_aimet_worker_declares_torchvision_ops_only_when_they_do_not_load(tmp_path, fails: bool, expected: str) -> None:
+    """A torchvision whose import fails on its missing ``torchvision::nms`` (the CUDA wheel beside the CPU torch)
+    imports after the worker declares the two schemas; a torchvision that imports gets nothing declared. Run in
+    a subprocess: the declared operators would outlive the test in this one."""
+    from benchmarks.harness.paths import ROOT
+
+    pkg = tmp_path / "torchvision"
+    pkg.mkdir()
+    check = 'not hasattr(torch.ops.torchvision, "nms")' if fails else "False"
+    (pkg / "__init__.py").write_text(FAKE_TORCHVISION.format(check=check))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == expected
