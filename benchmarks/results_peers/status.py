@@ -35,8 +35,14 @@ Fixed adapters (tests in `tests/benchmarks/test_brevitas_ptq.py`): Brevitas' run
 weight quantizer made GPTQ re-derive scale and zero point from single columns (chance level at W8) and GPFQ
 drift off its grid; its learned-round insertion also rounded the asymmetric zero point per weight (ResNet-20
 W3 73.43 before the fix). ModelOpt 0.47 runs on CPU in its own venv, weights only (its integer quantizer is
-symmetric: W2 is ternary). AIMET 2.42 does not import beside the CPU torch (`torchvision::nms`), a row
-says so. Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
+symmetric: W2 is ternary). AIMET 2.42 runs in its own venv (measured with library 96162a9415, seed 0, W4/W3/W2,
+on an AMD EPYC, each cell beside one other one-thread benchmark process): before, its import stopped on
+torchvision's fake-kernel registration for `torchvision::nms` (the registry's torchvision is a CUDA build whose
+ops do not load beside the CPU torch); the worker now declares that schema and `qnms`'s (no kernel; detection ops
+these classifiers never call). Its AdaRound runs 1000 iterations per layer, the learned round's budget (AIMET's
+default below 8 bits, 15,000, would take about 70 min per ResNet-20 cell here); both AIMET methods use AIMET's
+per-channel config, whose weight grids are symmetric (W2 is `-2..1`).
+Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
 the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly. The row "first and last
 layer 8-bit" (W4A4, three seeds) is the setting of the W4A4 results of BRECQ, QDrop and PD-Quant that issue 18
 quotes, not the setting of the other rows: compare it with the all-4-bit pt2e row above it, not with the peers.
