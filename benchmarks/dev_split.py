@@ -99,8 +99,6 @@ PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "we
 #: shortcut) quantized too (``act_shortcuts=True``, opt-in), and without (the default; section dev-act-shortcuts
 #: ran with a library where True was the default: its ``pt2e-a4-half-tol02`` rows are ``pt2e-a4-shortcuts``)
 PT2E_VARIANTS["pt2e-a4-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": True}}
-#: the calibration images and their mirror images (as ``flip``)
-PT2E_VARIANTS["pt2e-a4-flip"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "hflip": True}
 PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
 #: the refinement's opt-in per-observer stage at W4A4 (``layer_factors``), alone and with ``act_shortcuts``
 PT2E_VARIANTS["pt2e-a4-layers"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "layer_factors": LAYER_FACTORS}

@@ -86,3 +86,26 @@ def test_images_outside_the_calibration_pool_are_refused_before_any_work(capsys)
             dev_split.main(["--images", bad, "--no-write"])
         assert exc.value.code == 2
         assert f"--images must be within 1..{dev_split.CAL_POOL}, got {bad}" in capsys.readouterr().err
+
+
+def test_flip_variant_calibrates_on_the_same_images_and_their_mirror_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requant_plugin.ptq as ptq
+
+    seen: list[torch.Tensor] = []
+
+    def fake_quantize(model: torch.nn.Module, recipe: str, bits: int, calibration_data: list[torch.Tensor],
+                      **options: object) -> tuple[torch.nn.Module, None]:
+        assert recipe == "beyond" and "hflip" not in options
+        seen.extend(calibration_data)
+        return model, None
+
+    monkeypatch.setattr(ptq, "quantize_weights", fake_quantize)
+    x = torch.randn(dev_split.CAL_POOL + 10, 1, 2, 3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2))
+    x_dev = torch.randn(4, 1, 2, 3)
+    dev = (x_dev, torch.zeros(4, dtype=torch.long), dev_split.logits(model, x_dev))
+    dev_split.run_one(model, x, 2, 3, "flip", dev, images=8)
+    plain = dev_split.calibration(x, 3, images=8)
+    assert len(seen) == 2 * len(plain)
+    assert all(torch.equal(a, b) for a, b in zip(seen[:len(plain)], plain, strict=True))
+    assert all(torch.equal(a, b.flip(-1)) for a, b in zip(seen[len(plain):], plain, strict=True))
