@@ -55,13 +55,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cd4": {"feedback_sweeps": 4},
     "ends8": {"end_bits": 8},  # first and last layer at 8 bits (the BRECQ / QDrop convention)
     "cle-0.25": {"equalize": 0.25},  # benchmarks.equalization before the search (the model's float parts rescaled)
-    "cle-0.5": {"equalize": 0.5},
-    "cle-1": {"equalize": 1.0},
+    "cle-0.5": {"equalize": 0.5}, "cle-1": {"equalize": 1.0},
     "damp-0.01": {"target_damp": 0.01},  # the fixed target damp, the recipe's before it was cross-validated
     # the cross-validated candidates extended above the recipe's largest (0.3), which many layers choose
     "damps-to-1": {"target_damp": (0.01, 0.03, 0.1, 0.3, 1.0)},
-    # the same 512 images and their mirror images (horizontal flips) as calibration data: twice the rows, no
-    # new image; with every im2col row (the "auto" cap would keep the deep layers' rows at 32,768)
+    # the 512 images and their mirror images (horizontal flips): twice the rows, no new image (and every row)
     "flip": {"hflip": True},
     "flip-rows-all": {"hflip": True, "calibration_rows": None},
 }
