@@ -54,6 +54,7 @@ diagnostic: the all-4-bit graph with the weights at 8 bits gives FP32 -1.38 / -2
 MobileNetV2), so the 4-bit activations of that graph alone are past the -1.5 goal on ResNet-56 and MobileNetV2
 whatever the weights; REQuant's 4-bit weights add 0.02 / 0.17 / 0.15 to it (0.08 / -0.01 / 0.20 with
 `act_shortcuts`). The peers within reach of REQuant on seed 0 at W4 (Brevitas GPTQ and GPFQ on ResNet-20 and
-ResNet-56, GPFQ on MobileNetV2), and GPFQ with REQuant's pt2e row at W4A8 on ResNet-20, were re-run on seeds 1
-and 2 (same command, `--seed N --methods ...`; on an AMD EPYC beside one other benchmark process; pt2e W4A8 with
-library b980ca71ff): the table "Peers over calibration seeds"."""
+ResNet-56, GPFQ and AIMET AdaRound on MobileNetV2), and GPFQ with REQuant's pt2e row at W4A8 on ResNet-20, were re-run
+on seeds 1 and 2 (same command, `--seed N --methods ...`; on an AMD EPYC beside one other benchmark process, AIMET
+AdaRound's two seeds side by side beside a test suite, so its seconds there are inflated; pt2e W4A8 with library
+b980ca71ff): the table "Peers over calibration seeds"."""
