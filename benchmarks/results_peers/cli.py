@@ -17,9 +17,7 @@ from benchmarks.harness.data import load_calibration, load_fp32, load_test_image
 from benchmarks.harness.evaluate import Evaluator
 from benchmarks.harness.paths import DOCS, QUICK_OUT, RESULTS
 from benchmarks.harness.runtime import command, environment, setup
-from benchmarks.results_peers.methods import BY_KEY, METHODS, W_ACTS, W_ONLY, CellError, bits_of
-
-#: weight-only settings and (weights, activations) settings
+from benchmarks.results_peers.methods import BY_KEY, GRADIENT_PEERS, METHODS, W_ACTS, W_ONLY, CellError, bits_of
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -78,7 +76,7 @@ def max_distinct(model: torch.nn.Module) -> int:
 
 def cell_options(key: str, lr_iters: int) -> dict[str, Any]:
     """The method options that are part of a cell's cache key (the learned round's / AdaRound's iterations)."""
-    return {"lr_iters": lr_iters} if key in ("brevitas-lr", "aimet-adaround") else {}
+    return {"lr_iters": lr_iters} if key in GRADIENT_PEERS else {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.markdown import DASH, fmt, md_table
-from benchmarks.results_peers.methods import BY_KEY, INSTALL, W_ACTS, W_ONLY, bits_of
+from benchmarks.results_peers.methods import BY_KEY, GRADIENT_PEERS, INSTALL, W_ACTS, W_ONLY, Res, SeedCell, bits_of
 from benchmarks.results_peers.plots import plot, plot_peer_seeds
 from benchmarks.results_peers.prose import HEADER, SETUP
 from benchmarks.results_peers.status import STATUS
-
-Res = dict[tuple[str, str, str], dict[str, Any]]
 
 
 def ours_row(setting: str) -> str:
@@ -78,8 +76,6 @@ def wins(res: Res, models: list[str], keys: list[str], settings: list[str]) -> s
     return "\n".join(lines) or DASH
 
 
-#: the gradient-based peer rows (learned rounding) and REQuant's row per setting for the time goal
-GRADIENT_PEERS = ("brevitas-lr", "aimet-adaround")
 TIME_GOAL = 10.0  # issue 18: at least this many times less calibration time than the gradient-based peers
 
 
@@ -134,7 +130,7 @@ def seeds_table(by_seed: dict[int, Res], fp32: dict[str, float], models: list[st
 
 
 def peer_seed_cells(by_seed: dict[int, Res], models: list[str], keys: list[str]
-                    ) -> list[tuple[str, str, str, list[tuple[float | None, float | None]]]]:
+                    ) -> list[SeedCell]:
     """``(model, peer, setting, [(peer top-1, REQuant top-1) per seed])`` for each peer cell measured on two or
     more seeds where REQuant's row of the setting (:func:`ours_row`) was measured too."""
     out = []
@@ -148,8 +144,7 @@ def peer_seed_cells(by_seed: dict[int, Res], models: list[str], keys: list[str]
     return out
 
 
-def peer_seeds_table(cells: list[tuple[str, str, str, list[tuple[float | None, float | None]]]], seeds: list[int]
-                     ) -> str:
+def peer_seeds_table(cells: list[SeedCell], seeds: list[int]) -> str:
     """The :func:`peer_seed_cells` (on ``seeds``) as a table: per seed the peer's top-1, both means over the seeds
     where both were measured, their difference and on how many of them REQuant is at or above the peer."""
     rows = []

@@ -41,6 +41,13 @@ Cal = Sequence[torch.Tensor]
 #: the settings: weights only, and weights with activations (the pt2e integer graph, Brevitas' fake quantization)
 W_ONLY = ("W4", "W3", "W2")
 W_ACTS = ("W4A8", "W4A4")
+#: the gradient-based peers (learned rounding): their iterations per layer are part of a cell's cache key, and
+#: issue 18's time goal is measured against them
+GRADIENT_PEERS = ("brevitas-lr", "aimet-adaround")
+#: measured cells by ``(model, method key, setting)``
+Res = dict[tuple[str, str, str], dict[str, Any]]
+#: ``(model, peer key, setting, [(peer top-1, REQuant top-1) per calibration seed])``
+SeedCell = tuple[str, str, str, list[tuple[float | None, float | None]]]
 
 
 def bits_of(setting: str) -> tuple[int, int | None]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_peers.methods import BY_KEY
-
-Res = dict[tuple[str, str, str], dict[str, Any]]
+from benchmarks.results_peers.methods import BY_KEY, Res, SeedCell
 
 
 def _pyplot() -> Any:
@@ -20,6 +18,15 @@ def _pyplot() -> Any:
     except ImportError:  # pragma: no cover
         return None
     return plt
+
+
+def _save(plt: Any, fig: Any, path: Path) -> bool:
+    """Write ``fig`` to ``path`` (folders made) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def plot(path: Path, res: Res, fp32: dict[str, float], models: list[str], keys: list[str],
@@ -48,15 +55,10 @@ def plot(path: Path, res: Res, fp32: dict[str, float], models: list[str], keys: 
         ax.set_title(m)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
-def plot_peer_seeds(path: Path, cells: list[tuple[str, str, str, list[tuple[float | None, float | None]]]],
-                    fp32: dict[str, float]) -> bool:
+def plot_peer_seeds(path: Path, cells: list[SeedCell], fp32: dict[str, float]) -> bool:
     """One line per ``(model, peer, setting, [(peer, REQuant) top-1 per seed])`` cell: each seed's top-1 minus
     FP32 for the peer (x) and REQuant (o), the means as bars."""
     plt = _pyplot()
@@ -76,8 +78,4 @@ def plot_peer_seeds(path: Path, cells: list[tuple[str, str, str, list[tuple[floa
     ax.set_xlabel("top-1 - FP32 (points), per calibration seed")
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
