@@ -75,8 +75,9 @@ def max_distinct(model: torch.nn.Module) -> int:
 
 
 def cell_options(key: str, lr_iters: int) -> dict[str, Any]:
-    """The method options that are part of a cell's cache key (the learned round's / AdaRound's iterations)."""
-    return {"lr_iters": lr_iters} if key in GRADIENT_PEERS else {}
+    """The method options that are part of a cell's cache key (the learned round's / AdaRound's iterations: the
+    method's own fixed count, else ``lr_iters``)."""
+    return {"lr_iters": BY_KEY[key].iters or lr_iters} if key in GRADIENT_PEERS else {}
 
 
 def main(argv: list[str] | None = None) -> int:

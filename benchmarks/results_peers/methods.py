@@ -43,7 +43,7 @@ W_ONLY = ("W4", "W3", "W2")
 W_ACTS = ("W4A8", "W4A4")
 #: the gradient-based peers (learned rounding): their iterations per layer are part of a cell's cache key, and
 #: issue 18's time goal is measured against them
-GRADIENT_PEERS = ("brevitas-lr", "aimet-adaround")
+GRADIENT_PEERS = ("brevitas-lr", "aimet-adaround", "aimet-adaround-15k")
 #: measured cells by ``(model, method key, setting)``
 Res = dict[tuple[str, str, str], dict[str, Any]]
 #: ``(model, peer key, setting, [(peer top-1, REQuant top-1) per calibration seed])``
@@ -72,6 +72,7 @@ class Method:
     acts: bool = False  # supports W4A8 / W4A4 here
     weights: bool = True  # supports the weights-only settings
     same_setting: bool = True  # False: another layer-precision convention (not compared with the peers)
+    iters: int | None = None  # a gradient peer's own fixed iterations per layer (None: the command's --lr-iters)
 
     def applies(self, act_bits: int | None) -> bool:
         """Whether this row has a cell at a setting with ``act_bits`` (``None``: weights only)."""
@@ -142,7 +143,7 @@ def _brevitas(method: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tu
     return run
 
 
-def run_worker(venv: str, worker: str, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+def run_worker(venv: str, worker: str, job: dict[str, Any], timeout: float = 8 * 3600) -> dict[str, Any]:
     """Run ``worker`` with ``VENVS/venv/bin/python`` on ``job`` (a temp ``.pt``), return its output dict."""
     python = VENVS / venv / "bin" / "python"
     if not python.is_file():
@@ -225,6 +226,8 @@ METHODS: list[Method] = [
            _worker("modelopt", "worker_modelopt.py", "gptq")),
     Method("aimet-adaround", "AIMET AdaRound", "AIMET", "per-channel sym",
            _worker("aimet", "worker_aimet.py", "adaround")),
+    Method("aimet-adaround-15k", "AIMET AdaRound 15k iter. (its default)", "AIMET", "per-channel sym",
+           _worker("aimet", "worker_aimet.py", "adaround"), iters=15_000),
     Method("aimet-seqmse", "AIMET SeqMSE", "AIMET", "per-channel sym", _worker("aimet", "worker_aimet.py", "seqmse")),
 ]
 BY_KEY = {m.key: m for m in METHODS}

@@ -67,8 +67,9 @@ columns.
   disabled, `algorithm` = `mse` (39-point amax grid 0.25..4.0 x max), `local_hessian`
   (`fp8_scale_sweep=False`), `gptq`; then `mtq.fold_weight`.
 - **AIMET 2.42** (`benchmarks/results_peers/worker_aimet.py`, its own venv): `prepare_model`, then
-  `Adaround.apply_adaround` (`post_training_tf` encodings, {lr_iters} iterations per layer, the learned
-  round's budget; AIMET's default below 8 bits is 15,000) with the AdaRound encodings frozen into a
+  `Adaround.apply_adaround` (`post_training_tf_enhanced` encodings, the API's default; {lr_iters} iterations
+  per layer, the learned round's budget, and in the row "15k iter." AIMET's own default below 8 bits, 15,000)
+  with the AdaRound encodings frozen into a
   `QuantizationSimModel`, or `QuantizationSimModel` + `apply_seq_mse(sim, cal, num_candidates=20)`; both with
   AIMET's own `default_config_per_channel.json` (weights symmetric, per output channel). AIMET imports
   torchvision, whose only wheel here is a CUDA build: its compiled ops do not load beside the CPU torch and its

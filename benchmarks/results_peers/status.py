@@ -39,9 +39,13 @@ symmetric: W2 is ternary). AIMET 2.42 runs in its own venv (measured with librar
 on an AMD EPYC, each cell beside one other one-thread benchmark process): before, its import stopped on
 torchvision's fake-kernel registration for `torchvision::nms` (the registry's torchvision is a CUDA build whose
 ops do not load beside the CPU torch); the worker now declares that schema and `qnms`'s (no kernel; detection ops
-these classifiers never call). Its AdaRound runs 1000 iterations per layer, the learned round's budget (AIMET's
-default below 8 bits, 15,000, would take about 70 min per ResNet-20 cell here); both AIMET methods use AIMET's
-per-channel config, whose weight grids are symmetric (W2 is `-2..1`).
+these classifiers never call). Its AdaRound row runs 1000 iterations per layer, the learned round's budget; the row
+"AIMET AdaRound 15k iter." runs AIMET's own default below 8 bits, 15,000 (about 57 min per ResNet-20 cell on the
+AMD EPYC, two cells side by side), on ResNet-20 W4 and W3 only ("not run" elsewhere: about 3 h per ResNet-56 or
+MobileNetV2 cell here, 12x their 1000-iteration times as on ResNet-20), its W4 cell also on seeds 1 and 2 (the
+table "Peers over calibration seeds"): the 15x budget takes ResNet-20 W4 / W3 from 86.70 / 85.23 to 86.87 / 86.29,
+still below beyond's 86.96 / 86.62, at 545x / 592x its time. Both AIMET methods use AIMET's per-channel config,
+whose weight grids are symmetric (W2 is `-2..1`).
 Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
 the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly. The row "first and last
 layer 8-bit" (W4A4, three seeds) is the setting of the W4A4 results of BRECQ, QDrop and PD-Quant that issue 18

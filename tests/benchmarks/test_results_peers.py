@@ -67,6 +67,14 @@ def test_setting_names() -> None:
     assert bits_of("W4A8") == (4, 8)
 
 
+def test_cache_key_carries_the_iterations_a_gradient_peer_runs() -> None:
+    from benchmarks.results_peers.cli import cell_options
+
+    assert cell_options("aimet-adaround", 1000) == {"lr_iters": 1000}  # the command's budget
+    assert cell_options("aimet-adaround-15k", 1000) == {"lr_iters": 15_000}  # AIMET's own default, fixed
+    assert cell_options("brevitas-gptq", 1000) == {}  # no iterations: one key for every --lr-iters
+
+
 def test_missing_venv_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     import benchmarks.results_peers.methods as methods
 
