@@ -44,8 +44,9 @@ these classifiers never call). Its AdaRound row runs 1000 iterations per layer, 
 AMD EPYC, two cells side by side), on ResNet-20 W4 and W3 only ("not run" elsewhere: about 3 h per ResNet-56 or
 MobileNetV2 cell here, 12x their 1000-iteration times as on ResNet-20), its W4 cell also on seeds 1 and 2 (the
 table "Peers over calibration seeds"): the 15x budget takes ResNet-20 W4 / W3 from 86.70 / 85.23 to 86.87 / 86.29,
-still below beyond's 86.96 / 86.62, at 545x / 592x its time. Both AIMET methods use AIMET's per-channel config,
-whose weight grids are symmetric (W2 is `-2..1`).
+still below beyond's 86.96 / 86.62, at 545x / 592x its time; over seeds 0-2 at W4 86.87 / 86.82 / 86.55 (mean 86.75
+against beyond's 86.84, REQuant at or above on 3 of 3). Both AIMET methods use AIMET's per-channel config, whose
+weight grids are symmetric (W2 is `-2..1`).
 Brevitas' activation settings quantize every layer input (fake quantization in torch); ours run
 the pt2e integer graph, so the W4A8/W4A4 columns compare like with like only roughly. The row "first and last
 layer 8-bit" (W4A4, three seeds) is the setting of the W4A4 results of BRECQ, QDrop and PD-Quant that issue 18
