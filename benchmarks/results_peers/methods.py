@@ -41,9 +41,6 @@ Cal = Sequence[torch.Tensor]
 #: the settings: weights only, and weights with activations (the pt2e integer graph, Brevitas' fake quantization)
 W_ONLY = ("W4", "W3", "W2")
 W_ACTS = ("W4A8", "W4A4")
-#: the gradient-based peers (learned rounding): their iterations per layer are part of a cell's cache key, and
-#: issue 18's time goal is measured against them
-GRADIENT_PEERS = ("brevitas-lr", "aimet-adaround", "aimet-adaround-15k")
 #: measured cells by ``(model, method key, setting)``
 Res = dict[tuple[str, str, str], dict[str, Any]]
 #: ``(model, peer key, setting, [(peer top-1, REQuant top-1) per calibration seed])``
@@ -72,6 +69,7 @@ class Method:
     acts: bool = False  # supports W4A8 / W4A4 here
     weights: bool = True  # supports the weights-only settings
     same_setting: bool = True  # False: another layer-precision convention (not compared with the peers)
+    gradient: bool = False  # learned rounding: iterations in the cell's cache key, issue 18's time goal against it
     iters: int | None = None  # a gradient peer's own fixed iterations per layer (None: the command's --lr-iters)
 
     def applies(self, act_bits: int | None) -> bool:
@@ -217,7 +215,7 @@ METHODS: list[Method] = [
     Method("brevitas-gptq", "Brevitas GPTQ + bias corr.", "Brevitas", "per-channel", _brevitas("gptq"), acts=True),
     Method("brevitas-gpfq", "Brevitas GPFQ + bias corr.", "Brevitas", "per-channel", _brevitas("gpfq"), acts=True),
     Method("brevitas-lr", "Brevitas learned round (AdaRound) + bias corr.", "Brevitas", "per-channel",
-           _brevitas("learned_round"), acts=True),
+           _brevitas("learned_round"), acts=True, gradient=True),
     Method("modelopt-mse", "ModelOpt mse", "ModelOpt", "per-channel sym",
            _worker("modelopt", "worker_modelopt.py", "mse")),
     Method("modelopt-lh", "ModelOpt local_hessian", "ModelOpt", "per-channel sym",
@@ -225,10 +223,12 @@ METHODS: list[Method] = [
     Method("modelopt-gptq", "ModelOpt gptq", "ModelOpt", "per-channel sym",
            _worker("modelopt", "worker_modelopt.py", "gptq")),
     Method("aimet-adaround", "AIMET AdaRound", "AIMET", "per-channel sym",
-           _worker("aimet", "worker_aimet.py", "adaround")),
+           _worker("aimet", "worker_aimet.py", "adaround"), gradient=True),
     Method("aimet-adaround-15k", "AIMET AdaRound 15k iter. (its default)", "AIMET", "per-channel sym",
-           _worker("aimet", "worker_aimet.py", "adaround"), iters=15_000),
+           _worker("aimet", "worker_aimet.py", "adaround"), gradient=True, iters=15_000),
     Method("aimet-seqmse", "AIMET SeqMSE", "AIMET", "per-channel sym", _worker("aimet", "worker_aimet.py", "seqmse")),
 ]
 BY_KEY = {m.key: m for m in METHODS}
+#: the gradient-based peers (learned rounding)
+GRADIENT_PEERS = tuple(m.key for m in METHODS if m.gradient)
 QUICK_METHODS = tuple(m.key for m in METHODS)
