@@ -93,18 +93,18 @@ PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weight
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
-#: the weight calibration's activation simulation with the other reads of each layer's input (the residual
-#: shortcut) quantized too (``act_shortcuts=True``, opt-in), and without (the default; section dev-act-shortcuts
-#: ran with a library where True was the default: its ``pt2e-a4-half-tol02`` rows are ``pt2e-a4-shortcuts``)
+#: the weight calibration's simulation with the shortcut's read of a layer's input quantized too (act_shortcuts=True),
+#: and without (default; section dev-act-shortcuts ran with True the default: its half-tol02 rows are "shortcuts")
 PT2E_VARIANTS["pt2e-a4-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": True}}
 PT2E_VARIANTS["pt2e-a4-no-shortcuts"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"act_shortcuts": False}}
 #: the refinement's opt-in per-observer stage at W4A4 (``layer_factors``), alone and with ``act_shortcuts``
 PT2E_VARIANTS["pt2e-a4-layers"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "layer_factors": LAYER_FACTORS}
 PT2E_VARIANTS["pt2e-a4-shortcuts-layers"] = {**PT2E_VARIANTS["pt2e-a4-shortcuts"], "layer_factors": LAYER_FACTORS}
+#: each residual sum's mean error (shortcut read quantized) moved into its branch layer's bias (residual_correction)
+PT2E_VARIANTS["pt2e-a4-resmean"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"residual_correction": True}}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
-#: the refinement's second stage: each observer also tries 0.7 / 0.8 / 0.9 / 1.1 times the shared factor
-#: (``RefineConfig.layer_factors``; the FX default since section dev-fx-layers), on the defaults' settings
+#: the refinement's second stage: each observer also tries 0.7-1.1 times the shared factor (the FX default)
 FX_VARIANTS["fx-a8-layers"] = {**REFINE["-half-tol02"], "layer_factors": LAYER_FACTORS}
 #: the factory defaults without the refinement, and torch's own default qconfig mapping (x86)
 FX_VARIANTS["fx-a8-plain"] = {"refine": False}

@@ -337,10 +337,12 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     backend = resolved.backend or "x86_inductor"
     config = _requant_config(resolved)
     own_bits = {n: b for n, b in getattr(weight_ranges, "act_bits", {}).items() if b != resolved.act_bits}
-    if resolved.residual_bits is not None and getattr(weight_ranges, "settings", {}).get("act_shortcuts"):
-        warnings.warn(f"weight_ranges were calibrated with each residual shortcut read at the layer inputs' width "
-                      f"(quantize_weights(..., act_shortcuts=True)), but residual_bits={resolved.residual_bits} "
-                      "gives the shortcuts their own observers: calibrate with act_shortcuts=False", stacklevel=2)
+    settings = getattr(weight_ranges, "settings", {})
+    for option in (o for o in ("act_shortcuts", "residual_correction") if settings.get(o)):
+        if resolved.residual_bits is not None:
+            warnings.warn(f"weight_ranges were calibrated with each residual shortcut read at the layer inputs' width "
+                          f"(quantize_weights(..., {option}=True)), but residual_bits={resolved.residual_bits} "
+                          f"gives the shortcuts their own observers: calibrate with {option}=False", stacklevel=2)
     ranges = pinned_input_ranges(weight_ranges) if resolved.act_ranges == "report" else {}
     grids = pinned_grids(weight_ranges)
     if grids:

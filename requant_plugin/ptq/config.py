@@ -1,11 +1,10 @@
 """``QuantizeConfig``: every setting of :func:`~requant_plugin.quantize_weights`, frozen and validated.
 
-A config is plain data: build one, or start from a named recipe (:data:`requant_plugin.ptq.recipes.RECIPES`)
-and change fields with ``dataclasses.replace``. Strings are accepted wherever an option enum is expected
-(``space="sqrt"``) and normalised to the members of :mod:`requant_plugin.options`; the legacy ``per_channel=``
-keyword is translated to ``granularity`` by :func:`translate_legacy`, the one place that knows it. The paper's
-rule that the first and last weighted layers keep the uniform grid is declared here once (:func:`first_last`
-and :func:`layer_space`), for the PTQ plan, the ONNX export and the pipeline's curves.
+A config is plain data: build one, or start from a named recipe (:data:`requant_plugin.ptq.recipes.RECIPES`) and
+change fields with ``dataclasses.replace``. Strings are accepted wherever an option enum is expected (``space="sqrt"``)
+and normalised to the members of :mod:`requant_plugin.options`; the legacy ``per_channel=`` keyword is translated to
+``granularity`` by :func:`translate_legacy`, the one place that knows it. The paper's rule that the first and last
+weighted layers keep the uniform grid is declared here once (:func:`first_last`, :func:`layer_space`).
 """
 
 from __future__ import annotations
@@ -41,26 +40,22 @@ __all__ = [
 
 #: ``calibration_rows="auto"`` at 3 bits and more: the fewest im2col rows a layer's Gram matrices get
 AUTO_ROWS = 8192
-#: ``calibration_rows="auto"``: the rows of every layer at 2 bits (dev split, 4 seeds x 2 networks: 8,192 rows
-#: raise the KL to the float network by 6-9 % against every row; 32,768 rows are within 0.5 % of every row at
-#: about half its time) and the most a layer gets at 3 bits and more
+#: ``calibration_rows="auto"``: every layer's rows at 2 bits (dev split, 4 seeds x 2 networks: 8,192 rows raise the KL
+#: by 6-9 % against all rows; 32,768 are within 0.5 % of all at half the time), the most a layer gets at >= 3 bits
 AUTO_ROWS_2BIT = 32768
-#: ``calibration_rows="auto"`` at 3 bits and more: a layer with ``groups * n^2`` Gram entries gets
-#: ``AUTO_GRAM_COST / (groups * n^2)`` rows, clamped to [AUTO_ROWS, AUTO_ROWS_2BIT]: 32,768 up to n = 576
-#: (every 3x3x64 convolution; dev split W4 KL -2 to -5 %), 8,192 from n = 1,152, so the rows x n^2 cost of wide
-#: layers (ImageNet ResNets) stays near 8,192 rows'
+#: ``calibration_rows="auto"`` at >= 3 bits: ``AUTO_GRAM_COST / (groups * n^2)`` rows in [AUTO_ROWS, AUTO_ROWS_2BIT]:
+#: 32,768 up to n = 576 (dev split W4 KL -2 to -5 %), 8,192 from n = 1,152 (wide layers' rows x n^2 cost bounded)
 AUTO_GRAM_COST = AUTO_ROWS_2BIT * 576**2
 
-#: The keys a per-layer override mapping may use (``per_channel`` is the legacy spelling of
-#: ``granularity``).
+#: The keys a per-layer override mapping may use (``per_channel`` is the legacy spelling of ``granularity``).
 OVERRIDE_KEYS = frozenset({"bits", "space", "skip", "granularity", "per_channel", "symmetric", "p", "act_bits"})
 
 PValue = float | tuple[float, ...]
 
 
 def first_last(names: Sequence[str]) -> frozenset[str]:
-    """The first and last of the ordered weighted layers ``names``: the paper keeps their grid
-    uniform (no transform); empty for no layer."""
+    """The first and last of the ordered weighted layers ``names``: the paper keeps their grid uniform (no
+    transform); empty for no layer."""
     return frozenset({names[0], names[-1]}) if names else frozenset()
 
 
@@ -68,9 +63,8 @@ def layer_space(
     name: str, space: str, ends: frozenset[str], *, transform_first_last: bool = False,
     space_overridden: bool = False,
 ) -> str:
-    """The grid space of layer ``name``: ``"uniform"`` when it is one of ``ends`` (see
-    :func:`first_last`), unless ``transform_first_last`` or a per-layer override set its space;
-    else ``space``."""
+    """The grid space of layer ``name``: ``"uniform"`` when it is one of ``ends`` (see :func:`first_last`), unless
+    ``transform_first_last`` or a per-layer override set its space; else ``space``."""
     if name in ends and not transform_first_last and not space_overridden:
         return Space.UNIFORM.value
     return str(space)
@@ -253,6 +247,8 @@ class QuantizeConfig:
             deployment at those bits (``None``: activations stay float).
         act_shortcuts: with ``act_bits``, the other reads of a layer's input (a residual shortcut) read it quantized
             too, as an integer graph computes it (opt-in; needs the traced-graph stream, else it warns).
+        residual_correction: with ``act_bits``, then add ``E[z_float - z_quant]`` per channel to the bias of each
+            residual sum's branch layer, its shortcut read quantized (opt-in; :mod:`.residual_correction`).
         end_bits: the first and last weighted layers at this many bits, their weights and (with
             ``act_bits``) their inputs; per-layer overrides win (``None``: the config's bits). The
             W4A4 tables of BRECQ, QDrop and PD-Quant keep both at 8 bits.
@@ -287,6 +283,7 @@ class QuantizeConfig:
     inputs: Inputs = Inputs.FLOAT
     act_bits: int | None = None
     act_shortcuts: bool = False
+    residual_correction: bool = False
     end_bits: int | None = None
     target_damp: float | tuple[float, ...] = TARGET_DAMP
     calibration_rows: int | str | None = "auto"
@@ -310,6 +307,9 @@ class QuantizeConfig:
         check_feedback_use(self.rounding, self.feedback_sweeps)
         check_flag(self.feedback_refit, "feedback_refit")
         check_flag(self.act_shortcuts, "act_shortcuts")
+        if check_flag(self.residual_correction, "residual_correction") and self.act_bits is None:
+            raise ValueError("residual_correction=True corrects the residual sums of a W/A deployment: set act_bits= "
+                             "(with inputs='quantized', e.g. recipe='beyond-tensorrt') too")
         if self.act_bits is not None:
             put(self, "act_bits", check_bits(self.act_bits))
             if self.inputs is not Inputs.QUANTIZED:
@@ -391,8 +391,8 @@ class QuantizeConfig:
             objective=self.objective.value, bias_correction=None if bc is BiasCorrection.NONE else bc.value,
             rounding=self.rounding.value, feedback_widen=self.feedback_widen, feedback_sweeps=self.feedback_sweeps,
             feedback_refit=self.feedback_refit, inputs=self.inputs.value, act_bits=self.act_bits,
-            act_shortcuts=self.act_shortcuts, end_bits=self.end_bits, target_damp=self.target_damp,
-            calibration_rows=self.calibration_rows, seed=self.seed, recipe=self.recipe,
+            act_shortcuts=self.act_shortcuts, residual_correction=self.residual_correction, end_bits=self.end_bits,
+            target_damp=self.target_damp, calibration_rows=self.calibration_rows, seed=self.seed, recipe=self.recipe,
         )
 
 

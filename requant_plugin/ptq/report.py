@@ -38,6 +38,7 @@ class QuantizationReport:
     settings: dict[str, object] = field(default_factory=dict)
     act_bits: dict[str, int] = field(default_factory=dict)  # per layer: bits of the simulated input
     act_qparams: dict[str, Any] = field(default_factory=dict)  # per layer: its simulated input's ActQParams
+    residual_shifts: dict[str, float] = field(default_factory=dict)  # residual_correction: per layer, mean |delta|
 
     @property
     def total_seconds(self) -> float:

@@ -20,6 +20,7 @@ from .config import QuantizeConfig
 from .output_search import OutputLayerReport
 from .plan import LayerPlan
 from .report import QuantizationReport
+from .residual_correction import correct_residual_means_
 from .stream import GraphStream
 
 __all__ = ["RunState", "Solution", "bias_delta", "layer_report", "mean_square", "needs_float_copy", "rows_per_batch"]
@@ -85,6 +86,13 @@ class RunState:
         same: dict[ActQParams, ActQParams] = {}
         quantizers = {n: same.setdefault(qp, qp).quantize for n, qp in self.act_qparams.items()}
         self.shared_inputs = self.stream.share_input_quantization(quantizers)
+
+    def correct_residuals(self) -> None:
+        """``residual_correction``: each residual sum's mean error moved into its branch layer's bias, after every
+        layer is quantized (:func:`~.residual_correction.correct_residual_means_`); the shifts go to the report."""
+        if self.cfg.residual_correction and self.float_model is not None and self.act_qparams and self.batches:
+            self.report.residual_shifts = correct_residual_means_(self.float_model, self.model, self.act_qparams,
+                                                                  self.batches)
 
     def input_hooks(self) -> dict[str, ActQParams]:
         """The simulated layer inputs a forward pre-hook quantizes (those the stream does not already)."""

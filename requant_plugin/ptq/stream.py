@@ -77,6 +77,8 @@ class GraphStream:
     batches: Sequence[Tensor]
     #: values the deployment quantizes once for every reader: the quantized walk replaces them by ``fn(value)``
     node_quant: dict[fx.Node, Callable[[Tensor], Tensor]] = field(default_factory=dict)
+    #: ``adjust(node, float_values, quantized_values)``: the quantized walk's values of ``node`` replaced by its result
+    adjust: Callable[[fx.Node, list[Any], list[Any]], list[Any]] | None = None
 
     @classmethod
     def build(cls, float_model: nn.Module, model: nn.Module, layers: Sequence[str],
@@ -219,6 +221,12 @@ class GraphStream:
         """Both models in lockstep: each node runs on the float model, then on the quantized one
         (after ``visit`` quantized it when it is a streamed layer)."""
         pending: dict[str, list[Tensor]] = {}
+        current: dict[fx.Node, list[Any]] = {}  # the float walk's values of the node the quantized walk runs next
+
+        def keep_float(node: fx.Node, values: list[Any]) -> list[Any]:
+            current.clear()
+            current[node] = values
+            return values
 
         def take_float(name: str, xs: list[Tensor]) -> None:
             pending[name] = xs
@@ -228,8 +236,9 @@ class GraphStream:
 
         def quantize_shared(node: fx.Node, values: list[Any]) -> list[Any]:
             fn = self.node_quant.get(node)
-            return values if fn is None else [fn(v) for v in values]
+            values = values if fn is None else [fn(v) for v in values]
+            return values if self.adjust is None else self.adjust(node, current[node], values)
 
-        walks = zip(self._walk(self.float_model, self.batches, take_float),
+        walks = zip(self._walk(self.float_model, self.batches, take_float, keep_float if self.adjust else None),
                     self._walk(self.model, self.batches, take_quant, quantize_shared), strict=True)
         yield from walks

@@ -112,9 +112,9 @@ def quantize_weights(
         **options: :class:`~.config.QuantizeConfig` fields (``bits``, ``space``, ``symmetric``,
             ``granularity`` or the legacy ``per_channel``, ``fold_bn``, ``search``, ``p``,
             ``loss_space``, ``convention``, ``transform_first_last``, ``objective``,
-            ``bias_correction``, ``rounding``, ``inputs``, ``act_bits``, ``end_bits``, ``target_damp``,
-            ``calibration_rows``,
-            ``seed``, ``input_shape``, ``overrides``), or ``recipe=`` (a recipe name): written options
+            ``bias_correction``, ``rounding``, ``inputs``, ``act_bits``, ``act_shortcuts``, ``residual_correction``,
+            ``end_bits``, ``target_damp``, ``calibration_rows``, ``seed``, ``input_shape``, ``overrides``), or
+            ``recipe=`` (a recipe name): written options
             always win over the recipe, except one it cannot honour (ValueError naming both).
 
     Returns:
@@ -154,6 +154,7 @@ def quantize_weights(
                 bar.update(1)
         if stream is not None:
             _quantize_streamed(state, stream, plans, bar)
+    state.correct_residuals()  # residual_correction: after every layer, without the input hooks above
     return out, state.report
 
 

@@ -310,12 +310,13 @@ def test_residual_bits_are_checked() -> None:
         get_requant_qconfig(4, 4, residual_bits=8)
 
 
-def test_residual_bits_warn_on_weights_calibrated_with_quantized_shortcuts() -> None:
+@pytest.mark.parametrize("option", ["act_shortcuts", "residual_correction"])
+def test_residual_bits_warn_on_weights_calibrated_with_quantized_shortcuts(option: str) -> None:
     torch.manual_seed(0)
     _, rep = quantize_weights(Residual().eval(), 4, recipe="beyond-tensorrt", calibration_data=CALIB, act_bits=4,
-                              act_shortcuts=True)
-    with pytest.warns(UserWarning, match=r"residual_bits=8 gives the shortcuts their own observers: calibrate "
-                                         r"with act_shortcuts=False"):
+                              **{option: True})
+    with pytest.warns(UserWarning, match=rf"residual_bits=8 gives the shortcuts their own observers: calibrate "
+                                         rf"with {option}=False"):
         get_requant_quantizer(4, 4, weight_ranges=rep, residual_bits=8)
     get_requant_quantizer(4, 4, weight_ranges=rep)  # the graph then reads them as simulated: no warning
 

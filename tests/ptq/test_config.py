@@ -78,8 +78,8 @@ def test_settings_view_has_the_report_keys() -> None:
     s = QuantizeConfig(bias_correction="bn", granularity=PerChannel()).settings()  # type: ignore[arg-type]
     assert list(s) == ["bits", "space", "symmetric", "per_channel", "fold_bn", "search", "p", "loss_space",
                        "objective", "bias_correction", "rounding", "feedback_widen", "feedback_sweeps",
-                       "feedback_refit", "inputs", "act_bits", "act_shortcuts", "end_bits", "target_damp",
-                       "calibration_rows", "seed", "recipe"]
+                       "feedback_refit", "inputs", "act_bits", "act_shortcuts", "residual_correction", "end_bits",
+                       "target_damp", "calibration_rows", "seed", "recipe"]
     assert s["bias_correction"] == "bn" and s["per_channel"] is True and type(s["space"]) is str
     assert QuantizeConfig().settings()["bias_correction"] is None
 
