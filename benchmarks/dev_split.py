@@ -82,14 +82,12 @@ PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} 
 PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
 #: the operands of residual adds (the shortcut) on their own 8-bit observers (``ObserverSpec.residual_bits``)
 PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8}
-#: the layer inputs searching their own ranges on the graph (``ObserverSpec.act_ranges="observed"``) instead of
-#: taking the ranges the weight calibration simulated (``"report"``, the default)
+#: the layer inputs' ranges searched on the graph (``act_ranges="observed"``), not the calibration's (the default)
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
 PT2E_VARIANTS["pt2e-a4-res8-observed"] = {**PT2E_VARIANTS["pt2e-a4-res8"], "act_ranges": "observed"}
 #: the feedback rounding's least-squares scale refit in the weight calibration (``feedback_refit``)
 PT2E_VARIANTS["pt2e-a4-refit"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"feedback_refit": True}}
-#: the weight calibration's Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" was 8,192,
-#: now 32,768 on every layer of up to 576 inputs)
+#: the Gram matrices on 32,768 im2col rows per layer (``calibration_rows``; "auto" was 8,192, now 32,768 up to n=576)
 PT2E_VARIANTS["pt2e-a4-rows32k"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"calibration_rows": 32_768}}
 #: the fixed target damp 0.01 (``target_damp``; the recipe's before each layer cross-validated it)
 PT2E_VARIANTS["pt2e-a4-damp-0.01"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"target_damp": 0.01}}
@@ -102,6 +100,8 @@ PT2E_VARIANTS["pt2e-a4-layers"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "layer
 PT2E_VARIANTS["pt2e-a4-shortcuts-layers"] = {**PT2E_VARIANTS["pt2e-a4-shortcuts"], "layer_factors": LAYER_FACTORS}
 #: each residual sum's mean error (shortcut read quantized) moved into its branch layer's bias (residual_correction)
 PT2E_VARIANTS["pt2e-a4-resmean"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"residual_correction": True}}
+PT2E_VARIANTS["pt2e-a4-shortcuts-resmean"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"],
+                                              "weights": {"act_shortcuts": True, "residual_correction": True}}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7-1.1 times the shared factor (the FX default)

@@ -73,7 +73,7 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
                        if f.name != "layer_factors") and cfg.factors == default.factors
             # the name says which are the defaults (FX: per-observer factors since section dev-fx-layers)
             defaults = ("-layers",) if flow == "fx" else ("-half-tol02", "pooled", "res8", "observed", "rows", "refit",
-                                                          "damp", "shortcuts")
+                                                          "damp", "shortcuts", "resmean")
             if flow == "pt2e" and name.endswith("-layers"):  # the opt-in per-observer stage at pt2e
                 assert not same, name
                 continue
