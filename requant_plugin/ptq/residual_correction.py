@@ -1,6 +1,6 @@
 """Residual mean correction: remove the mean shift quantized activations leave on each residual sum.
 
-A residual add ``z = b + s`` whose branch ``b`` ends in a layer ``L`` (through pass-through modules only) reads,
+A residual add ``z = b + s`` whose branch ``b`` ends in a layer or BatchNorm ``L`` (through pass-through modules) reads,
 in a W/A integer graph, its shortcut ``s`` quantized: the rounding and clipping of the block input reach the sum
 unfiltered, and their mean per channel accumulates block after block (the sequential bias correction of the
 layers matches each layer's own output only). With every layer input fake-quantized on the ranges the
@@ -34,6 +34,8 @@ ADD_TARGETS: tuple[Any, ...] = (operator.add, operator.iadd, torch.add)
 #: modules a branch may pass through between its last layer and the add (they leave the channels as they are)
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: a BatchNorm left unfolded (``fold_bn=False``) ends the branch itself: the shift goes to its ``beta``
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _is_add(node: fx.Node) -> bool:
@@ -44,9 +46,9 @@ def _is_add(node: fx.Node) -> bool:
 
 
 def residual_branches(graph: fx.Graph, model: nn.Module, layers: Sequence[str]) -> dict[fx.Node, str]:
-    """Per residual add of ``graph``, the layer of ``layers`` (with a bias or able to take one) that ends one of its
-    operands: reached from the operand through pass-through modules only, each value on the way read by that path
-    alone (so the layer's bias moves this sum and nothing else)."""
+    """Per residual add of ``graph``, the layer of ``layers`` (with a bias or able to take one), or the affine
+    BatchNorm, that ends one of its operands: reached from the operand through pass-through modules only, each value
+    on the way read by that path alone (so the module's bias moves this sum and nothing else)."""
     wanted = set(layers)
     out: dict[fx.Node, str] = {}
     for node in graph.nodes:
@@ -56,7 +58,8 @@ def residual_branches(graph: fx.Graph, model: nn.Module, layers: Sequence[str]) 
             cur = operand
             while isinstance(cur, fx.Node) and len(cur.users) == 1 and cur.op == "call_module":
                 mod = model.get_submodule(str(cur.target))
-                if str(cur.target) in wanted and isinstance(mod, _LAYERS):
+                if (str(cur.target) in wanted and isinstance(mod, _LAYERS)) or (
+                        isinstance(mod, _NORMS) and isinstance(mod.bias, Tensor)):
                     out[node] = str(cur.target)
                     break
                 if not isinstance(mod, _PASS_THROUGH) or not cur.args or not isinstance(cur.args[0], fx.Node):

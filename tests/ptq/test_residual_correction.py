@@ -119,3 +119,38 @@ def test_the_branch_layer_is_found_through_pass_through_modules_only() -> None:
     found = {str(n.args[0]): name for n, name in residual_branches(gm.graph, m, ["a", "b", "c"]).items()}
     assert found == {"bn": "a", "c": "c"}
     assert residual_branches(gm.graph, m, ["b"]) == {}  # a layer not asked for is never chosen
+
+
+class _NormBlock(nn.Module):
+    """``relu(bn(conv(x)) + x)`` twice: with ``fold_bn=False`` the BatchNorm ends each branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(2))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(8) for _ in range(2))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        for conv, bn in zip(self.convs, self.bns, strict=True):
+            h = torch.relu(bn(conv(h)) + h)
+        return self.fc(h.mean((2, 3)))  # type: ignore[no-any-return]
+
+
+def test_an_unfolded_batchnorm_ending_the_branch_takes_the_shift() -> None:
+    torch.manual_seed(0)
+    m, cal = _NormBlock().eval(), _data()
+    with torch.no_grad():
+        for bn in m.bns:
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    off, _ = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, fold_bn=False)
+    on, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, fold_bn=False,
+                               residual_correction=True)
+    assert sorted(rep.residual_shifts) == ["bns.0", "bns.1"]
+    s0, s1 = off.state_dict(), on.state_dict()
+    assert sorted(k for k in s0 if not torch.equal(s0[k], s1[k])) == ["bns.0.bias", "bns.1.bias"]
+    _, rep_f = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, fold_bn=True,
+                               residual_correction=True)
+    assert sorted(rep_f.residual_shifts) == ["convs.0", "convs.1"]  # folded: the conv (through the Identity)
