@@ -77,8 +77,9 @@ def _channel_axis(module: nn.Module) -> int:
 
 def correct_residual_means_(float_model: nn.Module, model: nn.Module, act_qparams: Mapping[str, ActQParams],
                             batches: Sequence[Tensor]) -> dict[str, float]:
-    """Add ``E[z_float - z_quant]`` per channel to the bias of each residual branch's last layer of ``model``
-    (in place; ``float_model``: its float, BN-folded original); returns, per corrected layer, the mean ``|delta|``.
+    """Add ``E[z_float - z_quant]`` per channel to the bias of the module ending each residual branch of ``model``
+    (in place; ``float_model``: its float original, BatchNorms folded as in ``model``); returns, per corrected layer
+    or BatchNorm, the mean ``|delta|``.
 
     ``act_qparams``: each layer input's simulated quantization (``QuantizationReport.act_qparams``). Warns and
     corrects nothing where the layers do not stream over the traced graph (see :class:`~.stream.GraphStream`)."""
