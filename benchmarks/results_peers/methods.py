@@ -91,7 +91,8 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
 
 def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int | None = None,
                residual_bits: int | None = None, shortcuts: bool = False, weight_bits: int | None = None,
-               residual_mean: bool = False) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
+               residual_correction: bool = False,
+               ) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[nn.Module, float]]:
     """W4A8/W4A4 through the pt2e integer graph: beyond weights on the symmetric TensorRT-style grid
     (``recipe="beyond-tensorrt"``, BN folded) pinned into the graph with ``weight_ranges``, REQuant
     activation observers, activation ranges refined on the calibration output error. ``simulate``: the
@@ -104,7 +105,7 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
     (``ObserverSpec.residual_bits``). ``shortcuts``: the weight calibration's simulation quantizes the other
     reads of each layer's input (the shortcut) too (``act_shortcuts=True``, opt-in). ``weight_bits``: the weights at
     this width instead of the cell's (8: what the cell's activations alone cost, the weights nearly exact).
-    ``residual_mean``: each residual sum's mean error moved into its branch layer's bias (``residual_correction``)."""
+    ``residual_correction``: each residual sum's mean error moved into its branch layer's bias (opt-in)."""
 
     def run(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
         act_bits = opts.get("act_bits")
@@ -119,7 +120,7 @@ def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int 
         t0 = time.perf_counter()
         qw, report = quantize_weights(model, bits, recipe="beyond-tensorrt", calibration_data=list(cal),
                                       fold_bn=True, act_bits=act_bits if simulate else None, end_bits=end_bits,
-                                      act_shortcuts=shortcuts, residual_correction=residual_mean)
+                                      act_shortcuts=shortcuts, residual_correction=residual_correction)
         quantizer = get_requant_quantizer(bits, act_bits, weight_ranges=report, residual_bits=residual_bits)
         q, _ = quantize_pt2e(qw, quantizer, list(cal),
                              refine=RefineConfig(layer_factors=LAYER_FACTORS if per_observer else ()))
@@ -200,7 +201,8 @@ METHODS: list[Method] = [
     Method("pt2e-shortcuts", "REQuant pt2e, + shortcut reads quantized in the weight calibration (opt-in "
            "act_shortcuts)", "ours", "per-channel sym", _ours_pt2e(shortcuts=True), acts=True, weights=False),
     Method("pt2e-resmean", "REQuant pt2e, + residual sums' mean error into the branch biases (opt-in "
-           "residual_correction)", "ours", "per-channel sym", _ours_pt2e(residual_mean=True), acts=True, weights=False),
+           "residual_correction)", "ours", "per-channel sym", _ours_pt2e(residual_correction=True), acts=True,
+           weights=False),
     Method("pt2e-ends8", "REQuant pt2e, first and last layer 8-bit (weights and inputs; BRECQ/QDrop/PD-Quant "
            "convention)", "ours", "per-channel sym", _ours_pt2e(end_bits=8), acts=True, weights=False,
            same_setting=False),

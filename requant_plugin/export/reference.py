@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import operator
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from torch import nn
 
 from ..deps import require
 from ..ptq import fold_bn_
+from ..ptq.residual_correction import is_tensor_add
 from .attention import attach_matmul_quantizers, mha_fastpath_off
 from .graph import GraphIndex, attr, label, scope_name
 from .report import ExportReport, WeightInfo
@@ -115,26 +115,6 @@ class _Tracer(torch.fx.Tracer):
         if any(isinstance(c, FakeQuantLayer) for c in m.modules()):  # e.g. nn.TransformerEncoder
             return False
         return super().is_leaf_module(m, qualname)
-
-
-def _constant(node: torch.fx.Node) -> bool:
-    """A parameter/buffer (``get_attr``) or a value computed from such only: a constant in ONNX."""
-    if node.op == "get_attr":
-        return True
-    if node.op not in ("call_function", "call_method"):
-        return False
-    args = [a for a in node.all_input_nodes]
-    return bool(args) and all(_constant(a) for a in args)
-
-
-def _is_add(node: torch.fx.Node) -> bool:
-    """An addition of two non-constant tensors (the ONNX Adds the placement looks at)."""
-    tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
-    if len(tensors) != 2 or any(_constant(a) for a in tensors):
-        return False
-    if node.op == "call_function":
-        return node.target in (operator.add, operator.iadd, torch.add)
-    return node.op == "call_method" and node.target in ("add", "add_")
 
 
 def _initializers(proto: Any) -> dict[str, np.ndarray]:
@@ -254,7 +234,7 @@ def fake_quant_reference(model: nn.Module, report: ExportReport) -> nn.Module:
     attach_matmul_quantizers(ref, _activation_matmuls(proto), lambda t: ActQuant(t, scales[t]))
     with mha_fastpath_off():
         graph = _Tracer().trace(ref)
-    adds = [n for n in graph.nodes if _is_add(n)]
+    adds = [n for n in graph.nodes if is_tensor_add(n)]
     if len(adds) != len(report.residual_adds):
         raise ValueError(
             f"the model has {len(adds)} tensor additions but the ONNX graph "

@@ -337,9 +337,9 @@ def get_requant_quantizer(spec: ObserverSpec | int | None = None, *args: Any, we
     backend = resolved.backend or "x86_inductor"
     config = _requant_config(resolved)
     own_bits = {n: b for n, b in getattr(weight_ranges, "act_bits", {}).items() if b != resolved.act_bits}
-    settings = getattr(weight_ranges, "settings", {})
-    for option in (o for o in ("act_shortcuts", "residual_correction") if settings.get(o)):
-        if resolved.residual_bits is not None:
+    settings = getattr(weight_ranges, "settings", {}) if resolved.residual_bits is not None else {}
+    for option in ("act_shortcuts", "residual_correction"):
+        if settings.get(option):
             warnings.warn(f"weight_ranges were calibrated with each residual shortcut read at the layer inputs' width "
                           f"(quantize_weights(..., {option}=True)), but residual_bits={resolved.residual_bits} "
                           f"gives the shortcuts their own observers: calibrate with {option}=False", stacklevel=2)

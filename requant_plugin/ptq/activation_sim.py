@@ -18,7 +18,7 @@ quantizes only the layer's own input. The hooks live only for the call;
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..core import Grid
 from ..range.fake_quant import fake_quant_per_tensor
 from .calibration import _eval_forward
 
-__all__ = ["ActQParams", "activation_qparams", "fake_quant_activations"]
+__all__ = ["ActQParams", "activation_qparams", "fake_quant_activations", "input_quantizers"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,14 @@ def activation_qparams(model: nn.Module, names: Sequence[str], batches: Sequence
         s, z = grid.base_qparams(np.array([float(rng.lo.min())]), np.array([float(rng.hi.max())]))
         out[n] = ActQParams(float(s[0]), int(z[0]), grid.quant_min, grid.quant_max, float(cal.last_alpha or 1.0))
     return out
+
+
+def input_quantizers(qparams: Mapping[str, ActQParams]) -> dict[str, Callable[[Tensor], Tensor]]:
+    """Each layer's input quantizer, ONE per distinct range: layers reading one value each hold an equal (not the
+    same) :class:`ActQParams`, and a value is quantized once for all its readers only where they agree on it
+    (:meth:`~.stream.GraphStream.share_input_quantization`; bound methods compare their objects by identity)."""
+    same: dict[ActQParams, ActQParams] = {}
+    return {n: same.setdefault(qp, qp).quantize for n, qp in qparams.items()}
 
 
 @contextlib.contextmanager

@@ -16,20 +16,19 @@ of the adds before it.
 from __future__ import annotations
 
 import operator
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
-from .activation_sim import ActQParams, fake_quant_activations
+from .activation_sim import ActQParams, fake_quant_activations, input_quantizers
 from .bias_correction import add_to_bias_
 from .stream import GraphStream
 
-__all__ = ["ADD_TARGETS", "correct_residual_means_", "residual_branches"]
+__all__ = ["ADD_TARGETS", "correct_residual_means_", "is_tensor_add", "residual_branches"]
 
-#: the call targets of a residual add of two tensors
+#: the call targets of an addition in a ``torch.fx`` graph (and the methods ``add`` / ``add_``)
 ADD_TARGETS: tuple[Any, ...] = (operator.add, operator.iadd, torch.add)
 #: modules a branch may pass through between its last layer and the add (they leave the channels as they are)
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
@@ -38,11 +37,25 @@ _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _is_add(node: fx.Node) -> bool:
-    tensors = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-    if node.op == "call_method":
-        return node.target == "add" and len(node.args) == 2 and len(tensors) == 2 and not node.kwargs
-    return node.op == "call_function" and node.target in ADD_TARGETS and len(tensors) == 2 and not node.kwargs
+def _constant(node: fx.Node) -> bool:
+    """A parameter/buffer (``get_attr``) or a value computed from such only."""
+    if node.op == "get_attr":
+        return True
+    if node.op not in ("call_function", "call_method"):
+        return False
+    args = node.all_input_nodes
+    return bool(args) and all(_constant(a) for a in args)
+
+
+def is_tensor_add(node: fx.Node) -> bool:
+    """An addition of two non-constant tensors in a ``torch.fx`` graph (a residual sum; the ONNX Adds the export's
+    placement looks at)."""
+    tensors = [a for a in node.args if isinstance(a, fx.Node)]
+    if len(tensors) != 2 or any(_constant(a) for a in tensors):
+        return False
+    if node.op == "call_function":
+        return node.target in ADD_TARGETS
+    return node.op == "call_method" and node.target in ("add", "add_")
 
 
 def residual_branches(graph: fx.Graph, model: nn.Module, layers: Sequence[str]) -> dict[fx.Node, str]:
@@ -52,7 +65,7 @@ def residual_branches(graph: fx.Graph, model: nn.Module, layers: Sequence[str]) 
     wanted = set(layers)
     out: dict[fx.Node, str] = {}
     for node in graph.nodes:
-        if not _is_add(node):
+        if not is_tensor_add(node) or node.kwargs:  # torch.add(a, b, alpha=...) scales one operand
             continue
         for operand in node.args[:2]:
             cur = operand
@@ -75,25 +88,17 @@ def _channel_axis(module: nn.Module) -> int:
     return -1 if isinstance(module, nn.Linear) else 1
 
 
-def correct_residual_means_(float_model: nn.Module, model: nn.Module, act_qparams: Mapping[str, ActQParams],
-                            batches: Sequence[Tensor]) -> dict[str, float]:
-    """Add ``E[z_float - z_quant]`` per channel to the bias of the module ending each residual branch of ``model``
-    (in place; ``float_model``: its float original, BatchNorms folded as in ``model``); returns, per corrected layer
-    or BatchNorm, the mean ``|delta|``.
+def correct_residual_means_(stream: GraphStream, act_qparams: Mapping[str, ActQParams]) -> dict[str, float]:
+    """Add ``E[z_float - z_quant]`` per channel to the bias of the module ending each residual branch of
+    ``stream.model`` (in place; ``stream``: the calibration's, its float model with BatchNorms folded as in the
+    quantized one); returns, per corrected layer or BatchNorm, the mean ``|delta|``.
 
-    ``act_qparams``: each layer input's simulated quantization (``QuantizationReport.act_qparams``). Warns and
-    corrects nothing where the layers do not stream over the traced graph (see :class:`~.stream.GraphStream`)."""
-    stream = GraphStream.build(float_model, model, list(act_qparams), batches)
-    if stream is None:
-        warnings.warn("residual_correction=True: the model does not stream over its traced graph (it does not trace, "
-                      "calls a layer twice, or its activations do not fit in memory), so no residual sum was "
-                      "corrected", stacklevel=3)
-        return {}
+    ``act_qparams``: each layer input's simulated quantization (``QuantizationReport.act_qparams``)."""
+    model = stream.model
     branches = residual_branches(stream.graph, model, list(act_qparams))
     if not branches:
         return {}
-    same: dict[ActQParams, ActQParams] = {}  # one quantizer per distinct range, as RunState.simulate_shortcuts
-    shared = stream.share_input_quantization({n: same.setdefault(qp, qp).quantize for n, qp in act_qparams.items()})
+    shared = stream.share_input_quantization(input_quantizers(act_qparams))
     shifts: dict[str, float] = {}
 
     def adjust(node: fx.Node, float_values: list[Any], values: list[Any]) -> list[Any]:
@@ -123,7 +128,6 @@ def correct_residual_means_(float_model: nn.Module, model: nn.Module, act_qparam
         shape[axis] = -1
         return [v + delta.to(v.dtype).reshape(shape).to(v.device) for v in values]
 
-    stream.adjust = adjust
     with fake_quant_activations(model, {n: qp for n, qp in act_qparams.items() if n not in shared}):
-        stream.run(lambda *_: None)
+        stream.run(lambda *_: None, adjust)
     return shifts

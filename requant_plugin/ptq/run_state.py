@@ -13,7 +13,7 @@ from torch import nn
 from ..core.output_objective import output_mse
 from ..options import BiasCorrection
 from ..range import RangeEstimate
-from .activation_sim import ActQParams
+from .activation_sim import ActQParams, input_quantizers
 from .bias_correction import expected_output, output_shift
 from .calibration import LayerStatistics, input_row_sum
 from .config import QuantizeConfig
@@ -82,17 +82,19 @@ class RunState:
                           "trace, calls a layer twice, or its activations do not fit in memory), so the simulation "
                           "quantizes each layer's own input only, not the residual shortcuts", stacklevel=4)
             return
-        # one quantizer per distinct range: layers reading one value each get an equal (not the same) ActQParams
-        same: dict[ActQParams, ActQParams] = {}
-        quantizers = {n: same.setdefault(qp, qp).quantize for n, qp in self.act_qparams.items()}
-        self.shared_inputs = self.stream.share_input_quantization(quantizers)
+        self.shared_inputs = self.stream.share_input_quantization(input_quantizers(self.act_qparams))
 
     def correct_residuals(self) -> None:
         """``residual_correction``: each residual sum's mean error moved into its branch layer's bias, after every
         layer is quantized (:func:`~.residual_correction.correct_residual_means_`); the shifts go to the report."""
-        if self.cfg.residual_correction and self.float_model is not None and self.act_qparams and self.batches:
-            self.report.residual_shifts = correct_residual_means_(self.float_model, self.model, self.act_qparams,
-                                                                  self.batches)
+        if not (self.cfg.residual_correction and self.act_qparams):
+            return
+        if self.stream is None:
+            warnings.warn("residual_correction=True: the model does not stream over its traced graph (it does not "
+                          "trace, calls a layer twice, or its activations do not fit in memory), so no residual sum "
+                          "was corrected", stacklevel=3)
+            return
+        self.report.residual_shifts = correct_residual_means_(self.stream, self.act_qparams)
 
     def input_hooks(self) -> dict[str, ActQParams]:
         """The simulated layer inputs a forward pre-hook quantizes (those the stream does not already)."""

@@ -31,6 +31,8 @@ from .paired import first_input
 
 __all__ = ["GraphStream", "available_memory"]
 
+#: ``adjust(node, float_values, quantized_values)``: the quantized walk's new values of ``node`` (see ``run``)
+Adjust = Callable[[fx.Node, list[Any], list[Any]], list[Any]]
 #: Fraction of the available memory the live values of both models may take.
 MEMORY_FRACTION = 0.5
 
@@ -77,8 +79,6 @@ class GraphStream:
     batches: Sequence[Tensor]
     #: values the deployment quantizes once for every reader: the quantized walk replaces them by ``fn(value)``
     node_quant: dict[fx.Node, Callable[[Tensor], Tensor]] = field(default_factory=dict)
-    #: ``adjust(node, float_values, quantized_values)``: the quantized walk's values of ``node`` replaced by its result
-    adjust: Callable[[fx.Node, list[Any], list[Any]], list[Any]] | None = None
 
     @classmethod
     def build(cls, float_model: nn.Module, model: nn.Module, layers: Sequence[str],
@@ -134,9 +134,10 @@ class GraphStream:
             return max(sum(_nbytes(v) for vals in env.values() for v in vals)
                        for env in self._walk(self.float_model, [x0[:1] if x0.dim() else x0], lambda *_: None))
 
-    def run(self, visit: Callable[[str, list[Tensor], list[Tensor]], None]) -> None:
+    def run(self, visit: Callable[[str, list[Tensor], list[Tensor]], None], adjust: Adjust | None = None) -> None:
         """Run every batch through both models, calling ``visit`` at each streamed layer (with the
-        quantized model's own tensors in place, so what it writes stays written)."""
+        quantized model's own tensors in place, so what it writes stays written); ``adjust(node, float_values,
+        quantized_values)``, where given, replaces the quantized walk's values of each node by its result."""
         swapped: list[tuple[Tensor, Tensor]] = []
 
         def restore() -> None:
@@ -154,7 +155,7 @@ class GraphStream:
         try:
             with _eval_forward(self.float_model), torch.no_grad():
                 swapped.extend(_contiguous_swap(self.model))
-                for _ in self._walk2(unswapped_visit):
+                for _ in self._walk2(unswapped_visit, adjust):
                     pass
         finally:
             restore()
@@ -217,7 +218,7 @@ class GraphStream:
                 env.pop(value, None)
             yield env
 
-    def _walk2(self, visit: Callable[[str, list[Tensor], list[Tensor]], None]) -> Any:
+    def _walk2(self, visit: Callable[[str, list[Tensor], list[Tensor]], None], adjust: Adjust | None = None) -> Any:
         """Both models in lockstep: each node runs on the float model, then on the quantized one
         (after ``visit`` quantized it when it is a streamed layer)."""
         pending: dict[str, list[Tensor]] = {}
@@ -237,8 +238,8 @@ class GraphStream:
         def quantize_shared(node: fx.Node, values: list[Any]) -> list[Any]:
             fn = self.node_quant.get(node)
             values = values if fn is None else [fn(v) for v in values]
-            return values if self.adjust is None else self.adjust(node, current[node], values)
+            return values if adjust is None else adjust(node, current[node], values)
 
-        walks = zip(self._walk(self.float_model, self.batches, take_float, keep_float if self.adjust else None),
+        walks = zip(self._walk(self.float_model, self.batches, take_float, keep_float if adjust else None),
                     self._walk(self.model, self.batches, take_quant, quantize_shared), strict=True)
         yield from walks
