@@ -13,7 +13,8 @@ import requant_plugin.ptq.stream as stream_mod
 from requant_plugin import quantize_weights
 from requant_plugin.ptq import QuantizeConfig
 from requant_plugin.ptq.activation_sim import ActQParams
-from requant_plugin.ptq.residual_correction import residual_branches
+from requant_plugin.ptq.residual_correction import correct_residual_means_, residual_branches
+from requant_plugin.ptq.stream import GraphStream
 
 
 def _data(n: int = 4) -> list[torch.Tensor]:
@@ -154,3 +155,31 @@ def test_an_unfolded_batchnorm_ending_the_branch_takes_the_shift() -> None:
     _, rep_f = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, fold_bn=True,
                                residual_correction=True)
     assert sorted(rep_f.residual_shifts) == ["convs.0", "convs.1"]  # folded: the conv (through the Identity)
+
+
+def test_channels_last_models_and_data_get_the_same_correction() -> None:
+    torch.manual_seed(0)
+    m, cal = Residual(blocks=3).eval(), _data()
+    _, ref = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4, residual_correction=True)
+    mc = Residual(blocks=3).eval()
+    mc.load_state_dict(m.state_dict())
+    mc = mc.to(memory_format=torch.channels_last)
+    cal_c = [x.contiguous(memory_format=torch.channels_last) for x in cal]
+    q, rep = quantize_weights(mc, 4, recipe="beyond", calibration_data=cal_c, act_bits=4, residual_correction=True)
+    assert _mean_gap(m, q, rep.act_qparams, cal) < 1e-6
+    assert rep.residual_shifts == pytest.approx(ref.residual_shifts, rel=1e-4)
+
+
+def test_a_sum_that_is_not_finite_names_the_layer_and_the_fix() -> None:
+    torch.manual_seed(0)
+    m, cal = Residual().eval(), _data()
+    q, rep = quantize_weights(m, 4, recipe="beyond", calibration_data=cal, act_bits=4)
+    broken = Residual().eval()
+    broken.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        broken.blocks[1].conv2.bias[0] = float("inf")  # the float model's second sum overflows
+    stream = GraphStream.build(broken, q, list(rep.act_qparams), cal)
+    assert stream is not None
+    with pytest.raises(ValueError, match=r"residual_correction: the sum after layer 'blocks.1.conv2' is not finite on "
+                                         r"the calibration data; check the model and the data for NaN/Inf"):
+        correct_residual_means_(stream, rep.act_qparams)
