@@ -28,16 +28,16 @@ The library has changed since d02d649f9e only where no cell of this page reads i
 a shared helper, the FX refinement's default, the opt-in `act_shortcuts` and its sharing of a value two layers
 read, which none of these three networks has, the opt-in `residual_correction`): `python -m benchmarks.fingerprint`
 reproduces d02d649f9e's weight (beyond, paper) and pt2e W4A4 results bit for bit (libraries 6bf7f1e1cd,
-13cc055b41, df2385b2bd and b7af84f87b), so the cells stand. The row
+13cc055b41, df2385b2bd, b7af84f87b and 074d79bace), so the cells stand. The row
 "+ shortcut reads quantized in the weight calibration" (W4A4, seeds 0-2, library 5d7af4430d, two benchmark
 processes side by side) calibrates the weights with the residual shortcut's copy of each block input quantized as
 the graph reads it (`act_shortcuts=True`, opt-in; docs/dev-split.md, section dev-act-shortcuts).
 The row "+ residual sums' mean error into the branch biases" (W4A4 seeds 0-2, W4A8 seed 0, library 6bf7f1e1cd;
 13cc055b41 extended the correction to unfolded BatchNorms, which these BN-folded cells never meet (the
-development-split ResNet-20 seed-0 KL is the same to the last digit), df2385b2bd and b7af84f87b changed a docstring
-and reuse the calibration's graph pass (same KL); two or three benchmark processes side by side, so its seconds are
-inflated) moves, after the layers, each residual sum's mean error per channel, its shortcut read at 4 bits as the
-graph reads it, into the bias of the layer that ends the sum's branch (`residual_correction=True`, opt-in;
+development-split ResNet-20 seed-0 KL is the same to the last digit), df2385b2bd to 074d79bace changed a docstring, a
+warning's wording and reuse the calibration's graph pass (same KL); two or three benchmark processes side by side, so
+its seconds are inflated) moves, after the layers, each residual sum's mean error per channel, its shortcut read at 4
+bits as the graph reads it, into the bias of the layer that ends the sum's branch (`residual_correction=True`, opt-in;
 docs/dev-split.md, section dev-residual-mean: KL 0.906x / 0.990x / 1.016x on the development split). On the test set
 over three seeds it is -1.43 / -2.29 / -2.16 on ResNet-20 / ResNet-56 / MobileNetV2 against the pt2e row's -1.40 /
 -2.41 / -1.97: +0.12 on ResNet-56, about what `act_shortcuts` gains (-2.23), -0.19 on MobileNetV2, and at W4A8 (seed

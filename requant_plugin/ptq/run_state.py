@@ -72,29 +72,33 @@ class RunState:
     stream: GraphStream | None = None  # inputs="quantized": both models' layer inputs in one pass
     shared_inputs: set[str] = field(default_factory=set)  # act_shortcuts: inputs the stream itself quantizes
 
+    def _stream_or_warn(self, option: str, consequence: str, stacklevel: int) -> GraphStream | None:
+        """The stream the opt-in ``option`` needs; ``None``, with a warning saying ``consequence``, where the layers
+        do not stream (``stacklevel``: from this call, the caller of ``quantize_weights``)."""
+        if self.stream is None:
+            warnings.warn(f"{option}=True: the layers do not stream over the model's traced graph (it does not trace, "
+                          f"calls a layer twice, or its activations do not fit in memory), so {consequence}",
+                          stacklevel=stacklevel)
+        return self.stream
+
     def simulate_shortcuts(self) -> None:
         """``act_shortcuts``: the stream quantizes each simulated layer input for all its readers (warns where
         the layers do not stream)."""
         if not (self.cfg.act_shortcuts and self.act_qparams):
             return
-        if self.stream is None:
-            warnings.warn("act_shortcuts=True: the layers do not stream over the model's traced graph (it does not "
-                          "trace, calls a layer twice, or its activations do not fit in memory), so the simulation "
-                          "quantizes each layer's own input only, not the residual shortcuts", stacklevel=4)
-            return
-        self.shared_inputs = self.stream.share_input_quantization(input_quantizers(self.act_qparams))
+        stream = self._stream_or_warn("act_shortcuts", "the simulation quantizes each layer's own input only, not "
+                                                       "the residual shortcuts", stacklevel=5)
+        if stream is not None:
+            self.shared_inputs = stream.share_input_quantization(input_quantizers(self.act_qparams))
 
     def correct_residuals(self) -> None:
         """``residual_correction``: each residual sum's mean error moved into its branch layer's bias, after every
         layer is quantized (:func:`~.residual_correction.correct_residual_means_`); the shifts go to the report."""
         if not (self.cfg.residual_correction and self.act_qparams):
             return
-        if self.stream is None:
-            warnings.warn("residual_correction=True: the model does not stream over its traced graph (it does not "
-                          "trace, calls a layer twice, or its activations do not fit in memory), so no residual sum "
-                          "was corrected", stacklevel=3)
-            return
-        self.report.residual_shifts = correct_residual_means_(self.stream, self.act_qparams)
+        stream = self._stream_or_warn("residual_correction", "no residual sum was corrected", stacklevel=4)
+        if stream is not None:
+            self.report.residual_shifts = correct_residual_means_(stream, self.act_qparams)
 
     def input_hooks(self) -> dict[str, ActQParams]:
         """The simulated layer inputs a forward pre-hook quantizes (those the stream does not already)."""
