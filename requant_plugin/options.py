@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "MAX_BITS", "MIN_BITS", "BiasCorrection", "Choice", "Convention", "Granularity", "Inputs", "LossSpace",
-    "Objective", "PerChannel", "PerTensor", "Rounding", "Search", "Space", "check_bits",
+    "Objective", "PerChannel", "PerTensor", "Rounding", "Search", "Sensitivity", "Space", "check_bits",
     "granularity",
 ]
 
@@ -123,6 +123,14 @@ class BiasCorrection(Choice):
                 f"unknown bias_correction {value!r}: valid values are False, True, {cls.values()}"
             )
         return super().parse(value, what)
+
+
+class Sensitivity(Choice):
+    """A layer's error in mixed precision: its estimated share of the network output's KL (Fisher-weighted
+    output MSE), or its own output MSE relative to its float output's."""
+
+    NETWORK = "network"
+    LAYER = "layer"
 
 
 @dataclass(frozen=True)

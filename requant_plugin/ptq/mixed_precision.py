@@ -1,7 +1,9 @@
-"""Mixed precision: measure each layer's output error per bit width, then pick per-layer widths.
+"""Mixed precision: measure each layer's error per bit width, then pick per-layer widths.
 
-:func:`layer_error_curves` measures each layer's relative output error at several bit widths
-and :func:`allocate_bits` picks per-layer widths under a model-size budget; pass the result as
+:func:`layer_error_curves` measures each layer's error at several bit widths, by default as its
+estimated share of the network output's KL divergence (the output MSE of each channel weighted by
+the Fisher information at that channel, :mod:`.sensitivity`); :func:`allocate_bits` picks per-layer
+widths under a model-size budget; :func:`mixed_precision_bits` does both. Pass the result as
 ``overrides={name: {"bits": b}}`` to :func:`~requant_plugin.quantize_weights`.
 """
 
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from ..options import Sensitivity
 from .calibration import (
     attention_out_projections,
     collect_statistics,
@@ -16,39 +21,66 @@ from .calibration import (
 )
 from .inputs import calibration_inputs
 from .output_search import search_layer_output
+from .sensitivity import output_fisher
 
-__all__ = ["allocate_bits", "layer_error_curves"]
+__all__ = ["allocate_bits", "layer_error_curves", "mixed_precision_bits"]
+
+#: the widths :func:`mixed_precision_bits` chooses from
+CANDIDATES = (2, 3, 4, 5, 6, 8)
 
 
 def layer_error_curves(
-    model: Any, calibration_data: Any, candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8), *,
+    model: Any, calibration_data: Any, candidates: tuple[int, ...] = CANDIDATES, *,
     symmetric: bool = False, rounding: str = "feedback", calibration_rows: int = 8192, seed: int = 0,
+    sensitivity: str | Sensitivity = Sensitivity.NETWORK,
 ) -> dict[str, dict[int, float]]:
-    """Relative output error of every Linear/Conv1d/Conv2d layer at each candidate bit width
-    (``MultiheadAttention.out_proj`` excluded: its forward never runs, so it sees no data).
+    """Error of every Linear/Conv1d/Conv2d layer at each candidate bit width, that layer alone
+    quantized with the ``"beyond"`` solution (per-channel uniform ranges, output objective,
+    ``rounding``; ``MultiheadAttention.out_proj`` excluded: its forward never runs, so it sees no data).
 
-    ``e_l(b) = mean_c e_c^T G e_c / mean_c w_c^T G w_c``: the output MSE of the ``"beyond"``
-    solution (per-channel uniform ranges, output objective, ``rounding``) divided by the
-    layer's mean squared float output (bias excluded), from one pass of calibration data.
+    ``sensitivity="network"``: ``e_l(b) = 1/2 sum_c F_c e_c^T G e_c``, the network's ``KL(p_float || p_quant)``
+    to second order (``F_c``: :func:`~requant_plugin.ptq.sensitivity.output_fisher`), comparable across layers;
+    ``"layer"``: ``e_l(b) = mean_c e_c^T G e_c / mean_c w_c^T G w_c``, the layer's relative output MSE.
     """
+    measure = Sensitivity.parse(sensitivity)
     batches = calibration_inputs(calibration_data, model)
     unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
     names = [n for n, m in model.named_modules() if supports_output_statistics(m) and n not in unhooked]
     stats = collect_statistics(model, batches, names, max_rows=-(-calibration_rows // len(batches)), seed=seed)
+    fisher = output_fisher(model, batches, names, seed=seed) if measure is Sensitivity.NETWORK else {}
     curves: dict[str, dict[int, float]] = {}
     for name in names:
         w = model.get_submodule(name).weight
         g = stats[name].gram
-        w2 = w.detach().double().reshape(w.shape[0], -1).cpu().numpy()
-        gg = g if g.ndim == 3 else g[None]
-        per = w2.shape[0] // gg.shape[0]
-        energy = sum(float((w2[i * per:(i + 1) * per] @ gg[i] * w2[i * per:(i + 1) * per]).sum())
-                     for i in range(gg.shape[0])) / w2.shape[0]
+        scale = _layer_energy(w, g) if measure is Sensitivity.LAYER else 0.0
         curves[name] = {}
         for b in candidates:
             sol = search_layer_output(w, g, b, symmetric=symmetric, rounding=rounding, gram_rows=stats[name].gram_count)
-            curves[name][b] = sol.output_mse / energy if energy > 0 else 0.0
+            if measure is Sensitivity.NETWORK:
+                curves[name][b] = 0.5 * float(np.dot(fisher[name], sol.channel_output_mse))
+            else:
+                curves[name][b] = sol.output_mse / scale if scale > 0 else 0.0
     return curves
+
+
+def mixed_precision_bits(
+    model: Any, calibration_data: Any, budget_bits: float, candidates: tuple[int, ...] = CANDIDATES, *,
+    sensitivity: str | Sensitivity = Sensitivity.NETWORK, seed: int = 0,
+) -> dict[str, int]:
+    """Per-layer widths with at most ``budget_bits`` bits per weight on average (weights of every layer
+    :func:`layer_error_curves` measures), minimising the summed errors: the two functions in one call."""
+    curves = layer_error_curves(model, calibration_data, candidates, sensitivity=sensitivity, seed=seed)
+    sizes = {n: int(model.get_submodule(n).weight.numel()) for n in curves}
+    return allocate_bits(curves, sizes, budget_bits)
+
+
+def _layer_energy(w: Any, g: np.ndarray) -> float:
+    """``mean_c w_c^T G w_c``: the layer's mean squared float output (bias excluded)."""
+    w2 = w.detach().double().reshape(w.shape[0], -1).cpu().numpy()
+    gg = g if g.ndim == 3 else g[None]
+    per = w2.shape[0] // gg.shape[0]
+    return sum(float((w2[i * per:(i + 1) * per] @ gg[i] * w2[i * per:(i + 1) * per]).sum())
+               for i in range(gg.shape[0])) / w2.shape[0]
 
 
 def allocate_bits(
