@@ -15,7 +15,16 @@ from benchmarks.beyond_paper.doc import Tables, write_doc
 from benchmarks.beyond_paper.findings import Res
 from benchmarks.beyond_paper.measure import measure_time, run_mixed, run_one
 from benchmarks.beyond_paper.plot import plot
-from benchmarks.beyond_paper.rows import MIXED_BUDGETS, MIXED_CANDIDATES, QUICK_ROWS, ROWS, SEED_ROWS, SEED_RUNS, SWEEP
+from benchmarks.beyond_paper.rows import (
+    MIXED_BUDGETS,
+    MIXED_CANDIDATES,
+    MIXED_SENSITIVITIES,
+    QUICK_ROWS,
+    ROWS,
+    SEED_ROWS,
+    SEED_RUNS,
+    SWEEP,
+)
 from benchmarks.harness.cache import ResultCache, code_digest, stale_warning
 from benchmarks.harness.data import load_calibration, load_fp32, load_test_images
 from benchmarks.harness.evaluate import Evaluator
@@ -126,15 +135,19 @@ def measure_seeds(ctx: Context, models: list[str], bits_list: list[int], rows: l
 
 
 def measure_mixed(ctx: Context, models: list[str]) -> Res:
-    """Mixed precision under each budget of ``MIXED_BUDGETS``."""
+    """Mixed precision under each budget of ``MIXED_BUDGETS``, with each of ``MIXED_SENSITIVITIES``."""
     mixed: Res = {}
     for m in models:
-        for budget in MIXED_BUDGETS:
-            cfg = dict(ctx.base, model=m, row="mixed", budget=budget, candidates=list(MIXED_CANDIDATES))
-            hit = ctx.cached(cfg, lambda m=m, budget=budget: run_mixed(load_fp32(m), budget, ctx.cal, ctx.evaluator))
-            mixed[("mixed", m, int(budget * 10))] = hit
-            print(f"mixed {m} {budget} bits/weight: {hit['acc']:.2f} {hit['size_bits'] / 8192:.0f} KiB "
-                  f"{hit['histogram']}", flush=True)
+        for sens in MIXED_SENSITIVITIES:
+            for budget in MIXED_BUDGETS:
+                cfg = dict(ctx.base, model=m, row="mixed", budget=budget, candidates=list(MIXED_CANDIDATES))
+                if sens != "layer":
+                    cfg["sensitivity"] = sens
+                hit = ctx.cached(cfg, lambda m=m, budget=budget, sens=sens: run_mixed(
+                    load_fp32(m), budget, ctx.cal, ctx.evaluator, sens))
+                mixed[(f"mixed-{sens}", m, int(budget * 10))] = hit
+                print(f"mixed ({sens}) {m} {budget} bits/weight: {hit['acc']:.2f} {hit['size_bits'] / 8192:.0f} KiB "
+                      f"{hit['histogram']}", flush=True)
     return mixed
 
 

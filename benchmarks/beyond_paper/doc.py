@@ -187,22 +187,30 @@ def size(t: Tables) -> list[str]:
 
 
 def mixed_precision(t: Tables) -> list[str]:
-    """The mixed-precision runs under each bits-per-weight budget, against uniform beyond W3."""
+    """The mixed-precision runs under each bits-per-weight budget, against uniform beyond at that width."""
     if not t.mixed:
         return []
     lines = ["## Mixed precision", "",
-             "Per-layer bits from `requant_plugin.ptq.presets.layer_error_curves` (each layer's relative "
-             "output error of the beyond solution at 2, 3, 4, 5, 6 and 8 bits) and `allocate_bits` (greedy, "
-             "minimising the sum of the layers' relative errors under a bits-per-weight budget), then "
-             "`recipe=\"beyond\"` with those bits as overrides. Uniform beyond at W3 for comparison.", ""]
+             "Per-layer bits from `requant_plugin.ptq.layer_error_curves` (each layer alone quantized with the beyond "
+             "solution at 2, 3, 4, 5, 6 and 8 bits) and `allocate_bits` (greedy, minimising the sum of the layers' "
+             "errors under a bits-per-weight budget), then `recipe=\"beyond\"` with those bits as overrides "
+             "(`mixed_precision_bits` does the first two). Sensitivity `network` (the default): each layer's error is "
+             "its estimated share of the network output's KL, the output MSE of each channel weighted by the Fisher "
+             "information there (one backward pass over the calibration data); `layer`: the layer's own relative "
+             "output MSE (the only measure before; its 2.5 and 3.0 runs are cached from an earlier library). Uniform "
+             "beyond at the budget's width for comparison, this page's beyond row (an earlier library too; "
+             "[results-peers.md](results-peers.md) has the current recipe's cells, and `python -m "
+             "benchmarks.mixed_precision` compares all three with one library on the development split, "
+             "[dev-split.md](dev-split.md)).", ""]
     body = []
-    for (_, m, b10), r in sorted(t.mixed.items()):
-        uni = t.res.get(("beyond", m, 3))
-        body.append([m, f"{b10 / 10:.1f}", f"{r['mean_bits']:.2f}",
+    for (key, m, b10), r in sorted(t.mixed.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        width = b10 // 10 if b10 % 10 == 0 else None
+        uni = None if width is None else t.res.get(("beyond", m, width))
+        body.append([m, f"{b10 / 10:.1f}", key.removeprefix("mixed-"), f"{r['mean_bits']:.2f}",
                      ", ".join(f"{k}-bit x{v}" for k, v in r["histogram"].items()),
                      f"{r['acc']:.2f}", f"{r['size_bits'] / 8192:.0f}", fmt(None if uni is None else uni["acc"])])
-    return [*lines, md_table(["model", "budget (bits/weight)", "used", "layers", "top-1", "KiB", "uniform W3 top-1"],
-                             body), ""]
+    return [*lines, md_table(["model", "budget (bits/weight)", "sensitivity", "used", "layers", "top-1", "KiB",
+                              "uniform top-1 at that width"], body), ""]
 
 
 def calibration_time(t: Tables) -> list[str]:

@@ -29,9 +29,12 @@ def plot(path: Path, sweep: Res, models: list[str], fp32: dict[str, float], mixe
             if key == "beyond":
                 for x, y, b in pts:
                     ax.annotate(f"W{b}", (x, y), textcoords="offset points", xytext=(-4, 6), fontsize=8)
-        mp = sorted((r["size_bits"] / 8192, r["acc"]) for (_, mm, _), r in (mixed or {}).items() if mm == m)
-        if mp:
-            ax.plot([p[0] for p in mp], [p[1] for p in mp], "k*", ms=9, label="beyond, mixed precision")
+        for sens, style in (("layer", "x"), ("network", "*")):
+            mp = sorted((r["size_bits"] / 8192, r["acc"]) for (k, mm, _), r in (mixed or {}).items()
+                        if mm == m and k == f"mixed-{sens}")
+            if mp:
+                ax.plot([p[0] for p in mp], [p[1] for p in mp], f"k{style}", ms=9,
+                        label=f"beyond, mixed precision ({sens} sensitivity)")
         ax.axhline(fp32[m], color="k", ls="--", lw=1, label=f"FP32 {fp32[m]:.2f} ({sweep_fp32_kib(m):.0f} KiB)")
         ax.axhline(fp32[m] - GOAL_W4, color="g", ls=":", lw=1, label="FP32 - 0.3")
         ax.axhline(fp32[m] - GOAL_W3, color="r", ls=":", lw=1, label="FP32 - 1.5")

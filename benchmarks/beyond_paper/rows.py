@@ -78,7 +78,9 @@ SWEEP: dict[str, tuple[str, dict[str, Any]]] = {  # accuracy against model size
 
 SEED_RUNS = (0, 1, 2)  # calibration subsets for the repeat table
 SEED_ROWS = ("pc-out-bc", "pc-fb-bc", "pc-out-fb", "beyond", "beyond-trt", "beyond-cb")
-MIXED_BUDGETS = (2.5, 3.0)
+MIXED_BUDGETS = (2.5, 3.0, 4.0)
+#: how ``layer_error_curves`` measures each layer (its ``sensitivity``); "layer" runs were cached without the key
+MIXED_SENSITIVITIES = ("layer", "network")
 MIXED_CANDIDATES = (2, 3, 4, 5, 6, 8)
 
 
