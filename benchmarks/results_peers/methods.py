@@ -89,6 +89,19 @@ def _ours(recipe: str) -> Callable[[nn.Module, int, Cal, dict[str, Any]], tuple[
     return run
 
 
+def _ours_mixed(model: nn.Module, bits: int, cal: Cal, opts: dict[str, Any]) -> tuple[nn.Module, float]:
+    """``beyond`` with per-layer widths from ``mixed_precision_bits`` at ``bits`` bits per weight on average (the
+    cell's model size; network sensitivity); the seconds include the error curves."""
+    from requant_plugin import quantize_weights
+    from requant_plugin.ptq import mixed_precision_bits
+
+    t0 = time.perf_counter()
+    widths = mixed_precision_bits(model, list(cal), float(bits))
+    q, _ = quantize_weights(model, bits, recipe="beyond", calibration_data=list(cal),
+                            overrides={n: {"bits": b} for n, b in widths.items()})
+    return q, time.perf_counter() - t0
+
+
 def _ours_pt2e(simulate: bool = True, per_observer: bool = False, end_bits: int | None = None,
                residual_bits: int | None = None, shortcuts: bool = False, weight_bits: int | None = None,
                residual_correction: bool = False,
@@ -194,6 +207,8 @@ def _worker(venv: str, worker: str, algorithm: str
 METHODS: list[Method] = [
     Method("paper", "REQuant paper (alpha + sqrt, per-tensor, no data)", "ours", "per-tensor", _ours("paper")),
     Method("beyond", "REQuant beyond (output obj. + feedback + bias corr.)", "ours", "per-channel", _ours("beyond")),
+    Method("beyond-mixed", "REQuant beyond, mixed precision at the cell's size (bits per weight on average)", "ours",
+           "per-channel", _ours_mixed, same_setting=False),
     Method("pt2e", "REQuant pt2e integer graph (beyond weights + REQuant acts, refined)", "ours", "per-channel sym",
            _ours_pt2e(), acts=True, weights=False),
     Method("pt2e-layers", "REQuant pt2e, + one activation range factor per observer (opt-in layer_factors)",

@@ -18,6 +18,13 @@ columns.
   asymmetric uniform, output objective, error-feedback rounding (on the searched grid and 1.1-1.4x wider ones,
   then each channel's grid rescaled by least squares, `feedback_refit`), sequential bias correction, each layer
   matched to the float output from the partly quantized model's inputs (`inputs="quantized"`).
+- **REQuant beyond, mixed precision at the cell's size** (W4 / W3; **another setting**: the same number of weight
+  bits, spread unevenly): `mixed_precision_bits(model, cal, bits)` (each layer's error at 2, 3, 4, 5, 6 and 8 bits
+  as its estimated share of the network output's KL, the channels' output MSE weighted by the Fisher information
+  at the layer output from one backward pass, no gradient step; widths chosen greedily so that the weights
+  average at most `bits` bits), then the beyond recipe with those widths as `overrides`; the seconds include the
+  curves. Left out of "Best method per cell" (the peers' rows quantize every layer at the cell's width); at W2,
+  the smallest width, it is the beyond row.
 - **REQuant pt2e integer graph** (W4A8 / W4A4 only): `quantize_weights(model, bits, recipe="beyond-tensorrt",
   calibration_data=cal, fold_bn=True, act_bits=act_bits)` (per-channel symmetric, BN folded, the beyond modes,
   each layer calibrated on inputs whose activations are fake-quantized at `act_bits`) pinned into the

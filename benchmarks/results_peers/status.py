@@ -26,9 +26,10 @@ cells were timed beside a fresh clone's demo and test suite (two more processes)
 The peers' cells are cached from an Intel Xeon.
 The library has changed since d02d649f9e only where no cell of this page reads it (an activation observer warning,
 a shared helper, the FX refinement's default, the opt-in `act_shortcuts` and its sharing of a value two layers
-read, which none of these three networks has, the opt-in `residual_correction`): `python -m benchmarks.fingerprint`
-reproduces d02d649f9e's weight (beyond, paper) and pt2e W4A4 results bit for bit (libraries 6bf7f1e1cd,
-13cc055b41, df2385b2bd, b7af84f87b and 074d79bace), so the cells stand. The row
+read, which none of these three networks has, the opt-in `residual_correction`, mixed precision's network
+sensitivity): `python -m benchmarks.fingerprint` reproduces d02d649f9e's weight (beyond, paper) and pt2e W4A4
+results bit for bit (libraries 6bf7f1e1cd, 13cc055b41, df2385b2bd, b7af84f87b, 074d79bace, c4bcd033ee and
+69972ef1d7), so the cells stand. The row
 "+ shortcut reads quantized in the weight calibration" (W4A4, seeds 0-2, library 5d7af4430d, two benchmark
 processes side by side) calibrates the weights with the residual shortcut's copy of each block input quantized as
 the graph reads it (`act_shortcuts=True`, opt-in; docs/dev-split.md, section dev-act-shortcuts).
@@ -74,4 +75,12 @@ whatever the weights; REQuant's 4-bit weights add 0.02 / 0.17 / 0.15 to it (0.08
 ResNet-56, GPFQ and AIMET AdaRound on MobileNetV2), and GPFQ with REQuant's pt2e row at W4A8 on ResNet-20, were re-run
 on seeds 1 and 2 (same command, `--seed N --methods ...`; on an AMD EPYC beside one other benchmark process, AIMET
 AdaRound's two seeds side by side beside a test suite, so its seconds there are inflated; pt2e W4A8 with library
-b980ca71ff): the table "Peers over calibration seeds"."""
+b980ca71ff): the table "Peers over calibration seeds".
+The row "mixed precision at the cell's size" (W4 / W3, seeds 0-2, library c4bcd033ee; 69972ef1d7 moved the Fisher
+pass's sampling to the CPU for models on other devices, the same numbers on the CPU; two or three benchmark
+processes side by side, so its seconds are inflated) is another setting: the cell's weight bits on average, each
+layer's width chosen by `mixed_precision_bits` (network sensitivity). Over three seeds it is FP32 +0.04 / -0.09 /
++0.01 at the W4 size and -0.29 / -0.26 / +0.00 at the W3 size (ResNet-20 / ResNet-56 / MobileNetV2), against
+uniform beyond's -0.10 / -0.13 / -0.07 and -0.29 / -0.30 / -0.35: at the same model size the W4 goal holds on all
+three networks (development split KL 0.87x / 0.81x / 0.11x of uniform W4, docs/dev-split.md, section
+dev-mixed-precision)."""

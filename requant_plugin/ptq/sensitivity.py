@@ -87,21 +87,23 @@ def _check_finite(y: Tensor, names: Sequence[str], outputs: dict[str, list[Tenso
 
 
 def _log_likelihood(y: Tensor, gen: torch.Generator) -> Tensor:
-    """Summed log-likelihood of a target drawn from the model's own predictive distribution."""
+    """Summed log-likelihood of a target drawn from the model's own predictive distribution (in float64 on the
+    CPU, where the generator lives, whatever the model's device: the gradient flows back through the copy)."""
+    y = y.cpu().double()
     if y.dim() == 2:
-        logp = torch.log_softmax(y.double(), dim=1)
+        logp = torch.log_softmax(y, dim=1)
         label = torch.multinomial(logp.detach().exp().float(), 1, generator=gen)
         return logp.gather(1, label).sum()
     noise = torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    return (y.double() * noise).sum()  # gradient J^T v: E[(J^T v)(J^T v)^T] = J^T J
+    return (y * noise).sum()  # gradient J^T v: E[(J^T v)(J^T v)^T] = J^T J
 
 
 def _channel_sums(module: nn.Module, g: Tensor, *, zero: bool = False) -> np.ndarray:
     """Per output channel, the squared gradient summed over the chunk's samples and positions (zeros where
     no gradient reached the layer: ``g`` is then its output, for the shape)."""
-    g = g.detach().double()
+    g = g.detach().cpu().double()
     if isinstance(module, nn.Linear):
         flat = g.reshape(-1, g.shape[-1]).square().sum(0)
     else:
         flat = g.transpose(0, 1).reshape(g.shape[1], -1).square().sum(1)
-    return np.zeros(flat.shape[0]) if zero else flat.cpu().numpy()
+    return np.zeros(flat.shape[0]) if zero else flat.numpy()
