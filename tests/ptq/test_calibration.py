@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from refs.nets import Unused
 from torch import nn
 
 from requant_plugin.ptq.calibration import (
@@ -147,13 +148,4 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="not a Linear/Conv1d/Conv2d"):
         collect_statistics(net, torch.randn(2, 3, 8, 8), ["1"])
     with pytest.raises(ValueError, match="saw no calibration input"):
-        collect_statistics(_Unused(), torch.randn(2, 3), ["used", "extra"])
-
-
-class _Unused(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.used, self.extra = nn.Linear(3, 3), nn.Linear(3, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.used(x)
+        collect_statistics(Unused(), torch.randn(2, 3), ["used", "extra"])

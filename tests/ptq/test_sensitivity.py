@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from refs.nets import DATA, make_seq_net
+from refs.nets import DATA, Unused, make_seq_net
 from torch import nn
 
 from requant_plugin.ptq.sensitivity import output_fisher
@@ -110,16 +110,7 @@ def test_bad_models_and_data_get_clear_errors() -> None:
     with pytest.raises(ValueError, match="output of layer '0' is not finite"):
         output_fisher(net, bad, ["0", "2", "6"])
     with pytest.raises(ValueError, match="did not run"):
-        output_fisher(_Skip(), [torch.randn(2, 4)], ["unused"])
-
-
-class _Skip(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.used, self.unused = nn.Linear(4, 2), nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.used(x)
+        output_fisher(Unused(), [torch.randn(2, 3)], ["extra"])
 
 
 class _Twice(nn.Module):

@@ -13,7 +13,8 @@
   call, two convs sharing one weight tensor with their own BatchNorms, one BatchNorm after two convs
   (random BN statistics), for BatchNorm folding and the flows on shared weights;
 * :class:`UpNet`: conv -> ReLU -> ConvTranspose (1-D or 2-D) -> conv, for the FX lowering of transposed
-  convolutions.
+  convolutions;
+* :class:`Unused`: two Linear(3, 3) of which the forward calls ``used`` only (``extra`` never runs).
 
 Every builder seeds torch's global generator (``torch.manual_seed(0)``) first, so each call gives
 the same weights.
@@ -30,7 +31,8 @@ from torch import nn
 if TYPE_CHECKING:
     from requant_plugin.ptq.activation_sim import ActQParams
 
-__all__ = ["CALIB", "DATA", "Net", "PoolNet", "Reused", "SharedBN", "Tied", "UpNet", "make_depthwise_net", "make_net",
+__all__ = ["CALIB", "DATA", "Net", "PoolNet", "Reused", "SharedBN", "Tied", "Unused", "UpNet", "make_depthwise_net",
+           "make_net",
            "make_seq_bn_net", "make_seq_net", "random_batches"]
 
 
@@ -222,3 +224,12 @@ class Residual(nn.Module):
         for b in self.blocks:
             h = torch.relu(b.conv2(torch.relu(b.conv1(h))) + h)
         return self.fc(h.mean((2, 3)))  # type: ignore[no-any-return]
+
+
+class Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.extra = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
