@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("accuracy_table", "activation_observer_speed", "activation_output_error", "beyond_paper",
               "convexity", "coverage", "dev_split", "fingerprint",
               "fx_flow_cost", "heldout_mbconv", "heldout_vgg", "imagenet_beyond", "imagenet_cost",
-              "imagenet_export", "layer_groups", "mobilenetv2",
+              "imagenet_export", "layer_groups", "mixed_precision", "mobilenetv2",
               "observers_accuracy", "plot_algorithm", "refine_layers", "residual_error", "results_peers", "run_all",
               "scale_floor",
               "search_cost",
