@@ -28,8 +28,8 @@ The library has changed since d02d649f9e only where no cell of this page reads i
 a shared helper, the FX refinement's default, the opt-in `act_shortcuts` and its sharing of a value two layers
 read, which none of these three networks has, the opt-in `residual_correction`, mixed precision's network
 sensitivity): `python -m benchmarks.fingerprint` reproduces d02d649f9e's weight (beyond, paper) and pt2e W4A4
-results bit for bit (libraries 6bf7f1e1cd, 13cc055b41, df2385b2bd, b7af84f87b, 074d79bace, c4bcd033ee and
-69972ef1d7), so the cells stand. The row
+results bit for bit (libraries 6bf7f1e1cd, 13cc055b41, df2385b2bd, b7af84f87b, 074d79bace, c4bcd033ee,
+69972ef1d7 and 54496d4e6f), so the cells stand. The row
 "+ shortcut reads quantized in the weight calibration" (W4A4, seeds 0-2, library 5d7af4430d, two benchmark
 processes side by side) calibrates the weights with the residual shortcut's copy of each block input quantized as
 the graph reads it (`act_shortcuts=True`, opt-in; docs/dev-split.md, section dev-act-shortcuts).
@@ -77,7 +77,8 @@ on seeds 1 and 2 (same command, `--seed N --methods ...`; on an AMD EPYC beside 
 AdaRound's two seeds side by side beside a test suite, so its seconds there are inflated; pt2e W4A8 with library
 b980ca71ff): the table "Peers over calibration seeds".
 The row "mixed precision at the cell's size" (W4 / W3, seeds 0-2, library c4bcd033ee; 69972ef1d7 moved the Fisher
-pass's sampling to the CPU for models on other devices, the same numbers on the CPU; two or three benchmark
+pass's sampling to the CPU for models on other devices, 54496d4e6f runs it in eval mode and leaves out layers the
+eval forward never calls: the same numbers for these eval-mode networks on the CPU; two or three benchmark
 processes side by side, so its seconds are inflated) is another setting: the cell's weight bits on average, each
 layer's width chosen by `mixed_precision_bits` (network sensitivity). Over three seeds it is FP32 +0.04 / -0.09 /
 +0.01 at the W4 size and -0.29 / -0.26 / +0.00 at the W3 size (ResNet-20 / ResNet-56 / MobileNetV2), against

@@ -9,6 +9,7 @@ widths under a model-size budget; :func:`mixed_precision_bits` does both. Pass t
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from .calibration import (
     attention_out_projections,
     collect_statistics,
     supports_output_statistics,
+    unreached_layers,
 )
 from .inputs import calibration_inputs
 from .output_search import search_layer_output
@@ -46,6 +48,12 @@ def layer_error_curves(
     batches = calibration_inputs(calibration_data, model)
     unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
     names = [n for n, m in model.named_modules() if supports_output_statistics(m) and n not in unhooked]
+    unreached = unreached_layers(model, batches[0][:1], names)
+    if unreached:
+        warnings.warn(f"layer_error_curves: {sorted(unreached)} are not called by the model's eval-mode forward (e.g. "
+                      "a training-only auxiliary head): left out of the curves, so quantize_weights gives them the "
+                      "config's width", stacklevel=2)
+        names = [n for n in names if n not in unreached]
     stats = collect_statistics(model, batches, names, max_rows=-(-calibration_rows // len(batches)), seed=seed)
     fisher = output_fisher(model, batches, names, seed=seed) if measure is Sensitivity.NETWORK else {}
     curves: dict[str, dict[int, float]] = {}

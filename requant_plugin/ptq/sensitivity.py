@@ -30,12 +30,12 @@ def output_fisher(
 
     A 2-D model output ``(N, K)`` is taken as logits (categorical likelihood, label drawn from the
     softmax); any other single tensor as the mean of a unit-variance Gaussian (``g = J^T v``, ``v ~ N(0, I)``),
-    whose Fisher weighs the output MSE. The model is left as it is: a contiguous deep copy runs (so
+    whose Fisher weighs the output MSE. The model is left as it is: a contiguous deep copy runs in eval mode (so
     parameters made under ``torch.inference_mode()`` can be saved for backward, and a channels_last model
     gives the plain model's numbers); no ``.grad`` is written.
     """
     twin: Any = copy.deepcopy(model)  # Module.to's stubs omit memory_format
-    twin = twin.to(memory_format=torch.contiguous_format)
+    twin = twin.to(memory_format=torch.contiguous_format).eval()  # as the statistics see it
     modules = {n: twin.get_submodule(n) for n in names}
     outputs: dict[str, list[Tensor]] = {}
 

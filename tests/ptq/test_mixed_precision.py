@@ -63,3 +63,28 @@ def test_network_curves_estimate_the_kl_of_quantizing_one_layer() -> None:
             lq = torch.log_softmax(q(x).double(), 1)
         kl = float((lp.exp() * (lp - lq)).sum(1).mean())
         assert 0.5 * kl < curves[name][4] < 2.0 * kl, (name, kl, curves[name][4])
+
+
+class _AuxHead(nn.Module):
+    """An auxiliary head called in training only (Inception's AuxLogits) and a dropout before the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.aux, self.drop, self.head = nn.Linear(8, 8), nn.Linear(8, 3), nn.Dropout(0.5), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.body(x))
+        out = self.head(self.drop(y))
+        return out + self.aux(y) if self.training else out
+
+
+def test_training_only_layers_are_left_out_and_the_mode_does_not_matter() -> None:
+    data = [torch.randn(32, 8, generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    with pytest.warns(UserWarning, match=r"\['aux'\] are not called by the model's eval-mode forward"):
+        in_train = layer_error_curves(_AuxHead().train(), data, (2, 4))
+    with pytest.warns(UserWarning, match="aux"):
+        in_eval = layer_error_curves(_AuxHead().eval(), data, (2, 4))
+    assert set(in_train) == {"body", "head"} and in_train == in_eval  # the Fisher pass runs in eval mode too
+    with pytest.warns(UserWarning, match="aux"):
+        assert set(mixed_precision_bits(_AuxHead().eval(), data, 3.0, (2, 4))) == {"body", "head"}
