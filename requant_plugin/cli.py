@@ -102,6 +102,9 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help=f"also evaluate a named recipe at every width ({', '.join(sorted(RECIPES))}; e.g. "
                         "beyond: per-channel output objective, error-feedback rounding, bias correction), "
                         "calibrated on the train images of --calib-images")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="with --recipe: also evaluate the recipe at B bits per weight on average for each --bits "
+                        "B, each layer's width (2..8) chosen by its estimated share of the output's KL divergence")
     p.add_argument("--calib-images", metavar="N", type=_positive_int, default=256,
                    help="train images for activation calibration, --recipe and export (default: 256)")
     p.add_argument("--test-limit", metavar="N", type=_positive_int,
@@ -176,7 +179,8 @@ def _quantize(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = PipelineConfig(
         data=args.data, model=args.model, weights=args.weights, bits=tuple(args.bits), space=args.space,
         per_channel=args.per_channel, symmetric=args.symmetric, fold_bn=args.fold_bn,
-        act_bits=args.act_bits, end_bits=args.end_bits, recipe=args.recipe, export=args.export,
+        act_bits=args.act_bits, end_bits=args.end_bits, recipe=args.recipe,
+        mixed_precision=args.mixed_precision, export=args.export,
         export_bits=args.export_bits, report=args.report,
         calib_images=args.calib_images, test_limit=args.test_limit, seed=args.seed,
         progress=not args.no_progress, command=_command_line(argv),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ METHOD_LABELS: dict[str, str] = {
     "requant": "REQuant alpha",
     "requant_sqrt": "REQuant alpha+sqrt",
     "recipe": "REQuant recipe",  # shown as "REQuant <recipe name>" (PipelineConfig.label)
+    "recipe_mixed": "REQuant recipe, mixed",  # shown as "REQuant <recipe name> mixed"
 }
 
 
@@ -49,6 +51,9 @@ class PipelineConfig:
         recipe: also evaluate ``quantize_weights(model, recipe, bits=b, calibration_data=...)`` at
             every width (e.g. ``"beyond"``), on ``calib_images`` train images; ``symmetric`` and
             ``per_channel`` are passed on only when set, ``act_bits`` only to quantized-input recipes.
+        mixed_precision: also evaluate the recipe with per-layer widths at each of ``bits`` bits per
+            weight on average, chosen by :func:`~requant_plugin.ptq.mixed_precision_bits` (needs
+            ``recipe``; excludes ``end_bits``, which fixes two layers' widths).
         calib_images: calibration images (activations, recipe and export), from the train split.
         test_limit: evaluate on a seeded class-stratified subset of this many test images.
     """
@@ -64,6 +69,7 @@ class PipelineConfig:
     act_bits: int | None = None
     end_bits: int | None = None
     recipe: str | None = None
+    mixed_precision: bool = False
     export: str | None = None
     export_bits: int | None = None
     report: str | None = None
@@ -79,21 +85,27 @@ class PipelineConfig:
     def methods(self) -> list[str]:
         """Method keys evaluated for every bit width."""
         return (["minmax", "requant"] + (["requant_sqrt"] if self.space == "sqrt" else [])
-                + (["recipe"] if self.recipe else []))
+                + (["recipe"] if self.recipe else [])
+                + (["recipe_mixed"] if self.recipe and self.mixed_precision else []))
 
     def label(self, method: str) -> str:
         """Column label of a method key (the recipe row is named after its recipe)."""
-        return f"REQuant {self.recipe}" if method == "recipe" else METHOD_LABELS[method]
+        if method in ("recipe", "recipe_mixed"):
+            return f"REQuant {self.recipe}" + (" mixed" if method == "recipe_mixed" else "")
+        return METHOD_LABELS[method]
 
     def quantize_config(self, bits: int, space: str) -> QuantizeConfig:
         """The :class:`~requant_plugin.ptq.QuantizeConfig` of one REQuant row at ``bits`` on ``space``."""
         return QuantizeConfig(bits=bits, space=Space.parse(space), symmetric=self.symmetric,
                               granularity=granularity(self.per_channel), end_bits=self.end_bits)
 
-    def recipe_config(self, bits: int) -> QuantizeConfig:
-        """The config of the recipe row at ``bits``: the recipe, then the options the user set."""
+    def recipe_config(self, bits: int, widths: Mapping[str, int] | None = None) -> QuantizeConfig:
+        """The config of the recipe row at ``bits``: the recipe, then the options the user set (``widths``:
+        per-layer bit widths, the mixed-precision row)."""
         assert self.recipe is not None
         options: dict[str, Any] = {"bits": bits}
+        if widths:
+            options["overrides"] = {name: {"bits": b} for name, b in widths.items()}
         if self.symmetric:
             options["symmetric"] = True
         if self.per_channel:
@@ -156,6 +168,7 @@ class PipelineResult:
     layers: list[LayerRow]
     curves: list[AlphaCurve]
     export: ExportSummary | None = None
+    widths: dict[int, dict[str, int]] = field(default_factory=dict)  # the mixed-precision row's, per budget
     seconds: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -171,11 +184,12 @@ class PipelineResult:
             "settings": {
                 "bits": list(cfg.bits), "space": cfg.space, "per_channel": cfg.per_channel,
                 "symmetric": cfg.symmetric, "fold_bn": cfg.fold_bn, "act_bits": cfg.act_bits,
-                "end_bits": cfg.end_bits, "recipe": cfg.recipe,
+                "end_bits": cfg.end_bits, "recipe": cfg.recipe, "mixed_precision": cfg.mixed_precision,
                 "calib_images": cfg.calib_images, "test_limit": cfg.test_limit, "seed": cfg.seed,
             },
             "fp32": self.fp32,
             "accuracy": {str(b): dict(v) for b, v in self.accuracy.items()},
+            "widths": {str(b): dict(v) for b, v in self.widths.items()},
             "main_bits": cfg.main_bits,
             "layers": [dict(row.__dict__, shape=list(row.shape)) for row in self.layers],
             "curves": [

@@ -30,7 +30,15 @@ from tqdm.auto import tqdm
 
 from ..data import evaluate_accuracy
 from ..options import MAX_BITS, MIN_BITS, Space, check_bits
-from ..ptq import QuantizationReport, first_last, fold_bn_, layer_space, quantizable_layers, quantize_weights
+from ..ptq import (
+    QuantizationReport,
+    first_last,
+    fold_bn_,
+    layer_space,
+    mixed_precision_bits,
+    quantizable_layers,
+    quantize_weights,
+)
 from .baselines import (
     ActQParams,
     activation_qparams,
@@ -44,7 +52,7 @@ from .curves import AlphaCurve, alpha_curve, pick_curve_layers
 from .errors import UsageError, require_module
 from .export_step import export_and_verify
 from .report import write_report
-from .tables import accuracy_table, layer_table, setting_line
+from .tables import accuracy_table, layer_table, setting_line, width_line
 from .workload import load_workload
 
 __all__ = ["accuracy_table", "layer_table", "run_pipeline"]  # the tables live in .tables
@@ -70,6 +78,12 @@ def _check_config(cfg: PipelineConfig) -> None:
             cfg.recipe_config(cfg.main_bits)
         except ValueError as exc:
             raise UsageError(f"--recipe {cfg.recipe}: {exc}") from None
+    if cfg.mixed_precision and cfg.recipe is None:
+        raise UsageError("--mixed-precision quantizes with a recipe at the chosen widths: add --recipe (e.g. "
+                         "--recipe beyond)")
+    if cfg.mixed_precision and cfg.end_bits is not None:
+        raise UsageError("--mixed-precision chooses every layer's width and --end-bits fixes the first and last "
+                         "layers': use one of them")
     if cfg.calib_images < 1:
         raise UsageError("--calib-images must be at least 1")
     if cfg.test_limit is not None and cfg.test_limit < 1:
@@ -160,6 +174,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     log(f"      FP32: {fp32:.2f}%")
     accuracy: dict[int, dict[str, float]] = {}
     layers: list[LayerRow] = []
+    widths: dict[int, dict[str, int]] = {}
     all_bits = sorted(set(cfg.bits), reverse=True)
     bar = tqdm(total=len(all_bits) * len(cfg.methods), desc="quantize + evaluate", unit="run",
                disable=not cfg.progress)
@@ -171,8 +186,14 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         bar.update()
         for method in cfg.methods[1:]:
             space = "sqrt" if method == "requant_sqrt" else "uniform"
-            q_model, report = (quantize_weights(base, cfg.recipe_config(bits), calibration_data=calib)
-                               if method == "recipe" else quantize_weights(base, cfg.quantize_config(bits, space)))
+            if method == "recipe_mixed":
+                widths[bits] = mixed_precision_bits(base, calib, float(bits), seed=cfg.seed)
+                bar.clear()
+                log(f"      W{bits} mixed precision: {width_line(base, widths[bits])}")
+                bar.refresh()
+            q_model, report = (quantize_weights(base, cfg.recipe_config(bits, widths.get(bits)), calibration_data=calib)
+                               if method.startswith("recipe")
+                               else quantize_weights(base, cfg.quantize_config(bits, space)))
             accuracy[bits][method] = evaluate(q_model, method)
             bar.update()
             if method != "recipe" and bits == cfg.main_bits and space == cfg.space:
@@ -188,7 +209,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     log(f"[3/5] per-layer results at W{cfg.main_bits} ({cfg.space} grid)")
     curves = _curves(base, cfg)
     result = PipelineResult(cfg, work.model_name, work.model_source, work.data_label, work.notes, fp32,
-                            accuracy, layers, curves, seconds=seconds)
+                            accuracy, layers, curves, widths=widths, seconds=seconds)
     log(layer_table(layers))
     log("")
     log("[4/5] top-1 accuracy (%)")

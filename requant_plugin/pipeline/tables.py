@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor, nn
 
 from .config import LayerRow, PipelineConfig, PipelineResult
 
-__all__ = ["accuracy_table", "format_table", "layer_table", "setting_line"]
+__all__ = ["accuracy_table", "format_table", "layer_table", "setting_line", "width_line"]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False,
@@ -69,5 +72,23 @@ def setting_line(cfg: PipelineConfig) -> str:
         f"; first and last layers' weights{' and inputs' if cfg.act_bits else ''} at {cfg.end_bits} bits")
     extra = (f"; recipe row: {cfg.recipe!r} (its own grid and granularity) on {cfg.calib_images} train images"
              if cfg.recipe else "")
+    if cfg.recipe and cfg.mixed_precision:
+        extra += "; mixed row: the recipe with per-layer widths, each --bits width as the mean bits per weight"
     return (f"weights {gran} {grid}{fold}{ends}; first and last layers use the uniform grid "
             f"(no sqrt transform); {acts}{extra}")
+
+
+def width_line(model: nn.Module, widths: Mapping[str, int]) -> str:
+    """Layers per width and the weights' mean bits, e.g. ``2 bits: 3 layers, 4 bits: 17 layers; 3.50 bits per
+    weight``."""
+    sizes = {n: _size(model.get_submodule(n)) for n in widths}
+    count = Counter(widths.values())
+    mean = sum(sizes[n] * b for n, b in widths.items()) / max(sum(sizes.values()), 1)
+    parts = ", ".join(f"{b} bits: {k} layer{'s' * (k != 1)}" for b, k in sorted(count.items()))
+    return f"{parts}; {mean:.2f} bits per weight"
+
+
+def _size(module: nn.Module) -> int:
+    weight = module.weight
+    assert isinstance(weight, Tensor)
+    return weight.numel()

@@ -166,6 +166,31 @@ def test_recipe_row_matches_quantize_weights(cli, digits_model, tmp_path: Path) 
     assert res["accuracy"]["3"]["recipe"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test), abs=1e-9)
 
 
+def test_mixed_precision_row_matches_mixed_precision_bits(cli, digits_model, tmp_path: Path) -> None:
+    """``--mixed-precision``: the widths are mixed_precision_bits' at the budget, within it, and the row equals
+    quantize_weights with those widths as overrides."""
+    from requant_plugin import quantize_weights
+    from requant_plugin.ptq import mixed_precision_bits
+
+    weights, model = digits_model
+    out, res = run_saved(cli, weights, tmp_path / "r", "--bits", "3", "--recipe", "beyond", "--mixed-precision",
+                         "--calib-images", "128")
+    assert re.search(r"REQuant beyond\s+REQuant beyond mixed", out)
+    assert "W3 mixed precision: " in out and " bits per weight" in out
+    assert res["settings"]["mixed_precision"] is True
+    data = load_digits()
+    calib = data.calibration_batches(128, batch_size=64, seed=0)
+    widths = mixed_precision_bits(model, calib, 3.0)
+    assert res["widths"]["3"] == widths
+    sizes = {n: w.size for n, w in layer_weights(model).items()}
+    assert sum(sizes[n] * b for n, b in widths.items()) <= 3 * sum(sizes.values())
+    qmodel, report = quantize_weights(model, "beyond", bits=3, calibration_data=calib,
+                                      overrides={n: {"bits": b} for n, b in widths.items()})
+    assert {x.name: x.bits for x in report.layers} == widths
+    assert res["accuracy"]["3"]["recipe_mixed"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test),
+                                                                 abs=1e-9)
+
+
 def test_end_bits_keep_first_and_last_layer_wider(cli, digits_model, tmp_path: Path) -> None:
     """``--end-bits 8``: the min-max rows of the first and last layer match the 8-bit reference, the
     middle ones the 2-bit one; the recipe row equals quantize_weights(..., end_bits=8)."""

@@ -29,12 +29,22 @@ def test_recipe_row_is_the_recipe_plus_what_the_user_set() -> None:
     assert PipelineConfig(recipe="paper", per_channel=True).recipe_config(4).granularity == PerChannel()
 
 
+def test_mixed_row_is_the_recipe_with_the_chosen_widths() -> None:
+    cfg = PipelineConfig(bits=(4,), recipe="beyond", mixed_precision=True)
+    assert cfg.methods[-2:] == ["recipe", "recipe_mixed"] and cfg.label("recipe_mixed") == "REQuant beyond mixed"
+    row = cfg.recipe_config(4, {"conv1": 8, "fc": 2})
+    assert row == RECIPES["beyond"].replace(bits=4, overrides={"conv1": {"bits": 8}, "fc": {"bits": 2}})
+    assert "recipe_mixed" not in PipelineConfig(mixed_precision=True).methods  # no recipe, no row (and an error)
+
+
 @pytest.mark.parametrize(("cfg", "fragment"), [
     (PipelineConfig(bits=(9,)), "bit width 9 is not supported: use 2..8"),
     (PipelineConfig(bits=(4,), act_bits=1), "bit width 1 is not supported"),
     (PipelineConfig(space="log"), "unknown --space 'log'"),
     (PipelineConfig(bits=()), "give at least one bit width"),
     (PipelineConfig(recipe="nope"), "--recipe nope: unknown recipe 'nope'"),
+    (PipelineConfig(mixed_precision=True), "add --recipe"),
+    (PipelineConfig(recipe="beyond", mixed_precision=True, end_bits=8), "use one of them"),
 ])
 def test_bad_settings_are_usage_errors_before_any_work(cfg: PipelineConfig, fragment: str) -> None:
     with pytest.raises(UsageError, match=fragment):
