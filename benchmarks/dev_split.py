@@ -45,23 +45,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-widen": {"feedback_widen": (1.0,)},
     "widen-1.8": {"feedback_widen": tuple(round(1.0 + 0.1 * i, 1) for i in range(9))},
     "widen-2.0": {"feedback_widen": (1.0, 1.15, 1.3, 1.5, 1.75, 2.0)},
-    "rows8k": {"calibration_rows": 8192},  # "auto" at 3 bits and more before it became per layer
-    "rows32k": {"calibration_rows": 32_768},  # "auto" at 2 bits
+    # "auto" at 3 bits and more before it became per layer, "auto" at 2 bits, every row
+    "rows8k": {"calibration_rows": 8192}, "rows32k": {"calibration_rows": 32_768},
     "rows-all": {"calibration_rows": None},
-    "refit": {"feedback_refit": True},  # the recipe's since it joined ``beyond``
-    "no-refit": {"feedback_refit": False},
-    "cd1": {"feedback_sweeps": 1},
-    "cd2": {"feedback_sweeps": 2},
-    "cd4": {"feedback_sweeps": 4},
+    "refit": {"feedback_refit": True}, "no-refit": {"feedback_refit": False},  # the recipe's since it joined beyond
+    "cd1": {"feedback_sweeps": 1}, "cd2": {"feedback_sweeps": 2}, "cd4": {"feedback_sweeps": 4},
     "ends8": {"end_bits": 8},  # first and last layer at 8 bits (the BRECQ / QDrop convention)
-    "cle-0.25": {"equalize": 0.25},  # benchmarks.equalization before the search (the model's float parts rescaled)
-    "cle-0.5": {"equalize": 0.5}, "cle-1": {"equalize": 1.0},
+    # benchmarks.equalization before the search (the model's float parts rescaled)
+    "cle-0.25": {"equalize": 0.25}, "cle-0.5": {"equalize": 0.5}, "cle-1": {"equalize": 1.0},
     "damp-0.01": {"target_damp": 0.01},  # the fixed target damp, the recipe's before it was cross-validated
     # the cross-validated candidates extended above the recipe's largest (0.3), which many layers choose
     "damps-to-1": {"target_damp": (0.01, 0.03, 0.1, 0.3, 1.0)},
     # the 512 images and their mirror images (horizontal flips): twice the rows, no new image (and every row)
-    "flip": {"hflip": True},
-    "flip-rows-all": {"hflip": True, "calibration_rows": None},
+    "flip": {"hflip": True}, "flip-rows-all": {"hflip": True, "calibration_rows": None},
 }
 #: Refinement settings (:class:`requant_plugin.refine.RefineConfig` fields) compared: the 512 calibration images
 #: with ``tol=0.01`` (the defaults before the choice), the first half of them (``images=256``: 8 of the 16
@@ -82,7 +78,7 @@ PT2E_VARIANTS: dict[str, dict[str, Any]] = {f"pt2e-a4{k}": {"act_bits": 4, **v} 
 PT2E_VARIANTS["pt2e-a4-pooled-shared"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "pooled_input": "shared"}
 #: the operands of residual adds (the shortcut) on their own 8-bit observers (``ObserverSpec.residual_bits``)
 PT2E_VARIANTS["pt2e-a4-res8"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "residual_bits": 8}
-#: the layer inputs' ranges searched on the graph (``act_ranges="observed"``), not the calibration's (the default)
+#: the layer inputs' ranges searched on the graph (``act_ranges="observed"``), not the calibration's (default)
 PT2E_VARIANTS["pt2e-a4-observed"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "act_ranges": "observed"}
 PT2E_VARIANTS["pt2e-a4-res8-observed"] = {**PT2E_VARIANTS["pt2e-a4-res8"], "act_ranges": "observed"}
 #: the feedback rounding's least-squares scale refit in the weight calibration (``feedback_refit``)
@@ -102,6 +98,9 @@ PT2E_VARIANTS["pt2e-a4-shortcuts-layers"] = {**PT2E_VARIANTS["pt2e-a4-shortcuts"
 PT2E_VARIANTS["pt2e-a4-resmean"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "weights": {"residual_correction": True}}
 PT2E_VARIANTS["pt2e-a4-shortcuts-resmean"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"],
                                               "weights": {"act_shortcuts": True, "residual_correction": True}}
+#: activation channels equalised before the graph (benchmarks.equalization: inside blocks, and the residual stream)
+PT2E_VARIANTS["pt2e-a4-acle"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "equalize_acts": ("pairs",)}
+PT2E_VARIANTS["pt2e-a4-acle-stream"] = {**PT2E_VARIANTS["pt2e-a4-half-tol02"], "equalize_acts": ("pairs", "stream")}
 #: ``fx-a8*``: the shared factor alone (``layer_factors=()``, the FX default before section dev-fx-layers)
 FX_VARIANTS: dict[str, dict[str, Any]] = {f"fx-a8{k}": {**v, "layer_factors": ()} for k, v in REFINE.items()}
 #: the refinement's second stage: each observer also tries 0.7-1.1 times the shared factor (the FX default)
@@ -174,15 +173,16 @@ def run_one(model: nn.Module, x_train: torch.Tensor, bits: int, seed: int, varia
     if options.pop("hflip", False):
         cal = cal + [b.flip(-1) for b in cal]
     t0 = time.perf_counter()
+    if "equalize" in options or "equalize_acts" in options:
+        from benchmarks.equalization import equalize, equalize_activations
+
+        model = (equalize(model, options.pop("equalize")) if "equalize" in options
+                 else equalize_activations(model, cal, options.pop("equalize_acts")))
     if variant in PT2E_VARIANTS:
         q = _pt2e(model, bits, cal, **options)
     elif variant in FX_VARIANTS:
         q = _fx(model, cal, **options)
     else:
-        if "equalize" in options:
-            from benchmarks.equalization import equalize
-
-            model = equalize(model, options.pop("equalize"))
         q, _ = quantize_weights(model, "beyond", bits=bits, calibration_data=cal, **options)
     secs = time.perf_counter() - t0
     x_dev, y_dev, ref = dev
