@@ -65,7 +65,8 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
     for flow, table in (("pt2e", dev_split.PT2E_VARIANTS), ("fx", dev_split.FX_VARIANTS)):
         default = RefineConfig(flow=flow)
         for name, variant in table.items():
-            graph_options = ("act_bits", "pooled_input", "residual_bits", "act_ranges", "weights", "mapping", "refine")
+            graph_options = ("act_bits", "pooled_input", "residual_bits", "act_ranges", "weights", "mapping", "refine",
+                             "equalize_acts")
             if variant.get("refine") is False:
                 continue  # no refinement at all
             cfg = RefineConfig(flow=flow, **{k: v for k, v in variant.items() if k not in graph_options})
@@ -73,7 +74,7 @@ def test_refine_variants_are_refine_configs_and_one_of_them_is_the_library_defau
                        if f.name != "layer_factors") and cfg.factors == default.factors
             # the name says which are the defaults (FX: per-observer factors since section dev-fx-layers)
             defaults = ("-layers",) if flow == "fx" else ("-half-tol02", "pooled", "res8", "observed", "rows", "refit",
-                                                          "damp", "shortcuts", "resmean")
+                                                          "damp", "shortcuts", "resmean", "acle")
             if flow == "pt2e" and name.endswith("-layers"):  # the opt-in per-observer stage at pt2e
                 assert not same, name
                 continue
