@@ -196,7 +196,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
                                else quantize_weights(base, cfg.quantize_config(bits, space)))
             accuracy[bits][method] = evaluate(q_model, method)
             bar.update()
-            if method != "recipe" and bits == cfg.main_bits and space == cfg.space:
+            if not method.startswith("recipe") and bits == cfg.main_bits and space == cfg.space:
                 layers = _layer_rows(report, mm_mse)
         cells = ", ".join(f"{cfg.label(m)} {accuracy[bits][m]:.2f}%" for m in cfg.methods)
         bar.clear()

@@ -169,12 +169,13 @@ def test_recipe_row_matches_quantize_weights(cli, digits_model, tmp_path: Path) 
 def test_mixed_precision_row_matches_mixed_precision_bits(cli, digits_model, tmp_path: Path) -> None:
     """``--mixed-precision``: the widths are mixed_precision_bits' at the budget, within it, and the row equals
     quantize_weights with those widths as overrides."""
-    from requant_plugin import quantize_weights
+    from requant_plugin import QuantizeConfig, quantize_weights
+    from requant_plugin.options import Space
     from requant_plugin.ptq import mixed_precision_bits
 
     weights, model = digits_model
     out, res = run_saved(cli, weights, tmp_path / "r", "--bits", "3", "--recipe", "beyond", "--mixed-precision",
-                         "--calib-images", "128")
+                         "--calib-images", "128", "--space", "uniform")
     assert re.search(r"REQuant beyond\s+REQuant beyond mixed", out)
     assert "W3 mixed precision: " in out and " bits per weight" in out
     assert res["settings"]["mixed_precision"] is True
@@ -189,6 +190,9 @@ def test_mixed_precision_row_matches_mixed_precision_bits(cli, digits_model, tmp
     assert {x.name: x.bits for x in report.layers} == widths
     assert res["accuracy"]["3"]["recipe_mixed"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test),
                                                                  abs=1e-9)
+    # the per-layer table stays the alpha search's (uniform grid), not a recipe row's
+    _, alpha_report = quantize_weights(model, QuantizeConfig(bits=3, space=Space.UNIFORM))
+    assert [r["alpha"] for r in res["layers"]] == pytest.approx([x.alpha for x in alpha_report.layers])
 
 
 def test_end_bits_keep_first_and_last_layer_wider(cli, digits_model, tmp_path: Path) -> None:
