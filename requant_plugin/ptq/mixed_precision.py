@@ -34,7 +34,7 @@ CANDIDATES = (2, 3, 4, 5, 6, 8)
 def layer_error_curves(
     model: Any, calibration_data: Any, candidates: tuple[int, ...] = CANDIDATES, *,
     symmetric: bool = False, rounding: str = "feedback", calibration_rows: int = 8192, seed: int = 0,
-    sensitivity: str | Sensitivity = Sensitivity.NETWORK,
+    sensitivity: str | Sensitivity = Sensitivity.NETWORK, progress: bool = False,
 ) -> dict[str, dict[int, float]]:
     """Error of every Linear/Conv1d/Conv2d layer at each candidate bit width, that layer alone
     quantized with the ``"beyond"`` solution (per-channel uniform ranges, output objective,
@@ -43,7 +43,10 @@ def layer_error_curves(
     ``sensitivity="network"``: ``e_l(b) = 1/2 sum_c F_c e_c^T G e_c``, the network's ``KL(p_float || p_quant)``
     to second order (``F_c``: :func:`~requant_plugin.ptq.sensitivity.output_fisher`), comparable across layers;
     ``"layer"``: ``e_l(b) = mean_c e_c^T G e_c / mean_c w_c^T G w_c``, the layer's relative output MSE.
+    ``progress``: a tqdm bar over the layers.
     """
+    from tqdm.auto import tqdm  # a dependency; imported on first use only
+
     measure = Sensitivity.parse(sensitivity)
     batches = calibration_inputs(calibration_data, model)
     unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
@@ -57,7 +60,7 @@ def layer_error_curves(
     stats = collect_statistics(model, batches, names, max_rows=-(-calibration_rows // len(batches)), seed=seed)
     fisher = output_fisher(model, batches, names, seed=seed) if measure is Sensitivity.NETWORK else {}
     curves: dict[str, dict[int, float]] = {}
-    for name in names:
+    for name in tqdm(names, desc="mixed precision", unit="layer", disable=not progress):
         w = model.get_submodule(name).weight
         g = stats[name].gram
         scale = _layer_energy(w, g) if measure is Sensitivity.LAYER else 0.0
@@ -73,11 +76,12 @@ def layer_error_curves(
 
 def mixed_precision_bits(
     model: Any, calibration_data: Any, budget_bits: float, candidates: tuple[int, ...] = CANDIDATES, *,
-    sensitivity: str | Sensitivity = Sensitivity.NETWORK, seed: int = 0,
+    sensitivity: str | Sensitivity = Sensitivity.NETWORK, seed: int = 0, progress: bool = False,
 ) -> dict[str, int]:
     """Per-layer widths with at most ``budget_bits`` bits per weight on average (weights of every layer
     :func:`layer_error_curves` measures), minimising the summed errors: the two functions in one call."""
-    curves = layer_error_curves(model, calibration_data, candidates, sensitivity=sensitivity, seed=seed)
+    curves = layer_error_curves(model, calibration_data, candidates, sensitivity=sensitivity, seed=seed,
+                                progress=progress)
     sizes = {n: int(model.get_submodule(n).weight.numel()) for n in curves}
     return allocate_bits(curves, sizes, budget_bits)
 

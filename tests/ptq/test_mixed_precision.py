@@ -43,6 +43,14 @@ def test_network_sensitivity_spends_the_bits_where_the_output_listens() -> None:
         layer_error_curves(net, x, (2, 8), sensitivity="output")
 
 
+def test_progress_shows_a_bar_over_the_layers_and_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    net, x = _TwoHeads(), [torch.randn(64, 16, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    quiet = mixed_precision_bits(net, x, 5.0, (2, 8))
+    assert "mixed precision" not in capsys.readouterr().err
+    assert mixed_precision_bits(net, x, 5.0, (2, 8), progress=True) == quiet
+    assert "mixed precision: 100%" in capsys.readouterr().err  # tqdm's bar on stderr, both layers done
+
+
 def test_network_curves_estimate_the_kl_of_quantizing_one_layer() -> None:
     # second order: e_l(b) ~ KL(p_float || p_quant) with only layer l at b bits (its "beyond" weight, nearest
     # rounding, every other layer float); within 2x on an MLP at 4 bits, where the perturbation is small
