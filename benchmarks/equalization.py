@@ -14,11 +14,11 @@ cle-0.5``
 
 :func:`equalize_activations` turns the factor the other way for the W4A4 integer graph, whose activations are
 per tensor: each channel of a ReLU output is scaled by ``s_c = (r_max / r_c)^exponent`` (``r_c``: its 99.9th
-percentile on the calibration images), so every channel spans the shared 4-bit grid, and the reading layer's
-input channel by ``1 / s_c``: inside each block (``"pairs"``, the pairs above) and along the residual stream of
-option-A CIFAR ResNets (``"stream"``: every BatchNorm that writes a stage's stream and every layer that reads
-it; the parameter-free shortcut ties a stage's channels to the middle channels of the next, so each chain of
-tied channels gets the geometric mean of its stages' factors).
+percentile, the largest over the calibration batches, each on every 7th value), so every channel spans the shared
+4-bit grid, and the reading layer's input channel by ``1 / s_c``: inside each block (``"pairs"``, the pairs
+above) and along the residual stream of option-A CIFAR ResNets (``"stream"``: every BatchNorm that writes a
+stage's stream and every layer that reads it; the parameter-free shortcut ties a stage's channels to the middle
+channels of the next, so each chain of tied channels gets the geometric mean of its stages' factors).
 
 ``python -m benchmarks.dev_split --models resnet20 resnet56 --bits 4 --seeds 0 1 --variants pt2e-a4-half-tol02
 pt2e-a4-acle pt2e-a4-acle-stream``
