@@ -187,8 +187,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
         for method in cfg.methods[1:]:
             space = "sqrt" if method == "requant_sqrt" else "uniform"
             if method == "recipe_mixed":
-                widths[bits] = mixed_precision_bits(base, calib, float(bits), seed=cfg.seed,
-                                                     progress=cfg.progress)
+                widths[bits] = mixed_precision_bits(base, calib, float(bits), seed=cfg.seed, progress=cfg.progress,
+                                                     symmetric=cfg.recipe_config(bits).symmetric)
                 bar.clear()
                 log(f"      W{bits} mixed precision: {width_line(base, widths[bits])}")
                 bar.refresh()

@@ -77,11 +77,13 @@ def layer_error_curves(
 def mixed_precision_bits(
     model: Any, calibration_data: Any, budget_bits: float, candidates: tuple[int, ...] = CANDIDATES, *,
     sensitivity: str | Sensitivity = Sensitivity.NETWORK, seed: int = 0, progress: bool = False,
+    symmetric: bool = False,
 ) -> dict[str, int]:
     """Per-layer widths with at most ``budget_bits`` bits per weight on average (weights of every layer
-    :func:`layer_error_curves` measures), minimising the summed errors: the two functions in one call."""
+    :func:`layer_error_curves` measures), minimising the summed errors: the two functions in one call
+    (``symmetric``: the curves on the symmetric grid, for a symmetric recipe such as ``beyond-tensorrt``)."""
     curves = layer_error_curves(model, calibration_data, candidates, sensitivity=sensitivity, seed=seed,
-                                progress=progress)
+                                progress=progress, symmetric=symmetric)
     sizes = {n: int(model.get_submodule(n).weight.numel()) for n in curves}
     return allocate_bits(curves, sizes, budget_bits)
 

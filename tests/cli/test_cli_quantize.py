@@ -166,32 +166,41 @@ def test_recipe_row_matches_quantize_weights(cli, digits_model, tmp_path: Path) 
     assert res["accuracy"]["3"]["recipe"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test), abs=1e-9)
 
 
-def test_mixed_precision_row_matches_mixed_precision_bits(cli, digits_model, tmp_path: Path) -> None:
-    """``--mixed-precision``: the widths are mixed_precision_bits' at the budget, within it, and the row equals
-    quantize_weights with those widths as overrides."""
+def test_mixed_precision_row_matches_mixed_precision_bits(cli, digits_model, tmp_path: Path, monkeypatch) -> None:
+    """``--mixed-precision``: the widths are mixed_precision_bits' at the budget (on the recipe row's symmetric
+    grid), within it, and the row equals quantize_weights with those widths as overrides."""
+    import requant_plugin.pipeline.run as pipeline_run
     from requant_plugin import QuantizeConfig, quantize_weights
     from requant_plugin.options import Space
     from requant_plugin.ptq import mixed_precision_bits
 
+    grids: list[bool] = []
+
+    def spy(*args, **kwargs):
+        grids.append(kwargs.get("symmetric", False))
+        return mixed_precision_bits(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_run, "mixed_precision_bits", spy)
     weights, model = digits_model
     out, res = run_saved(cli, weights, tmp_path / "r", "--bits", "3", "--recipe", "beyond", "--mixed-precision",
-                         "--calib-images", "128", "--space", "uniform")
+                         "--calib-images", "128", "--space", "uniform", "--symmetric")
     assert re.search(r"REQuant beyond\s+REQuant beyond mixed", out)
     assert "W3 mixed precision: " in out and " bits per weight" in out
     assert res["settings"]["mixed_precision"] is True
+    assert grids == [True]  # the curves on the recipe row's (symmetric) grid
     data = load_digits()
     calib = data.calibration_batches(128, batch_size=64, seed=0)
-    widths = mixed_precision_bits(model, calib, 3.0)
+    widths = mixed_precision_bits(model, calib, 3.0, symmetric=True)  # the curves on the recipe row's grid
     assert res["widths"]["3"] == widths
     sizes = {n: w.size for n, w in layer_weights(model).items()}
     assert sum(sizes[n] * b for n, b in widths.items()) <= 3 * sum(sizes.values())
-    qmodel, report = quantize_weights(model, "beyond", bits=3, calibration_data=calib,
+    qmodel, report = quantize_weights(model, "beyond", bits=3, calibration_data=calib, symmetric=True,
                                       overrides={n: {"bits": b} for n, b in widths.items()})
     assert {x.name: x.bits for x in report.layers} == widths
     assert res["accuracy"]["3"]["recipe_mixed"] == pytest.approx(top1(qmodel.eval(), data.x_test, data.y_test),
                                                                  abs=1e-9)
     # the per-layer table stays the alpha search's (uniform grid), not a recipe row's
-    _, alpha_report = quantize_weights(model, QuantizeConfig(bits=3, space=Space.UNIFORM))
+    _, alpha_report = quantize_weights(model, QuantizeConfig(bits=3, space=Space.UNIFORM, symmetric=True))
     assert [r["alpha"] for r in res["layers"]] == pytest.approx([x.alpha for x in alpha_report.layers])
 
 

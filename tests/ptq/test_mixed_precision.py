@@ -51,6 +51,17 @@ def test_progress_shows_a_bar_over_the_layers_and_changes_nothing(capsys: pytest
     assert "mixed precision: 100%" in capsys.readouterr().err  # tqdm's bar on stderr, both layers done
 
 
+def test_symmetric_curves_for_a_symmetric_recipe() -> None:
+    """``symmetric=True`` measures the layers on the grid a symmetric recipe uses (no zero point), and the widths
+    follow those curves."""
+    net, x = _TwoHeads(), [torch.randn(64, 16, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    asym = layer_error_curves(net, x, (2, 3, 8))
+    sym = layer_error_curves(net, x, (2, 3, 8), symmetric=True)
+    assert sym["a"][2] != asym["a"][2]
+    sizes = {"a": 128, "b": 128}
+    assert mixed_precision_bits(net, x, 4.0, (2, 3, 8), symmetric=True) == allocate_bits(sym, sizes, 4.0)
+
+
 def test_network_curves_estimate_the_kl_of_quantizing_one_layer() -> None:
     # second order: e_l(b) ~ KL(p_float || p_quant) with only layer l at b bits (its "beyond" weight, nearest
     # rounding, every other layer float); within 2x on an MLP at 4 bits, where the perturbation is small
