@@ -53,7 +53,8 @@ class PipelineConfig:
             ``per_channel`` are passed on only when set, ``act_bits`` only to quantized-input recipes.
         mixed_precision: also evaluate the recipe with per-layer widths at each of ``bits`` bits per
             weight on average, chosen by :func:`~requant_plugin.ptq.mixed_precision_bits` (needs
-            ``recipe``; excludes ``end_bits``, which fixes two layers' widths).
+            ``recipe``; excludes ``end_bits``, which fixes two layers' widths); the export takes the
+            widths of its own width when that is one of ``bits``.
         calib_images: calibration images (activations, recipe and export), from the train split.
         test_limit: evaluate on a seeded class-stratified subset of this many test images.
     """

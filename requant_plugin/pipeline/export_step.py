@@ -12,7 +12,7 @@ as the accuracy table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,10 @@ def summarize_verification(ver: dict[str, Any]) -> list[str]:
 
 def export_and_verify(
     model: nn.Module, calib: list[Tensor], loader: Iterable[Sequence[Tensor]], cfg: PipelineConfig,
-    log: Callable[[str], None],
+    log: Callable[[str], None], widths: Mapping[str, int] | None = None,
 ) -> ExportSummary:
-    """Export ``model`` (float) with REQuant ranges to ``cfg.export`` and verify the file."""
+    """Export ``model`` (float) with REQuant ranges to ``cfg.export`` and verify the file (``widths``: per-layer
+    weight bits, the mixed-precision column's at the export's width)."""
     from ..export import check_tensorrt_compat, export_onnx_qdq, verify_export
 
     assert cfg.export is not None
@@ -73,8 +74,13 @@ def export_and_verify(
     ends = {name: {"bits": b} for name, b in end_widths(model, cfg.end_bits).items()}
     if ends:
         log(f"      note : {sorted(ends)} exported at W{cfg.end_bits} (--end-bits); activations stay A8")
+    overrides = ends or None
+    if widths:
+        overrides = {name: {"bits": b} for name, b in widths.items()}
+        log(f"      note : weights at the mixed-precision widths of the W{wbits} budget (--mixed-precision); "
+            "activations stay A8")
     report = export_onnx_qdq(model, calib, path, weight_bits=wbits, act_bits=abits, space="uniform",
-                             per_channel=True, fp32_path=fp32_path, progress=cfg.progress, overrides=ends or None)
+                             per_channel=True, fp32_path=fp32_path, progress=cfg.progress, overrides=overrides)
     log(f"      wrote {path} ({report.file_size:,} bytes, opset {report.opset}): "
         f"{len(report.weights)} quantized weights, {len(report.activations)} quantized activations")
     ver = verify_export(report, model=model, images=calib[0], fp32_path=fp32_path,

@@ -221,7 +221,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
     if cfg.export is not None:
         t3 = time.perf_counter()
         log(f"[5/5] export W{cfg.export_weight_bits}A8 ONNX for TensorRT -> {cfg.export}")
-        result.export = export_and_verify(work.model, calib, loader, cfg, log)
+        result.export = export_and_verify(work.model, calib, loader, cfg, log, widths.get(cfg.export_weight_bits))
         seconds["export"] = time.perf_counter() - t3
     else:
         log("[5/5] export: skipped (add --export model.onnx for a TensorRT-ready ONNX)")

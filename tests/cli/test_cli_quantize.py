@@ -237,3 +237,30 @@ def test_end_bits_keep_first_and_last_layer_wider(cli, digits_model, tmp_path: P
     with fake_quant_activations(qmodel.eval(), qp):
         expected = top1(qmodel, data.x_test, data.y_test)
     assert res["accuracy"]["2"]["recipe"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_mixed_precision_export_carries_the_chosen_widths(digits_model, tmp_path: Path) -> None:
+    """``--mixed-precision --export``: each layer's int8 codes in the ONNX stay within its chosen width (the export
+    at the lowest --bits budget), not the uniform width."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from requant_plugin.pipeline import PipelineConfig, run_pipeline
+
+    weights, _ = digits_model
+    path = tmp_path / "m.onnx"
+    cfg = PipelineConfig(data="digits", model="small-cnn", weights=str(weights), bits=(3,), recipe="beyond",
+                         mixed_precision=True, export=str(path), calib_images=128, progress=False)
+    logged: list[str] = []
+    result = run_pipeline(cfg, log=logged.append)
+    widths = result.widths[3]
+    assert max(widths.values()) > 3, widths  # the budget spent unevenly, so the check below can tell
+    assert any("mixed-precision widths of the W3 budget" in line for line in logged)
+    assert result.export is not None and not result.export.violations
+    codes = {i.name.removesuffix(".weight_quantized"): numpy_helper.to_array(i).astype(int)
+             for i in onnx.load(str(path)).graph.initializer if i.name.endswith(".weight_quantized")}
+    assert set(codes) == set(widths)
+    for name, b in widths.items():
+        assert -(2 ** (b - 1)) <= codes[name].min() and codes[name].max() <= 2 ** (b - 1) - 1, name
+        narrower = 2 ** (b - 2)  # the width is used: some code lies outside the (b - 1)-bit range
+        assert codes[name].min() < -narrower or codes[name].max() > narrower - 1, name
