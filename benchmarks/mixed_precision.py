@@ -34,18 +34,10 @@ CANDIDATES = (2, 3, 4, 5, 6, 8)
 VARIANTS = ("uniform", "layer", "network")
 
 
-def width_summary(bits: dict[str, int], sizes: dict[str, int]) -> tuple[dict[str, int], float]:
-    """How many layers take each width (``{"2": 5, ...}``, narrowest first) and the bits per weight on average."""
-    hist: dict[str, int] = {}
-    for b in sorted(bits.values()):
-        hist[str(b)] = hist.get(str(b), 0) + 1
-    return hist, sum(sizes[n] * b for n, b in bits.items()) / sum(sizes[n] for n in bits)
-
-
 def run_seed(model: nn.Module, x_train: Any, seed: int, budgets: Sequence[float], variant: str,
              dev: tuple[Any, Any, Any]) -> dict[float, dict[str, Any]]:
     """Every budget of one (model, seed, variant): the curves once, then one quantization per budget."""
-    from requant_plugin.ptq import allocate_bits, layer_error_curves, quantize_weights
+    from requant_plugin.ptq import allocate_bits, layer_error_curves, quantize_weights, width_summary
 
     cal = calibration(x_train, seed)
     x_dev, y_dev, ref = dev
@@ -65,7 +57,8 @@ def run_seed(model: nn.Module, x_train: Any, seed: int, budgets: Sequence[float]
             bits = allocate_bits(curves, sizes, budget)
             q, _ = quantize_weights(model, 4, recipe="beyond", calibration_data=cal,
                                     overrides={n: {"bits": b} for n, b in bits.items()})
-            hist, used = width_summary(bits, sizes)
+            counts, used = width_summary(bits, sizes)
+            hist = {str(b): k for b, k in counts.items()}
         secs = curve_secs + time.perf_counter() - t1
         out[budget] = {**score(ref, logits(q, x_dev), y_dev), "seconds": secs, "histogram": hist, "mean_bits": used}
     return out

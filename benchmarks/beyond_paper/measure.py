@@ -91,7 +91,7 @@ def run_one(name: str, model: nn.Module, bits: int, row_kwargs: dict[str, Any], 
 def run_mixed(model: nn.Module, budget: float, cal: list[torch.Tensor], evaluator: Evaluator,
               sensitivity: str = "network") -> dict[str, Any]:
     """``"beyond"`` with per-layer bits from :func:`allocate_bits` under ``budget`` bits/weight."""
-    from benchmarks.mixed_precision import width_summary
+    from requant_plugin.ptq import width_summary
     from requant_plugin.ptq.presets import allocate_bits, layer_error_curves
 
     t0 = time.perf_counter()
@@ -101,7 +101,8 @@ def run_mixed(model: nn.Module, budget: float, cal: list[torch.Tensor], evaluato
     q, rep = quantize_weights(model, 4, recipe="beyond", calibration_data=cal,
                               overrides={n: {"bits": b} for n, b in bits.items()})
     secs = time.perf_counter() - t0
-    hist, mean_bits = width_summary(bits, sizes)
+    counts, mean_bits = width_summary(bits, sizes)
+    hist = {str(b): k for b, k in counts.items()}
     return dict(acc=evaluator.accuracy(q), seconds=secs, size_bits=size_bits(q, rep), mean_bits=mean_bits,
                 histogram=hist)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from ..ptq import width_summary
 from .config import LayerRow, PipelineConfig, PipelineResult
 
 __all__ = ["accuracy_table", "format_table", "layer_table", "setting_line", "width_line"]
@@ -81,10 +81,8 @@ def setting_line(cfg: PipelineConfig) -> str:
 def width_line(model: nn.Module, widths: Mapping[str, int]) -> str:
     """Layers per width and the weights' mean bits, e.g. ``2 bits: 3 layers, 4 bits: 17 layers; 3.50 bits per
     weight``."""
-    sizes = {n: _size(model.get_submodule(n)) for n in widths}
-    count = Counter(widths.values())
-    mean = sum(sizes[n] * b for n, b in widths.items()) / max(sum(sizes.values()), 1)
-    parts = ", ".join(f"{b} bits: {k} layer{'s' * (k != 1)}" for b, k in sorted(count.items()))
+    count, mean = width_summary(widths, {n: _size(model.get_submodule(n)) for n in widths})
+    parts = ", ".join(f"{b} bits: {k} layer{'s' * (k != 1)}" for b, k in count.items())
     return f"{parts}; {mean:.2f} bits per weight"
 
 

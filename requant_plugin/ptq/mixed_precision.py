@@ -10,6 +10,7 @@ widths under a model-size budget; :func:`mixed_precision_bits` does both. Pass t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,16 +26,18 @@ from .inputs import calibration_inputs
 from .output_search import search_layer_output
 from .sensitivity import output_fisher
 
-__all__ = ["allocate_bits", "layer_error_curves", "mixed_precision_bits"]
+__all__ = ["allocate_bits", "layer_error_curves", "mixed_precision_bits", "width_summary"]
 
 #: the widths :func:`mixed_precision_bits` chooses from
 CANDIDATES = (2, 3, 4, 5, 6, 8)
+#: the curves' rounding and Gram rows unless :func:`layer_error_curves` is told otherwise
+ROUNDING, CALIBRATION_ROWS = "feedback", 8192
 
 
 def layer_error_curves(
     model: Any, calibration_data: Any, candidates: tuple[int, ...] = CANDIDATES, *,
-    symmetric: bool = False, rounding: str = "feedback", calibration_rows: int = 8192, seed: int = 0,
-    sensitivity: str | Sensitivity = Sensitivity.NETWORK, progress: bool = False,
+    symmetric: bool = False, rounding: str = ROUNDING, calibration_rows: int = CALIBRATION_ROWS, seed: int = 0,
+    sensitivity: str | Sensitivity = Sensitivity.NETWORK,
 ) -> dict[str, dict[int, float]]:
     """Error of every Linear/Conv1d/Conv2d layer at each candidate bit width, that layer alone
     quantized with the ``"beyond"`` solution (per-channel uniform ranges, output objective,
@@ -43,11 +46,18 @@ def layer_error_curves(
     ``sensitivity="network"``: ``e_l(b) = 1/2 sum_c F_c e_c^T G e_c``, the network's ``KL(p_float || p_quant)``
     to second order (``F_c``: :func:`~requant_plugin.ptq.sensitivity.output_fisher`), comparable across layers;
     ``"layer"``: ``e_l(b) = mean_c e_c^T G e_c / mean_c w_c^T G w_c``, the layer's relative output MSE.
-    ``progress``: a tqdm bar over the layers.
     """
+    return _curves(model, calibration_data, candidates, (symmetric, rounding, calibration_rows, seed),
+                   Sensitivity.parse(sensitivity), progress=False)
+
+
+def _curves(model: Any, calibration_data: Any, candidates: tuple[int, ...], search: tuple[bool, str, int, int],
+            measure: Sensitivity, *, progress: bool) -> dict[str, dict[int, float]]:
+    """:func:`layer_error_curves` (``search``: its symmetric, rounding, calibration_rows and seed), with a tqdm bar
+    over the layers when ``progress``."""
     from tqdm.auto import tqdm  # a dependency; imported on first use only
 
-    measure = Sensitivity.parse(sensitivity)
+    symmetric, rounding, calibration_rows, seed = search
     batches = calibration_inputs(calibration_data, model)
     unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
     names = [n for n, m in model.named_modules() if supports_output_statistics(m) and n not in unhooked]
@@ -55,7 +65,7 @@ def layer_error_curves(
     if unreached:
         warnings.warn(f"layer_error_curves: {sorted(unreached)} are not called by the model's eval-mode forward (e.g. "
                       "a training-only auxiliary head): left out of the curves, so quantize_weights gives them the "
-                      "config's width", stacklevel=2)
+                      "config's width", stacklevel=3)
         names = [n for n in names if n not in unreached]
     stats = collect_statistics(model, batches, names, max_rows=-(-calibration_rows // len(batches)), seed=seed)
     fisher = output_fisher(model, batches, names, seed=seed) if measure is Sensitivity.NETWORK else {}
@@ -82,8 +92,8 @@ def mixed_precision_bits(
     """Per-layer widths with at most ``budget_bits`` bits per weight on average (weights of every layer
     :func:`layer_error_curves` measures), minimising the summed errors: the two functions in one call
     (``symmetric``: the curves on the symmetric grid, for a symmetric recipe such as ``beyond-tensorrt``)."""
-    curves = layer_error_curves(model, calibration_data, candidates, sensitivity=sensitivity, seed=seed,
-                                progress=progress, symmetric=symmetric)
+    curves = _curves(model, calibration_data, candidates, (symmetric, ROUNDING, CALIBRATION_ROWS, seed),
+                     Sensitivity.parse(sensitivity), progress=progress)
     sizes = {n: int(model.get_submodule(n).weight.numel()) for n in curves}
     return allocate_bits(curves, sizes, budget_bits)
 
@@ -126,3 +136,13 @@ def allocate_bits(
         _, n, b = best
         used += sizes[n] * (b - bits[n])
         bits[n] = b
+
+
+def width_summary(bits: Mapping[str, int], sizes: Mapping[str, int]) -> tuple[dict[int, int], float]:
+    """How many layers take each width (``{2: 5, ...}``, narrowest first) and the bits per weight on average,
+    ``sum_l n_l b_l / sum_l n_l``."""
+    hist: dict[int, int] = {}
+    for b in sorted(bits.values()):
+        hist[b] = hist.get(b, 0) + 1
+    total = sum(sizes[n] for n in bits)
+    return hist, sum(sizes[n] * b for n, b in bits.items()) / total if total else 0.0

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from requant_plugin import quantize_weights
-from requant_plugin.ptq import allocate_bits, layer_error_curves, mixed_precision, mixed_precision_bits, presets
+from requant_plugin.ptq import (
+    allocate_bits,
+    layer_error_curves,
+    mixed_precision,
+    mixed_precision_bits,
+    presets,
+    width_summary,
+)
 
 
 def test_presets_reexports_the_mixed_precision_helpers() -> None:
@@ -107,3 +114,10 @@ def test_training_only_layers_are_left_out_and_the_mode_does_not_matter() -> Non
     assert set(in_train) == {"body", "head"} and in_train == in_eval  # the Fisher pass runs in eval mode too
     with pytest.warns(UserWarning, match="aux"):
         assert set(mixed_precision_bits(_AuxHead().eval(), data, 3.0, (2, 4))) == {"body", "head"}
+
+
+def test_width_summary_counts_layers_and_weighs_bits_by_size() -> None:
+    hist, mean = width_summary({"a": 8, "b": 2, "c": 2}, {"a": 100, "b": 300, "c": 600})
+    assert list(hist.items()) == [(2, 2), (8, 1)]  # narrowest first
+    assert mean == (8 * 100 + 2 * 900) / 1000
+    assert width_summary({}, {}) == ({}, 0.0)
