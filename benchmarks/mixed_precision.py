@@ -37,7 +37,7 @@ VARIANTS = ("uniform", "layer", "network")
 def run_seed(model: nn.Module, x_train: Any, seed: int, budgets: Sequence[float], variant: str,
              dev: tuple[Any, Any, Any]) -> dict[float, dict[str, Any]]:
     """Every budget of one (model, seed, variant): the curves once, then one quantization per budget."""
-    from requant_plugin.ptq import allocate_bits, layer_error_curves, quantize_weights, width_summary
+    from requant_plugin.ptq import allocate_bits, layer_error_curves, quantize_weights, weight_counts, width_summary
 
     cal = calibration(x_train, seed)
     x_dev, y_dev, ref = dev
@@ -53,7 +53,7 @@ def run_seed(model: nn.Module, x_train: Any, seed: int, budgets: Sequence[float]
             q, _ = quantize_weights(model, int(budget), recipe="beyond", calibration_data=cal)
             hist, used = {str(int(budget)): -1}, float(budget)
         else:
-            sizes = {n: int(model.get_submodule(n).weight.numel()) for n in curves}  # type: ignore[operator]
+            sizes = weight_counts(model, curves)
             bits = allocate_bits(curves, sizes, budget)
             q, _ = quantize_weights(model, 4, recipe="beyond", calibration_data=cal,
                                     overrides={n: {"bits": b} for n, b in bits.items()})

@@ -91,12 +91,12 @@ def run_one(name: str, model: nn.Module, bits: int, row_kwargs: dict[str, Any], 
 def run_mixed(model: nn.Module, budget: float, cal: list[torch.Tensor], evaluator: Evaluator,
               sensitivity: str = "network") -> dict[str, Any]:
     """``"beyond"`` with per-layer bits from :func:`allocate_bits` under ``budget`` bits/weight."""
-    from requant_plugin.ptq import width_summary
+    from requant_plugin.ptq import weight_counts, width_summary
     from requant_plugin.ptq.presets import allocate_bits, layer_error_curves
 
     t0 = time.perf_counter()
     curves = layer_error_curves(model, cal, MIXED_CANDIDATES, sensitivity=sensitivity)
-    sizes = {n: int(m.weight.numel()) for n, m in quantizable_layers(model)}  # type: ignore[operator]
+    sizes = weight_counts(model, curves)
     bits = allocate_bits(curves, sizes, budget)
     q, rep = quantize_weights(model, 4, recipe="beyond", calibration_data=cal,
                               overrides={n: {"bits": b} for n, b in bits.items()})

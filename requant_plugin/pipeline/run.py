@@ -192,9 +192,11 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> PipelineResult:
                 bar.clear()
                 log(f"      W{bits} mixed precision: {width_line(base, widths[bits])}")
                 bar.refresh()
-            q_model, report = (quantize_weights(base, cfg.recipe_config(bits, widths.get(bits)), calibration_data=calib)
-                               if method.startswith("recipe")
-                               else quantize_weights(base, cfg.quantize_config(bits, space)))
+            if method.startswith("recipe"):
+                row = cfg.recipe_config(bits, widths[bits] if method == "recipe_mixed" else None)
+                q_model, report = quantize_weights(base, row, calibration_data=calib)
+            else:
+                q_model, report = quantize_weights(base, cfg.quantize_config(bits, space))
             accuracy[bits][method] = evaluate(q_model, method)
             bar.update()
             if not method.startswith("recipe") and bits == cfg.main_bits and space == cfg.space:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
-from ..ptq import width_summary
+from ..ptq import weight_counts, width_summary
 from .config import LayerRow, PipelineConfig, PipelineResult
 
 __all__ = ["accuracy_table", "format_table", "layer_table", "setting_line", "width_line"]
@@ -81,12 +81,7 @@ def setting_line(cfg: PipelineConfig) -> str:
 def width_line(model: nn.Module, widths: Mapping[str, int]) -> str:
     """Layers per width and the weights' mean bits, e.g. ``2 bits: 3 layers, 4 bits: 17 layers; 3.50 bits per
     weight``."""
-    count, mean = width_summary(widths, {n: _size(model.get_submodule(n)) for n in widths})
+    count, mean = width_summary(widths, weight_counts(model, widths))
     parts = ", ".join(f"{b} bits: {k} layer{'s' * (k != 1)}" for b, k in count.items())
     return f"{parts}; {mean:.2f} bits per weight"
 
-
-def _size(module: nn.Module) -> int:
-    weight = module.weight
-    assert isinstance(weight, Tensor)
-    return weight.numel()

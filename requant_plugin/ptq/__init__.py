@@ -6,7 +6,7 @@
 
 from .bn_fold import conv_bn_pairs, fold_bn_
 from .config import LayerOverride, QuantizeConfig, first_last, layer_space
-from .mixed_precision import allocate_bits, layer_error_curves, mixed_precision_bits, width_summary
+from .mixed_precision import allocate_bits, layer_error_curves, mixed_precision_bits, weight_counts, width_summary
 from .plan import QUANTIZABLE, LayerPlan, quantizable_layers, weight_ch_axis
 from .recipes import RECIPES, make_config
 from .report import LayerReport, QuantizationReport
@@ -16,5 +16,5 @@ __all__ = [
     "QUANTIZABLE", "RECIPES", "LayerOverride", "LayerPlan", "LayerReport", "QuantizationReport",
     "QuantizeConfig", "allocate_bits", "conv_bn_pairs", "first_last", "fold_bn_", "layer_error_curves",
     "layer_space", "make_config", "mixed_precision_bits", "quantizable_layers", "quantize_beyond",
-    "quantize_weights", "weight_ch_axis", "width_summary",
+    "quantize_weights", "weight_ch_axis", "weight_counts", "width_summary",
 ]

@@ -10,7 +10,8 @@ widths under a model-size budget; :func:`mixed_precision_bits` does both. Pass t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,9 +25,10 @@ from .calibration import (
 )
 from .inputs import calibration_inputs
 from .output_search import search_layer_output
+from .plan import layer_weight
 from .sensitivity import output_fisher
 
-__all__ = ["allocate_bits", "layer_error_curves", "mixed_precision_bits", "width_summary"]
+__all__ = ["allocate_bits", "layer_error_curves", "mixed_precision_bits", "weight_counts", "width_summary"]
 
 #: the widths :func:`mixed_precision_bits` chooses from
 CANDIDATES = (2, 3, 4, 5, 6, 8)
@@ -47,17 +49,15 @@ def layer_error_curves(
     to second order (``F_c``: :func:`~requant_plugin.ptq.sensitivity.output_fisher`), comparable across layers;
     ``"layer"``: ``e_l(b) = mean_c e_c^T G e_c / mean_c w_c^T G w_c``, the layer's relative output MSE.
     """
-    return _curves(model, calibration_data, candidates, (symmetric, rounding, calibration_rows, seed),
-                   Sensitivity.parse(sensitivity), progress=False)
+    return _curves(model, calibration_data, candidates, symmetric=symmetric, rounding=rounding,
+                   calibration_rows=calibration_rows, seed=seed, measure=Sensitivity.parse(sensitivity), progress=False)
 
 
-def _curves(model: Any, calibration_data: Any, candidates: tuple[int, ...], search: tuple[bool, str, int, int],
-            measure: Sensitivity, *, progress: bool) -> dict[str, dict[int, float]]:
-    """:func:`layer_error_curves` (``search``: its symmetric, rounding, calibration_rows and seed), with a tqdm bar
-    over the layers when ``progress``."""
+def _curves(model: Any, calibration_data: Any, candidates: tuple[int, ...], *, symmetric: bool, rounding: str,
+            calibration_rows: int, seed: int, measure: Sensitivity, progress: bool) -> dict[str, dict[int, float]]:
+    """:func:`layer_error_curves`, with a tqdm bar over the layers when ``progress``."""
     from tqdm.auto import tqdm  # a dependency; imported on first use only
 
-    symmetric, rounding, calibration_rows, seed = search
     batches = calibration_inputs(calibration_data, model)
     unhooked = attention_out_projections(model)  # no input statistics: MHA reads out_proj.weight
     names = [n for n, m in model.named_modules() if supports_output_statistics(m) and n not in unhooked]
@@ -92,10 +92,10 @@ def mixed_precision_bits(
     """Per-layer widths with at most ``budget_bits`` bits per weight on average (weights of every layer
     :func:`layer_error_curves` measures), minimising the summed errors: the two functions in one call
     (``symmetric``: the curves on the symmetric grid, for a symmetric recipe such as ``beyond-tensorrt``)."""
-    curves = _curves(model, calibration_data, candidates, (symmetric, ROUNDING, CALIBRATION_ROWS, seed),
-                     Sensitivity.parse(sensitivity), progress=progress)
-    sizes = {n: int(model.get_submodule(n).weight.numel()) for n in curves}
-    return allocate_bits(curves, sizes, budget_bits)
+    curves = _curves(model, calibration_data, candidates, symmetric=symmetric, rounding=ROUNDING,
+                     calibration_rows=CALIBRATION_ROWS, seed=seed, measure=Sensitivity.parse(sensitivity),
+                     progress=progress)
+    return allocate_bits(curves, weight_counts(model, curves), budget_bits)
 
 
 def _layer_energy(w: Any, g: np.ndarray) -> float:
@@ -141,8 +141,11 @@ def allocate_bits(
 def width_summary(bits: Mapping[str, int], sizes: Mapping[str, int]) -> tuple[dict[int, int], float]:
     """How many layers take each width (``{2: 5, ...}``, narrowest first) and the bits per weight on average,
     ``sum_l n_l b_l / sum_l n_l``."""
-    hist: dict[int, int] = {}
-    for b in sorted(bits.values()):
-        hist[b] = hist.get(b, 0) + 1
+    hist = dict(sorted(Counter(bits.values()).items()))
     total = sum(sizes[n] for n in bits)
     return hist, sum(sizes[n] * b for n, b in bits.items()) / total if total else 0.0
+
+
+def weight_counts(model: Any, names: Iterable[str]) -> dict[str, int]:
+    """``{name: number of weights}`` of the named layers (the ``sizes`` of :func:`allocate_bits`)."""
+    return {n: int(layer_weight(model.get_submodule(n)).numel()) for n in names}

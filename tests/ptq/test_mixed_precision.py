@@ -13,6 +13,7 @@ from requant_plugin.ptq import (
     mixed_precision,
     mixed_precision_bits,
     presets,
+    weight_counts,
     width_summary,
 )
 
@@ -121,3 +122,4 @@ def test_width_summary_counts_layers_and_weighs_bits_by_size() -> None:
     assert list(hist.items()) == [(2, 2), (8, 1)]  # narrowest first
     assert mean == (8 * 100 + 2 * 900) / 1000
     assert width_summary({}, {}) == ({}, 0.0)
+    assert weight_counts(_TwoHeads(), ["a", "b"]) == {"a": 128, "b": 128}
