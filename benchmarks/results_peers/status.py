@@ -31,8 +31,8 @@ sensitivity, the command line's mixed-precision column): `python -m benchmarks.f
 weight (beyond, paper) and pt2e W4A4 results bit for bit (libraries 6bf7f1e1cd, 13cc055b41, df2385b2bd, b7af84f87b,
 074d79bace, c4bcd033ee, 69972ef1d7 and 54496d4e6f on the AMD EPYC without AVX-512; b2d8bf465d, dacd7a9f28,
 c38e67fd90, 915bb30745, 0f01980830 and 4ac3399c68 on an AMD EPYC with AVX-512, where 54496d4e6f gives the same hashes
-as they do and all seven differ from the first machine's on 4 of 5 configurations: the kernels sum in another order), so the cells
-stand. The row
+as they do and all seven differ from the first machine's on 4 of 5 configurations: the kernels sum in another
+order), so the cells stand. The row
 "+ shortcut reads quantized in the weight calibration" (W4A4, seeds 0-2, library 5d7af4430d, two benchmark
 processes side by side) calibrates the weights with the residual shortcut's copy of each block input quantized as
 the graph reads it (`act_shortcuts=True`, opt-in; docs/dev-split.md, section dev-act-shortcuts).
